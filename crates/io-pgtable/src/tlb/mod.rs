@@ -1,0 +1,17 @@
+//! TLB maintenance: the flush-ops interface the page table drives, the gather that batches leaf
+//! invalidations, an IOTLB model, and the flush queue for lazy invalidation.
+//!
+//! Spec io-pgtable.md §4. The page table calls [`FlushOps`] exactly where `io-pgtable-arm.c`
+//! calls `io_pgtable_tlb_*` (§4.1): a synchronous walk flush before any table is freed, a leaf
+//! invalidation queued in a [`Gather`] for every cleared leaf (skipped when the gather is
+//! `queued`, i.e. lazy), and a flush-all when the table is dropped.
+
+mod flush_queue;
+mod gather;
+mod iotlb;
+mod ops;
+
+pub use flush_queue::{Clock, FlushQueue, FlushQueueConfig, SystemClock};
+pub use gather::Gather;
+pub use iotlb::{Iotlb, IotlbConfig, IotlbStats};
+pub use ops::{FlushOps, NoFlush};
