@@ -9,6 +9,9 @@ struct Cli {}
 
 fn main() -> anyhow::Result<()> {
     let _cli = Cli::parse();
-    println!("type1 {}: the migrate, run and bench commands are not built yet; see README.md", env!("CARGO_PKG_VERSION"));
+    println!(
+        "type1 {}: the migrate, run and bench commands are not built yet; see README.md",
+        env!("CARGO_PKG_VERSION")
+    );
     Ok(())
 }

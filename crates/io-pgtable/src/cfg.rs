@@ -364,9 +364,7 @@ impl Geometry {
                         }
                         Granule::Size64K => false,
                     },
-                    ConcatRule::Legacy => {
-                        start_level == 0 && pgd_entries <= S2_MAX_CONCAT_PAGES
-                    }
+                    ConcatRule::Legacy => start_level == 0 && pgd_entries <= S2_MAX_CONCAT_PAGES,
                 };
                 if concat {
                     if pgd_entries > S2_MAX_CONCAT_PAGES {

@@ -60,17 +60,18 @@ impl IoPageTable {
             return Err(Error::DirtyUnsupported);
         }
         let no_clear = flags.contains(DirtyFlags::NO_CLEAR);
-        let result = self.for_each_leaf(iova.raw(), last, Holes::Fail, &mut |slot, p, base, lvl| {
-            if !pte::is_writable_dirty(p) {
-                return;
-            }
-            let len = geo.block_size(lvl);
-            if !no_clear {
-                slot.fetch_or(pte::AP_RDONLY, Ordering::AcqRel);
-            }
-            record(Iova(base), len);
-            gather.add_range(Iova(base), len);
-        });
+        let result =
+            self.for_each_leaf(iova.raw(), last, Holes::Fail, &mut |slot, p, base, lvl| {
+                if !pte::is_writable_dirty(p) {
+                    return;
+                }
+                let len = geo.block_size(lvl);
+                if !no_clear {
+                    slot.fetch_or(pte::AP_RDONLY, Ordering::AcqRel);
+                }
+                record(Iova(base), len);
+                gather.add_range(Iova(base), len);
+            });
         result.map_err(|at| Error::Hole { iova: Iova(at) })
     }
 

@@ -228,7 +228,8 @@ impl<T> Domain<T> {
         }
         let mut dirty_now = !perms.write_needs_dirty;
         if access == Access::Write && perms.write_needs_dirty {
-            leaf.slot.fetch_and(!pte::AP_RDONLY, std::sync::atomic::Ordering::AcqRel);
+            leaf.slot
+                .fetch_and(!pte::AP_RDONLY, std::sync::atomic::Ordering::AcqRel);
             dirty_now = true;
         }
         let size = geo.block_size(leaf.lvl);

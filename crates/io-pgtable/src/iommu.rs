@@ -155,11 +155,20 @@ mod tests {
     #[test]
     fn pgsize_picks_largest_aligned_block() {
         assert_eq!(iommu_pgsize(B, 0, 0, 1 << 30), Some((1 << 30, 1)));
-        assert_eq!(iommu_pgsize(B, 0x20_0000, 0x20_0000, 8 << 20), Some((1 << 21, 4)));
+        assert_eq!(
+            iommu_pgsize(B, 0x20_0000, 0x20_0000, 8 << 20),
+            Some((1 << 21, 4))
+        );
         // 4K pages only up to the next 2M boundary, then 2M blocks.
-        assert_eq!(iommu_pgsize(B, 0x1000, 0x1000, 4 << 20), Some((0x1000, 511)));
+        assert_eq!(
+            iommu_pgsize(B, 0x1000, 0x1000, 4 << 20),
+            Some((0x1000, 511))
+        );
         // iova and paddr disagree mod 2M: never reach a bigger page, so all 4K.
-        assert_eq!(iommu_pgsize(B, 0x1000, 0x2000, 4 << 20), Some((0x1000, 1024)));
+        assert_eq!(
+            iommu_pgsize(B, 0x1000, 0x2000, 4 << 20),
+            Some((0x1000, 1024))
+        );
         assert_eq!(iommu_pgsize(B, 0x800, 0, 0x1000), None);
         assert_eq!(iommu_pgsize(B, 0, 0, 0), None);
     }

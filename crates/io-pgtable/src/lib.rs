@@ -46,12 +46,12 @@ pub mod testing;
 pub mod tlb;
 
 pub use addr::{Iova, PhysAddr};
-pub use cfg::{Config, ConcatRule, Format, Geometry, Granule, Quirks, Registers};
+pub use cfg::{ConcatRule, Config, Format, Geometry, Granule, Quirks, Registers};
 pub use dirty::DirtyFlags;
 pub use domain::{Domain, DomainConfig, Fault, InvalidationPolicy, Translation, Unmapped};
 pub use error::Error;
 pub use iommu::iommu_pgsize;
-pub use memory::TableArena;
+pub use memory::{TableArena, POISON_PA, POISON_PTE};
 pub use prot::{Access, Prot};
 pub use table::{IoPageTable, Stats, WalkData};
 pub use tlb::{FlushOps, FlushQueue, FlushQueueConfig, Gather, Iotlb, IotlbConfig};

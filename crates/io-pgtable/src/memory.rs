@@ -21,6 +21,13 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::error::Error;
 
+/// What a freed table is filled with: at level 3 a page mapping [`POISON_PA`], at levels 0-2 a
+/// table descriptor naming no table (a walk through it faults). A walker that followed a freed
+/// table would translate to the poison address or fault, which the stress tests detect.
+pub const POISON_PTE: u64 = POISON_PA | 0b11;
+/// Output address of [`POISON_PTE`].
+pub const POISON_PA: u64 = 0x0000_dead_0000_0000;
+
 /// Number of segments: segment `k` holds `2^k` tables, so the arena can address `2^40 - 1`.
 const SEGMENTS: usize = 40;
 /// Table addresses start here, so that a table address is never 0.
@@ -85,7 +92,9 @@ impl TableArena {
     fn state(&self) -> MutexGuard<'_, ArenaState> {
         // A panic while holding this lock cannot leave the state half-updated (every update
         // is a single field write), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// (segment, index in segment) of table `id`.
@@ -93,7 +102,10 @@ impl TableArena {
     fn locate(id: u64) -> (usize, usize) {
         let n = id + 1;
         let seg = 63 - n.leading_zeros();
-        (crate::to_usize(u64::from(seg)), crate::to_usize(n - (1u64 << seg)))
+        (
+            crate::to_usize(u64::from(seg)),
+            crate::to_usize(n - (1u64 << seg)),
+        )
     }
 
     #[inline]
@@ -154,8 +166,14 @@ impl TableArena {
     /// reach it (the walk-cache flush for it has completed).
     pub fn free(&self, addr: u64) {
         let Some(id) = self.id_of(addr) else { return };
+        for e in self.entries(id) {
+            e.store(POISON_PTE, Ordering::Relaxed);
+        }
         let mut st = self.state();
-        debug_assert!(id < st.next_id && !st.free.contains(&id), "double free of table {addr:#x}");
+        debug_assert!(
+            id < st.next_id && !st.free.contains(&id),
+            "double free of table {addr:#x}"
+        );
         st.free.push(id);
         st.live -= 1;
     }

@@ -139,8 +139,7 @@ impl IoPageTable {
 
     #[inline]
     fn child(&self, pte: u64) -> &[AtomicU64] {
-        self.arena
-            .table(pte::iopte_to_paddr(pte, self.geo.granule))
+        self.arena.table(pte::iopte_to_paddr(pte, self.geo.granule))
     }
 
     /// `arm_lpae_map_pages` (§3.2–§3.4): maps up to `pgcount` pages of `pgsize` at `iova`,
@@ -319,7 +318,14 @@ impl IoPageTable {
         if pgcount == 0 || !self.geo.iova_in_range(iova.raw()) {
             return 0;
         }
-        self.unmap_at(&self.pgd, self.geo.start_level, iova.raw(), target, pgcount, gather)
+        self.unmap_at(
+            &self.pgd,
+            self.geo.start_level,
+            iova.raw(),
+            target,
+            pgcount,
+            gather,
+        )
     }
 
     fn unmap_at<'a>(
@@ -430,15 +436,17 @@ impl IoPageTable {
             }
         }
         let new = pte::make_table(&self.geo, t);
-        let table = match slot.compare_exchange(blk_pte, new, Ordering::AcqRel, Ordering::Acquire)
-        {
+        let table = match slot.compare_exchange(blk_pte, new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 if !hole.is_empty() {
                     if let Some(g) = gather.as_deref_mut() {
                         if !g.queued {
                             for j in 0..hole.len() {
-                                self.tlb
-                                    .tlb_add_page(g, Iova(iova + j as u64 * split_sz), split_sz);
+                                self.tlb.tlb_add_page(
+                                    g,
+                                    Iova(iova + j as u64 * split_sz),
+                                    split_sz,
+                                );
                             }
                         }
                     }

@@ -111,7 +111,10 @@ mod tests {
         g.add_page(Iova(0x2000), 0x1000);
         assert_eq!(g.range(), Some((Iova(0x1000), 0x2000)));
         assert!(g.needs_sync_before(Iova(0x10_0000), 0x1000), "disjoint");
-        assert!(g.needs_sync_before(Iova(0x3000), 0x20_0000), "other page size");
+        assert!(
+            g.needs_sync_before(Iova(0x3000), 0x20_0000),
+            "other page size"
+        );
         g.reset();
         assert!(g.is_empty());
     }

@@ -146,11 +146,17 @@ impl Iotlb {
     /// Takes the fill lock: walks that may fill the cache run under it.
     pub fn lock_fill(&self) -> FillGuard<'_> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        FillGuard(self.fill.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        FillGuard(
+            self.fill
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn lock_quiet(&self) -> MutexGuard<'_, ()> {
-        self.fill.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.fill
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Caches the leaf `[base, base + size)` → `pa_base` with the given permissions. Sizes the
@@ -278,7 +284,11 @@ mod tests {
             t.insert(&g, Iova(0x1000), 0x1000, 0x8000, true, false);
         }
         assert_eq!(t.lookup(Iova(0x1234), Access::Read), Some((0x8234, 0xdcc)));
-        assert_eq!(t.lookup(Iova(0x1234), Access::Write), None, "no cached write permission");
+        assert_eq!(
+            t.lookup(Iova(0x1234), Access::Write),
+            None,
+            "no cached write permission"
+        );
         t.invalidate_range(0x1fff, 0x1fff);
         assert_eq!(t.lookup(Iova(0x1234), Access::Read), None);
     }
@@ -301,7 +311,12 @@ mod tests {
 
     #[test]
     fn huge_invalidation_scans_instead_of_iterating() {
-        let t = Iotlb::new(B, IotlbConfig { entries_per_size: 8 });
+        let t = Iotlb::new(
+            B,
+            IotlbConfig {
+                entries_per_size: 8,
+            },
+        );
         {
             let g = t.lock_fill();
             t.insert(&g, Iova(0xffff_f000), 0x1000, 0x1000, true, true);
