@@ -33,14 +33,14 @@ fn map_8m_unmap_3m_at_5m_splits_one_block() {
     pt.flush_ops().iotlb_sync(&g);
 
     // The first 5M still translate to the same physical addresses.
-    for off in (0..5 * SZ_1M).step_by(SZ_4K as usize) {
+    for off in (0..5 * SZ_1M).step_by(4096) {
         assert_eq!(
             pt.iova_to_phys(Iova(iova + off + 7)),
             Some(PhysAddr(pa + off + 7))
         );
     }
     // The last 3M fault.
-    for off in (5 * SZ_1M..8 * SZ_1M).step_by(SZ_4K as usize) {
+    for off in (5 * SZ_1M..8 * SZ_1M).step_by(4096) {
         assert_eq!(pt.iova_to_phys(Iova(iova + off)), None);
     }
     // Entry counts: blocks at 0 and 2M, a table at 4M holding 256 pages (4M..5M), 6M gone.

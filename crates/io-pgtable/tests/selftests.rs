@@ -98,9 +98,9 @@ fn run_selftest(cfg: &Config) {
 fn kernel_selftest_sweep_all_126_instances() {
     let mut instances = 0;
     for bitmap in SELFTEST_PGSIZES {
-        for j in 0..SELFTEST_ADDRESS_SIZES.len() {
-            for k in 0..=j {
-                let (ias, oas) = (SELFTEST_ADDRESS_SIZES[k], SELFTEST_ADDRESS_SIZES[j]);
+        // oas = as[j], ias = as[k] for k <= j: so ias <= oas.
+        for (j, &oas) in SELFTEST_ADDRESS_SIZES.iter().enumerate() {
+            for &ias in &SELFTEST_ADDRESS_SIZES[..=j] {
                 for format in [Format::ArmLpaeS1, Format::ArmLpaeS2] {
                     let cfg = Config::new(format, bitmap, ias, oas).with_quirks(Quirks::NO_WARN);
                     run_selftest(&cfg);
