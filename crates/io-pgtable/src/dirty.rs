@@ -1,9 +1,9 @@
 //! Hardware dirty tracking on stage-1 leaves (spec io-pgtable.md §5).
 //!
-//! With [`crate::Quirks::ARM_HD`] every writable leaf carries DBM and starts *dirty* (AP[2]
-//! clear). A device write through a clean leaf clears AP[2] atomically (done by the walker in
+//! With [`crate::Quirks::ARM_HD`] every writable leaf carries DBM and starts *dirty* (AP\[2\]
+//! clear). A device write through a clean leaf clears AP\[2\] atomically (done by the walker in
 //! [`crate::Domain::translate`]); [`IoPageTable::read_and_clear_dirty`] reports dirty leaves and
-//! sets AP[2] again with an atomic OR, never a plain store, because a device may be updating the
+//! sets AP\[2\] again with an atomic OR, never a plain store, because a device may be updating the
 //! same word (§5.1). Cleaning must be followed by an IOTLB sync of the recorded ranges, or writes
 //! through a cached dirty translation go unrecorded (§5.4); the gather argument collects them.
 //!

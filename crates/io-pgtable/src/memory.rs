@@ -69,20 +69,21 @@ struct ArenaState {
 #[derive(Debug)]
 pub struct TableArena {
     entries_per_table: usize,
-    granule: u64,
+    granule_shift: u32,
     max_tables: u64,
     segments: Box<[OnceLock<Box<[AtomicU64]>>]>,
     state: Mutex<ArenaState>,
 }
 
 impl TableArena {
-    /// An empty arena of tables of `entries_per_table` entries, each `granule` bytes, holding at
-    /// most `max_tables` at once.
+    /// An empty arena of tables of `entries_per_table` entries, each `granule` bytes (a power of
+    /// two), holding at most `max_tables` at once.
     #[must_use]
     pub fn new(entries_per_table: usize, granule: u64, max_tables: u64) -> Self {
+        debug_assert!(granule.is_power_of_two());
         TableArena {
             entries_per_table,
-            granule,
+            granule_shift: granule.trailing_zeros(),
             max_tables,
             segments: (0..SEGMENTS).map(|_| OnceLock::new()).collect(),
             state: Mutex::new(ArenaState::default()),
@@ -110,15 +111,15 @@ impl TableArena {
 
     #[inline]
     fn addr_of(&self, id: u64) -> u64 {
-        (id + TABLE_BASE_INDEX) * self.granule
+        (id + TABLE_BASE_INDEX) << self.granule_shift
     }
 
     #[inline]
     fn id_of(&self, addr: u64) -> Option<u64> {
-        if addr % self.granule != 0 {
+        if addr & ((1u64 << self.granule_shift) - 1) != 0 {
             return None;
         }
-        (addr / self.granule).checked_sub(TABLE_BASE_INDEX)
+        (addr >> self.granule_shift).checked_sub(TABLE_BASE_INDEX)
     }
 
     /// Allocates a zeroed table and returns its table address.

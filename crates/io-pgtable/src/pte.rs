@@ -22,9 +22,9 @@ pub const VALID: u64 = 1 << 0;
 pub const ATTRINDX_SHIFT: u32 = 2;
 /// Bit 5: non-secure (stage-1 leaf).
 pub const NS: u64 = 1 << 5;
-/// Bit 6: AP[1], unprivileged access (stage 1).
+/// Bit 6: AP\[1\], unprivileged access (stage 1).
 pub const AP_UNPRIV: u64 = 1 << 6;
-/// Bit 7: AP[2], read-only; the hardware "clean" bit under DBM (stage 1).
+/// Bit 7: AP\[2\], read-only; the hardware "clean" bit under DBM (stage 1).
 pub const AP_RDONLY: u64 = 1 << 7;
 /// Bit number of [`AP_RDONLY`].
 pub const AP_RDONLY_BIT: u32 = 7;
@@ -65,10 +65,10 @@ pub const ADDR_MASK: u64 = ((1u64 << 48) - 1) & !((1u64 << 12) - 1);
 
 /// Every bit of a leaf that describes its attributes rather than its type or address: what a
 /// block passes on to the pages it is split into. Unlike the kernel's old `iopte_prot()` masks,
-/// this keeps DBM (and the dirty state in AP[2]), so a split block stays tracked (§2.2).
+/// this keeps DBM (and the dirty state in AP\[2\]), so a split block stays tracked (§2.2).
 pub const LEAF_ATTR_MASK: u64 = !(ADDR_MASK | TYPE_MASK | CONT | SW_SYNC);
 
-/// `paddr_to_iopte`: packs PA[51:48] into bits 15:12 for the 64K granule.
+/// `paddr_to_iopte`: packs PA\[51:48\] into bits 15:12 for the 64K granule.
 #[inline]
 #[must_use]
 pub const fn paddr_to_iopte(pa: u64) -> u64 {
@@ -104,7 +104,7 @@ pub const fn is_table(pte: u64, lvl: u32) -> bool {
     lvl != 3 && pte & TYPE_MASK == TYPE_TABLE
 }
 
-/// `iopte_writeable_dirty`: DBM set and AP[2] clear (§5.1).
+/// `iopte_writeable_dirty`: DBM set and AP\[2\] clear (§5.1).
 #[inline]
 #[must_use]
 pub const fn is_writable_dirty(pte: u64) -> bool {
@@ -206,7 +206,7 @@ pub struct LeafPerms {
     pub read: bool,
     /// Writes are allowed (possibly after a hardware dirty update).
     pub write: bool,
-    /// Writes first need AP[2] cleared (DBM set, currently clean).
+    /// Writes first need AP\[2\] cleared (DBM set, currently clean).
     pub write_needs_dirty: bool,
 }
 
