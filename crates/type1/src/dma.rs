@@ -1,0 +1,148 @@
+//! One mapping (`struct vfio_dma`, spec type1.md §2.4) and the tree of them.
+//!
+//! Mappings are keyed by their first IOVA in a `BTreeMap` and never merged. Ranges here use an
+//! **inclusive** last byte (`iova + size - 1`), so a mapping that ends at `u64::MAX` is found like
+//! any other (the v6.18 overflow fixes, §10 item 18).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::mm::{LockCapability, Mm, PinnedRun};
+
+/// Device access of a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaProt {
+    /// `IOMMU_READ`: the device may read.
+    pub read: bool,
+    /// `IOMMU_WRITE`: the device may write.
+    pub write: bool,
+}
+
+/// A mapping.
+#[derive(Debug)]
+pub struct Dma {
+    /// First IOVA.
+    pub iova: u64,
+    /// Bytes mapped (during MAP it grows run by run).
+    pub size: u64,
+    /// User address of the first byte.
+    pub vaddr: u64,
+    /// Device access.
+    pub prot: DmaProt,
+    /// Pinned and mapped into every IOMMU domain.
+    pub iommu_mapped: bool,
+    /// The owner's capability at MAP time.
+    pub lock_cap: LockCapability,
+    /// `UNMAP_DMA|VADDR` invalidated the vaddr.
+    pub vaddr_invalid: bool,
+    /// The owner (v6.3+ `dma->mm`): pins and charges go here.
+    pub mm: Arc<Mm>,
+    /// Runs pinned for the IOMMU domains, in IOVA order, covering `size`.
+    pub runs: Vec<PinnedRun>,
+    /// Pages charged to `mm` on behalf of this mapping (`dma->locked_vm`).
+    pub locked_vm: u64,
+}
+
+impl Dma {
+    /// Inclusive last IOVA (`size > 0` for every linked mapping).
+    #[must_use]
+    pub fn last(&self) -> u64 {
+        self.iova + (self.size - 1)
+    }
+}
+
+/// The mapping tree (`iommu->dma_list`).
+#[derive(Debug, Default)]
+pub struct DmaTree {
+    map: BTreeMap<u64, Dma>,
+}
+
+impl DmaTree {
+    /// Number of mappings.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True if empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Inserts a mapping (the caller checked there is no overlap).
+    pub fn insert(&mut self, dma: Dma) {
+        self.map.insert(dma.iova, dma);
+    }
+
+    /// Removes the mapping starting at `iova`.
+    pub fn remove(&mut self, iova: u64) -> Option<Dma> {
+        self.map.remove(&iova)
+    }
+
+    /// The mapping starting at `iova`.
+    #[must_use]
+    pub fn get(&self, iova: u64) -> Option<&Dma> {
+        self.map.get(&iova)
+    }
+
+    /// The mapping starting at `iova`, mutably.
+    pub fn get_mut(&mut self, iova: u64) -> Option<&mut Dma> {
+        self.map.get_mut(&iova)
+    }
+
+    /// `vfio_find_dma`: a mapping overlapping `[start, last]` (the one containing `start`, or
+    /// else the first that starts inside the range).
+    #[must_use]
+    pub fn find(&self, start: u64, last: u64) -> Option<&Dma> {
+        self.first_overlapping(start, last)
+    }
+
+    /// `vfio_find_dma_first_node`: the lowest mapping whose end is ≥ `start` and whose start is
+    /// ≤ `last`.
+    #[must_use]
+    pub fn first_overlapping(&self, start: u64, last: u64) -> Option<&Dma> {
+        if let Some((_, d)) = self.map.range(..=start).next_back() {
+            if d.last() >= start {
+                return Some(d);
+            }
+        }
+        self.map.range(start..=last).next().map(|(_, d)| d)
+    }
+
+    /// Starts of every mapping overlapping `[start, last]`, ascending.
+    #[must_use]
+    pub fn overlapping_keys(&self, start: u64, last: u64) -> Vec<u64> {
+        let first = match self.first_overlapping(start, last) {
+            Some(d) => d.iova,
+            None => return Vec::new(),
+        };
+        self.map.range(first..=last).map(|(&k, _)| k).collect()
+    }
+
+    /// The mapping containing `iova`.
+    #[must_use]
+    pub fn containing(&self, iova: u64) -> Option<&Dma> {
+        self.map
+            .range(..=iova)
+            .next_back()
+            .map(|(_, d)| d)
+            .filter(|d| d.last() >= iova)
+    }
+
+    /// All mappings, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = &Dma> {
+        self.map.values()
+    }
+
+    /// All mappings, ascending, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Dma> {
+        self.map.values_mut()
+    }
+
+    /// All keys, ascending.
+    #[must_use]
+    pub fn keys(&self) -> Vec<u64> {
+        self.map.keys().copied().collect()
+    }
+}

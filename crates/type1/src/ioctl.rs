@@ -1,0 +1,313 @@
+//! The ioctl entry: request numbers and argument bytes exactly as the kernel receives them.
+//!
+//! `arg` is a user address (or, for CHECK_EXTENSION and SET_IOMMU, a plain value). Reads and
+//! writes of user memory go through [`UserMemory`], the `copy_from_user`/`copy_to_user` seam: a
+//! failure is `EFAULT`. Each wrapper checks `argsz` against its `minsz`, the flag mask, and writes
+//! back exactly what the kernel writes back (spec type1.md §4.2–§4.4), and then calls the same
+//! typed operation a library user calls.
+
+use crate::container::Container;
+use crate::error::{Error, Result};
+use crate::type1::{MapDma, MapFlags, UnmapDma, UnmapFlags, DIRTY_BITMAP_SIZE_MAX};
+use crate::uapi::{self, get_u32, get_u64, off, put_u16, put_u32, put_u64, raw};
+
+/// x86-64 `TASK_SIZE_MAX`: the end of user address space, as `access_ok` sees it.
+pub const TASK_SIZE_MAX: u64 = (1 << 47) - 4096;
+
+/// User memory as the kernel reaches it.
+pub trait UserMemory {
+    /// `copy_from_user`: fills `buf` from `addr`.
+    ///
+    /// # Errors
+    /// `Err(addr)` of the first byte that cannot be read.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64>;
+
+    /// `copy_to_user`: writes `data` at `addr`.
+    ///
+    /// # Errors
+    /// `Err(addr)` of the first byte that cannot be written.
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64>;
+}
+
+/// `access_ok(addr, size)` on x86-64.
+#[must_use]
+pub fn access_ok(addr: u64, size: u64) -> bool {
+    size <= TASK_SIZE_MAX && addr <= TASK_SIZE_MAX - size
+}
+
+/// A window of user memory `[base, base + len)` backed by a buffer: for tests and for callers
+/// that hold the argument in Rust memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserBuffer {
+    /// User address of the first byte.
+    pub base: u64,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+impl UserBuffer {
+    /// A zeroed window of `len` bytes at `base`.
+    #[must_use]
+    pub fn new(base: u64, len: usize) -> Self {
+        UserBuffer {
+            base,
+            bytes: vec![0; len],
+        }
+    }
+
+    fn range(&self, addr: u64, len: usize) -> Result<std::ops::Range<usize>, u64> {
+        let start = addr.checked_sub(self.base).ok_or(addr)?;
+        let start = usize::try_from(start).map_err(|_| addr)?;
+        let end = start.checked_add(len).ok_or(addr)?;
+        if end > self.bytes.len() {
+            let first_bad = self.base + self.bytes.len() as u64;
+            return Err(first_bad.max(addr));
+        }
+        Ok(start..end)
+    }
+}
+
+impl UserMemory for UserBuffer {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        let r = self.range(addr, buf.len())?;
+        buf.copy_from_slice(&self.bytes[r]);
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64> {
+        let r = self.range(addr, data.len())?;
+        self.bytes[r].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+fn copy_from(user: &dyn UserMemory, addr: u64, buf: &mut [u8]) -> Result<()> {
+    user.read(addr, buf)
+        .map_err(|a| Error::BadAddress { addr: a })
+}
+
+fn copy_to(user: &mut dyn UserMemory, addr: u64, data: &[u8]) -> Result<()> {
+    user.write(addr, data)
+        .map_err(|a| Error::BadAddress { addr: a })
+}
+
+/// A length as a `u32` field, saturating (buffers here are far below 4 GiB).
+fn u32_of(x: usize) -> u32 {
+    u32::try_from(x).unwrap_or(u32::MAX)
+}
+
+/// `DIRTY_BITMAP_BYTES(n)`: `ALIGN(n, 64) / 8`.
+#[must_use]
+pub fn dirty_bitmap_bytes(npages: u64) -> u64 {
+    npages.div_ceil(64) * 8
+}
+
+/// `verify_bitmap_size`.
+fn verify_bitmap_size(npages: u64, bitmap_size: u64) -> Result<()> {
+    if npages == 0
+        || bitmap_size == 0
+        || bitmap_size > DIRTY_BITMAP_SIZE_MAX
+        || bitmap_size < dirty_bitmap_bytes(npages)
+    {
+        return Err(Error::InvalidBitmap {
+            reason: "bitmap size does not fit the range",
+        });
+    }
+    Ok(())
+}
+
+/// `size >> __ffs(pgsize)` with `__ffs(0)` treated as "no pages".
+fn pages_of(size: u64, pgsize: u64) -> u64 {
+    size.checked_shr(pgsize.trailing_zeros()).unwrap_or(0)
+}
+
+/// A decoded `struct vfio_bitmap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitmapArg {
+    /// Page size each bit stands for.
+    pub pgsize: u64,
+    /// Bytes of the user bitmap.
+    pub size: u64,
+    /// User address of the bitmap.
+    pub data: u64,
+}
+
+impl BitmapArg {
+    fn decode(b: &[u8]) -> Self {
+        BitmapArg {
+            pgsize: get_u64(b, off::BITMAP_PGSIZE),
+            size: get_u64(b, off::BITMAP_SIZE),
+            data: get_u64(b, off::BITMAP_DATA),
+        }
+    }
+
+    /// The wrapper checks shared by unmap and GET_BITMAP: `access_ok` and `verify_bitmap_size`.
+    fn check(&self, range_size: u64) -> Result<()> {
+        if !access_ok(self.data, self.size) {
+            return Err(Error::InvalidBitmap {
+                reason: "bitmap data is not a user address",
+            });
+        }
+        verify_bitmap_size(pages_of(range_size, self.pgsize), self.size)
+    }
+}
+
+impl Container {
+    /// The container fd's `ioctl(fd, request, arg)`. Returns the ioctl's non-negative result.
+    ///
+    /// # Errors
+    /// The kernel's error for the request; [`Error::errno`] gives the errno.
+    pub fn ioctl(&self, request: u64, arg: u64, user: &mut dyn UserMemory) -> Result<i64> {
+        match request {
+            uapi::VFIO_GET_API_VERSION => Ok(i64::from(self.api_version())),
+            uapi::VFIO_CHECK_EXTENSION => Ok(i64::from(self.check_extension(arg))),
+            uapi::VFIO_SET_IOMMU => self.set_iommu(arg).map(|()| 0),
+            _ if !self.has_iommu() => Err(Error::NoIommu),
+            uapi::VFIO_IOMMU_GET_INFO => self.ioctl_get_info(arg, user).map(|()| 0),
+            uapi::VFIO_IOMMU_MAP_DMA => self.ioctl_map(arg, user).map(|()| 0),
+            uapi::VFIO_IOMMU_UNMAP_DMA => self.ioctl_unmap(arg, user).map(|()| 0),
+            _ => Err(Error::NotTty { request }),
+        }
+    }
+
+    /// `vfio_iommu_type1_get_info` (§4.2), v6.6+ layout.
+    fn ioctl_get_info(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
+        let mut head = [0u8; uapi::INFO_MINSZ as usize];
+        copy_from(user, arg, &mut head)?;
+        let argsz = get_u32(&head, off::ARGSZ);
+        if argsz < uapi::INFO_MINSZ {
+            return Err(Error::ArgszTooSmall {
+                argsz,
+                minsz: uapi::INFO_MINSZ,
+            });
+        }
+        let minsz = argsz.min(uapi::INFO_SIZE) as usize;
+        let info = self.info()?;
+        let caps = build_caps(&info);
+        let mut out = [0u8; uapi::INFO_SIZE as usize];
+        out[..head.len()].copy_from_slice(&head);
+        put_u32(
+            &mut out,
+            off::FLAGS,
+            raw::VFIO_IOMMU_INFO_PGSIZES | raw::VFIO_IOMMU_INFO_CAPS,
+        );
+        put_u64(&mut out, off::INFO_PGSIZES, info.iova_pgsizes);
+        let total = uapi::INFO_SIZE.saturating_add(u32_of(caps.len()));
+        if argsz < total {
+            put_u32(&mut out, off::ARGSZ, total);
+        } else {
+            copy_to(user, arg + u64::from(uapi::INFO_SIZE), &caps)?;
+            put_u32(&mut out, off::INFO_CAP_OFFSET, uapi::INFO_SIZE);
+        }
+        copy_to(user, arg, &out[..minsz])
+    }
+
+    /// `vfio_iommu_type1_map_dma` (§4.3 wrapper).
+    fn ioctl_map(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
+        let mut b = [0u8; uapi::MAP_MINSZ as usize];
+        copy_from(user, arg, &mut b)?;
+        let argsz = get_u32(&b, off::ARGSZ);
+        let flags = get_u32(&b, off::FLAGS);
+        if argsz < uapi::MAP_MINSZ {
+            return Err(Error::ArgszTooSmall {
+                argsz,
+                minsz: uapi::MAP_MINSZ,
+            });
+        }
+        let Some(flags) = MapFlags::from_bits(flags) else {
+            return Err(Error::UnknownFlags { flags });
+        };
+        self.map_dma(&MapDma {
+            vaddr: get_u64(&b, off::MAP_VADDR),
+            iova: get_u64(&b, off::MAP_IOVA),
+            size: get_u64(&b, off::MAP_SIZE),
+            flags,
+        })
+    }
+
+    /// `vfio_iommu_type1_unmap_dma` (§4.4 wrapper): nothing is written back on error.
+    fn ioctl_unmap(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
+        let mut b = [0u8; uapi::UNMAP_MINSZ as usize];
+        copy_from(user, arg, &mut b)?;
+        let argsz = get_u32(&b, off::ARGSZ);
+        let raw_flags = get_u32(&b, off::FLAGS);
+        if argsz < uapi::UNMAP_MINSZ {
+            return Err(Error::ArgszTooSmall {
+                argsz,
+                minsz: uapi::UNMAP_MINSZ,
+            });
+        }
+        let Some(flags) = UnmapFlags::from_bits(raw_flags) else {
+            return Err(Error::UnknownFlags { flags: raw_flags });
+        };
+        let iova = get_u64(&b, off::UNMAP_IOVA);
+        let size = get_u64(&b, off::UNMAP_SIZE);
+        let mut bitmap_pgsize = 0;
+        if flags.contains(UnmapFlags::GET_DIRTY_BITMAP) {
+            if flags.intersects(UnmapFlags::ALL | UnmapFlags::VADDR) {
+                return Err(Error::InvalidFlags { flags: raw_flags });
+            }
+            let minsz = uapi::UNMAP_MINSZ + uapi::BITMAP_SIZE;
+            if argsz < minsz {
+                return Err(Error::ArgszTooSmall { argsz, minsz });
+            }
+            let mut bb = [0u8; uapi::BITMAP_SIZE as usize];
+            copy_from(user, arg + off::UNMAP_DATA as u64, &mut bb)?;
+            let bitmap = BitmapArg::decode(&bb);
+            bitmap.check(size)?;
+            bitmap_pgsize = bitmap.pgsize;
+        }
+        let unmapped = self.unmap_dma(&UnmapDma {
+            iova,
+            size,
+            flags,
+            bitmap_pgsize,
+        })?;
+        put_u64(&mut b, off::UNMAP_SIZE, unmapped);
+        copy_to(user, arg, &b)
+    }
+}
+
+/// The GET_INFO capability chain in the v6.6+ layout: MIGRATION, DMA_AVAIL (padded to 8),
+/// IOVA_RANGE (if any ranges); `next` offsets count from the start of the info buffer.
+#[must_use]
+pub fn build_caps(info: &crate::type1::Info) -> Vec<u8> {
+    let base = uapi::INFO_SIZE as usize;
+    let mig = uapi::CAP_MIGRATION_SIZE as usize;
+    let avail = (uapi::CAP_DMA_AVAIL_SIZE as usize).next_multiple_of(8);
+    let iova = if info.iova_ranges.is_empty() {
+        0
+    } else {
+        uapi::CAP_IOVA_RANGE_SIZE as usize + uapi::IOVA_RANGE_SIZE as usize * info.iova_ranges.len()
+    };
+    let mut caps = vec![0u8; mig + avail + iova];
+    let header = |c: &mut [u8], at: usize, id: u32, next: usize| {
+        put_u16(c, at + off::CAP_ID, u16::try_from(id).unwrap_or(u16::MAX));
+        put_u16(c, at + off::CAP_VERSION, 1);
+        put_u32(c, at + off::CAP_NEXT, u32_of(next));
+    };
+    header(
+        &mut caps,
+        0,
+        raw::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION,
+        base + mig,
+    );
+    put_u32(&mut caps, off::MIG_FLAGS, 0);
+    put_u64(&mut caps, off::MIG_PGSIZE, info.migration_pgsize);
+    put_u64(&mut caps, off::MIG_MAX, info.max_dirty_bitmap_size);
+    let at = mig;
+    let next = if iova == 0 { 0 } else { base + mig + avail };
+    header(&mut caps, at, raw::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, next);
+    put_u32(&mut caps, at + off::AVAIL, info.dma_avail);
+    if iova > 0 {
+        let at = mig + avail;
+        header(&mut caps, at, raw::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 0);
+        put_u32(&mut caps, at + off::NR_IOVAS, u32_of(info.iova_ranges.len()));
+        for (k, &(s, e)) in info.iova_ranges.iter().enumerate() {
+            let r = at + off::IOVA_RANGES + k * uapi::IOVA_RANGE_SIZE as usize;
+            put_u64(&mut caps, r + off::RANGE_START, s);
+            put_u64(&mut caps, r + off::RANGE_END, e);
+        }
+    }
+    caps
+}

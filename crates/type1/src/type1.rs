@@ -1,0 +1,1094 @@
+//! `struct vfio_iommu`: the type1 backend of one container after `VFIO_SET_IOMMU`
+//! (spec type1.md §2, §4, §6, §8).
+//!
+//! Every public operation here runs under the container's lock, in the kernel's check order. The
+//! mapping tree is validated before it is mutated, and multi-step operations (MAP pinning run by
+//! run, replay into a new domain, VADDR invalidation) unwind completely on failure.
+//!
+//! Pins of IOMMU-backed mappings are recorded as physical runs at MAP time. Unmapping hands each
+//! domain a token owning those runs; the runs are unpinned and uncharged when the last domain
+//! releases the token, which under strict invalidation is right after the IOTLB sync, and under
+//! lazy invalidation after the flush that covers the range (never before).
+//!
+//! Differences from the kernel, all deliberate:
+//! - replay pins from the mapping's owner (`dma->mm`), not from the attaching task;
+//! - a group description with an empty or wrapping reserved region is refused (`EINVAL`).
+
+use std::sync::Arc;
+
+use io_pgtable::tlb::{Clock, IotlbConfig};
+use io_pgtable::{Domain, DomainConfig, InvalidationPolicy, Iova, Prot};
+
+use crate::dma::{Dma, DmaProt, DmaTree};
+use crate::error::{Error, Result};
+use crate::group::{GroupId, GroupKind, GroupSpec, IommuDesc, ResvKind};
+use crate::iova_list::IovaList;
+use crate::mm::{Mm, PinAccess, PinnedRun};
+use crate::uapi::raw;
+
+/// The kernel's `PAGE_SIZE`.
+pub const PAGE_SIZE: u64 = 4096;
+/// `PAGE_MASK`.
+pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
+/// `DIRTY_BITMAP_SIZE_MAX`: 256 MiB, reported as `max_dirty_bitmap_size`.
+pub const DIRTY_BITMAP_SIZE_MAX: u64 = 1 << 28;
+/// Default `dma_entry_limit` (`U16_MAX`).
+pub const DEFAULT_DMA_ENTRY_LIMIT: u32 = 65535;
+
+/// The container's IOMMU type (`VFIO_TYPE1_IOMMU` or `VFIO_TYPE1v2_IOMMU`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Type 1: inexact unmaps allowed (§4.4), no pinning or dirty tracking.
+    V1,
+    /// Type 1 v2: exact unmaps.
+    V2,
+}
+
+/// Whether groups without isolated MSI may attach (`allow_unsafe_interrupts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interrupts {
+    /// Refuse them with `EPERM` (the kernel default).
+    #[default]
+    RequireIsolated,
+    /// Accept them.
+    AllowUnsafe,
+}
+
+/// Container options (module parameters and our extensions).
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// `dma_entry_limit`, read once when the container's IOMMU is set.
+    pub dma_entry_limit: u32,
+    /// `allow_unsafe_interrupts`.
+    pub interrupts: Interrupts,
+    /// IOTLB invalidation of every domain (strict, as VFIO does, or lazy).
+    pub invalidation: InvalidationPolicy,
+    /// IOTLB sizing of every domain.
+    pub iotlb: IotlbConfig,
+    /// Time source of lazy flush queues.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ContainerConfig {
+    fn default() -> Self {
+        ContainerConfig {
+            dma_entry_limit: DEFAULT_DMA_ENTRY_LIMIT,
+            interrupts: Interrupts::default(),
+            invalidation: InvalidationPolicy::Strict,
+            iotlb: IotlbConfig::default(),
+            clock: Arc::new(io_pgtable::tlb::SystemClock::default()),
+        }
+    }
+}
+
+bitflags::bitflags! {
+    /// `VFIO_DMA_MAP_FLAG_*`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct MapFlags: u32 {
+        /// The device may read.
+        const READ = raw::VFIO_DMA_MAP_FLAG_READ;
+        /// The device may write.
+        const WRITE = raw::VFIO_DMA_MAP_FLAG_WRITE;
+        /// Update the vaddr of an invalidated mapping.
+        const VADDR = raw::VFIO_DMA_MAP_FLAG_VADDR;
+    }
+}
+
+bitflags::bitflags! {
+    /// `VFIO_DMA_UNMAP_FLAG_*`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct UnmapFlags: u32 {
+        /// Return the dirty bitmap of the unmapped range.
+        const GET_DIRTY_BITMAP = raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
+        /// Unmap everything (iova and size must be 0).
+        const ALL = raw::VFIO_DMA_UNMAP_FLAG_ALL;
+        /// Invalidate the vaddr instead of unmapping.
+        const VADDR = raw::VFIO_DMA_UNMAP_FLAG_VADDR;
+    }
+}
+
+/// A MAP_DMA request (after the ioctl wrapper's argsz and flag-mask checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapDma {
+    /// User address.
+    pub vaddr: u64,
+    /// IOVA.
+    pub iova: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Flags.
+    pub flags: MapFlags,
+}
+
+/// An UNMAP_DMA request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnmapDma {
+    /// IOVA (0 with ALL).
+    pub iova: u64,
+    /// Bytes (0 with ALL).
+    pub size: u64,
+    /// Flags.
+    pub flags: UnmapFlags,
+    /// Page size of the requested dirty bitmap (with GET_DIRTY_BITMAP).
+    pub bitmap_pgsize: u64,
+}
+
+/// What GET_INFO reports (§4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// `iova_pgsizes`.
+    pub iova_pgsizes: u64,
+    /// MIGRATION cap: the single dirty-bitmap page size.
+    pub migration_pgsize: u64,
+    /// MIGRATION cap: `max_dirty_bitmap_size`.
+    pub max_dirty_bitmap_size: u64,
+    /// DMA_AVAIL cap.
+    pub dma_avail: u32,
+    /// IOVA_RANGE cap (absent when empty), inclusive ranges.
+    pub iova_ranges: Vec<(u64, u64)>,
+}
+
+/// Pins waiting for every domain to release them: unpinned and uncharged when dropped.
+#[derive(Debug)]
+pub(crate) struct PinRelease {
+    owner: Option<Arc<Mm>>,
+    runs: Vec<PinnedRun>,
+    pages: u64,
+}
+
+impl PinRelease {
+    fn new(mm: Arc<Mm>, runs: Vec<PinnedRun>, pages: u64) -> Arc<Self> {
+        mm.add_pending(pages);
+        Arc::new(PinRelease {
+            owner: Some(mm),
+            runs,
+            pages,
+        })
+    }
+
+    /// A token that releases nothing (for ranges whose pins belong to someone else).
+    fn none() -> Arc<Self> {
+        Arc::new(PinRelease {
+            owner: None,
+            runs: Vec::new(),
+            pages: 0,
+        })
+    }
+}
+
+impl Drop for PinRelease {
+    fn drop(&mut self) {
+        if let Some(mm) = &self.owner {
+            for r in &self.runs {
+                mm.space().unpin_run(r);
+            }
+            mm.uncharge(self.pages);
+            mm.sub_pending(self.pages);
+        }
+    }
+}
+
+/// Replay progress of one mapping: bytes mapped into the new domain so far, and the runs pinned
+/// for it (only for mappings no domain had mapped).
+#[derive(Debug)]
+struct Replayed {
+    iova: u64,
+    mapped: u64,
+    fresh: Option<(Vec<PinnedRun>, u64)>,
+}
+
+type Token = Arc<PinRelease>;
+
+/// A group attached to the backend (`struct vfio_iommu_group`).
+#[derive(Debug, Clone)]
+pub(crate) struct GroupState {
+    pub(crate) id: GroupId,
+    pub(crate) pinned_page_dirty_scope: bool,
+    pub(crate) desc: Option<IommuDesc>,
+}
+
+/// `struct vfio_domain`.
+#[derive(Debug)]
+pub(crate) struct DomainEntry {
+    pub(crate) desc: IommuDesc,
+    pub(crate) domain: Domain<Token>,
+    pub(crate) groups: Vec<GroupState>,
+}
+
+/// `struct vfio_iommu`.
+#[derive(Debug)]
+pub(crate) struct Type1 {
+    pub(crate) version: Version,
+    cfg: ContainerConfig,
+    pub(crate) dmas: DmaTree,
+    dma_limit: u32,
+    pub(crate) dma_avail: u32,
+    pub(crate) vaddr_invalid_count: u32,
+    pub(crate) pgsize_bitmap: u64,
+    pub(crate) domains: Vec<DomainEntry>,
+    pub(crate) emulated: Vec<GroupState>,
+    pub(crate) iova_list: IovaList,
+    pub(crate) num_non_pinned_groups: u32,
+    pub(crate) dirty_tracking: bool,
+}
+
+fn dma_prot(p: DmaProt) -> Prot {
+    let mut prot = Prot::CACHE;
+    if p.read {
+        prot |= Prot::READ;
+    }
+    if p.write {
+        prot |= Prot::WRITE;
+    }
+    prot
+}
+
+fn run_pages(runs: &[PinnedRun]) -> u64 {
+    runs.iter().filter(|r| !r.reserved).map(|r| r.npages).sum()
+}
+
+impl Type1 {
+    /// `vfio_iommu_type1_open`.
+    pub(crate) fn new(version: Version, cfg: ContainerConfig) -> Self {
+        Type1 {
+            version,
+            dma_limit: cfg.dma_entry_limit,
+            dma_avail: cfg.dma_entry_limit,
+            cfg,
+            dmas: DmaTree::default(),
+            vaddr_invalid_count: 0,
+            pgsize_bitmap: PAGE_MASK,
+            domains: Vec::new(),
+            emulated: Vec::new(),
+            iova_list: IovaList::default(),
+            num_non_pinned_groups: 0,
+            dirty_tracking: false,
+        }
+    }
+
+    /// `1 << __ffs(pgsize_bitmap)`.
+    #[must_use]
+    pub(crate) fn min_pgsize(&self) -> u64 {
+        1u64 << self.pgsize_bitmap.trailing_zeros()
+    }
+
+    /// Runs every lazy domain's flush-queue timer, releasing what it covers.
+    pub(crate) fn poll(&self) {
+        for d in &self.domains {
+            drop(d.domain.poll());
+        }
+    }
+
+    /// `vfio_iommu_type1_check_extension` with a backend (§4.1).
+    pub(crate) fn check_extension(&self, ext: u64) -> u32 {
+        match u32::try_from(ext) {
+            Ok(raw::VFIO_TYPE1_IOMMU | raw::VFIO_TYPE1v2_IOMMU | raw::VFIO_UNMAP_ALL) => 1,
+            Ok(raw::VFIO_UPDATE_VADDR) => u32::from(self.emulated.is_empty()),
+            Ok(raw::VFIO_DMA_CC_IOMMU) => u32::from(
+                self.domains
+                    .iter()
+                    .all(|d| d.desc.coherency == crate::group::CacheCoherency::Enforced),
+            ),
+            _ => 0,
+        }
+    }
+
+    /// `vfio_iommu_type1_check_extension` before `VFIO_SET_IOMMU` (`iommu == NULL`).
+    pub(crate) fn check_extension_unset(ext: u64) -> u32 {
+        match u32::try_from(ext) {
+            Ok(raw::VFIO_TYPE1_IOMMU | raw::VFIO_TYPE1v2_IOMMU | raw::VFIO_UNMAP_ALL) => 1,
+            _ => 0,
+        }
+    }
+
+    /// `vfio_update_pgsize_bitmap`.
+    fn update_pgsize_bitmap(&mut self) {
+        if self.domains.is_empty() {
+            self.pgsize_bitmap = PAGE_MASK;
+            return;
+        }
+        let mut b = u64::MAX;
+        for d in &self.domains {
+            b &= d.domain.table().geometry().pgsize_bitmap;
+        }
+        if b & !PAGE_MASK != 0 {
+            b &= PAGE_MASK;
+            b |= PAGE_SIZE;
+        }
+        self.pgsize_bitmap = b;
+    }
+
+    // ----- MAP_DMA (§4.3) -----
+
+    /// `vfio_dma_do_map`, from step 1.
+    pub(crate) fn map_dma(&mut self, req: &MapDma, mm: &Arc<Mm>) -> Result<()> {
+        let MapDma {
+            vaddr,
+            iova,
+            size,
+            flags,
+        } = *req;
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        let last = iova.checked_add(size - 1);
+        let vlast = vaddr.checked_add(size - 1);
+        let (Some(last), Some(_)) = (last, vlast) else {
+            let start = if last.is_none() { iova } else { vaddr };
+            return Err(Error::Overflow { start, size });
+        };
+        let prot = DmaProt {
+            read: flags.contains(MapFlags::READ),
+            write: flags.contains(MapFlags::WRITE),
+        };
+        let has_prot = prot.read || prot.write;
+        let vaddr_update = flags.contains(MapFlags::VADDR);
+        if has_prot == vaddr_update {
+            return Err(Error::InvalidProtection);
+        }
+        let pgsize = self.min_pgsize();
+        for (what, value) in [("size", size), ("iova", iova), ("vaddr", vaddr)] {
+            if value & (pgsize - 1) != 0 {
+                return Err(Error::Unaligned {
+                    what,
+                    value,
+                    align: pgsize,
+                });
+            }
+        }
+        if vaddr_update {
+            return self.update_vaddr(iova, size, last, vaddr, mm);
+        }
+        if self.dmas.find(iova, last).is_some() {
+            return Err(Error::Exists { iova, size });
+        }
+        if self.dma_avail == 0 {
+            return Err(Error::NoSlots {
+                limit: self.dma_limit,
+            });
+        }
+        if !self.iova_list.contains(iova, last) {
+            return Err(Error::OutsideIovaRange { iova, size });
+        }
+        let lock_cap = mm.capability();
+        let mut dma = Dma {
+            iova,
+            size: 0,
+            vaddr,
+            prot,
+            iommu_mapped: false,
+            lock_cap,
+            vaddr_invalid: false,
+            mm: mm.clone(),
+            runs: Vec::new(),
+            locked_vm: 0,
+        };
+        self.dma_avail -= 1;
+        if self.domains.is_empty() {
+            dma.size = size;
+        } else if let Err(e) = self.pin_map(&mut dma, size) {
+            self.unmap_unpin(&mut dma);
+            self.dma_avail += 1;
+            return Err(e);
+        } else {
+            dma.iommu_mapped = true;
+        }
+        self.dmas.insert(dma);
+        Ok(())
+    }
+
+    /// The VADDR branch of MAP_DMA (§4.3 step 8).
+    fn update_vaddr(
+        &mut self,
+        iova: u64,
+        size: u64,
+        last: u64,
+        vaddr: u64,
+        mm: &Arc<Mm>,
+    ) -> Result<()> {
+        let Some(found) = self.dmas.find(iova, last) else {
+            return Err(Error::NoMapping { iova });
+        };
+        if !found.vaddr_invalid || found.iova != iova || found.size != size {
+            return Err(Error::VaddrUpdateMismatch { iova });
+        }
+        let key = found.iova;
+        let Some(dma) = self.dmas.get_mut(key) else {
+            return Err(Error::NoMapping { iova });
+        };
+        // vfio_change_dma_owner: move the charge to the new owner first.
+        if !Arc::ptr_eq(&dma.mm, mm) {
+            mm.charge(dma.locked_vm, mm.capability())?;
+            dma.mm.uncharge(dma.locked_vm);
+            dma.mm = mm.clone();
+            dma.lock_cap = mm.capability();
+        }
+        dma.vaddr = vaddr;
+        dma.vaddr_invalid = false;
+        self.vaddr_invalid_count -= 1;
+        Ok(())
+    }
+
+    /// `vfio_pin_map_dma`: pins contiguous runs from the owner and maps each into every domain.
+    /// On error `dma` holds what was pinned and mapped so far, for `unmap_unpin`.
+    fn pin_map(&self, dma: &mut Dma, size: u64) -> Result<()> {
+        let access = if dma.prot.write {
+            PinAccess::Write
+        } else {
+            PinAccess::Read
+        };
+        let prot = dma_prot(dma.prot);
+        while dma.size < size {
+            let va = dma.vaddr + dma.size;
+            let run = dma
+                .mm
+                .space()
+                .pin_run(va, (size - dma.size) / PAGE_SIZE, access)
+                .map_err(|vaddr| Error::Fault { vaddr })?;
+            let pages = if run.reserved { 0 } else { run.npages };
+            if let Err(e) = dma.mm.charge(pages, dma.lock_cap) {
+                dma.mm.space().unpin_run(&run);
+                return Err(e);
+            }
+            let bytes = run.npages * PAGE_SIZE;
+            let at = Iova(dma.iova + dma.size);
+            for (k, d) in self.domains.iter().enumerate() {
+                if let Err(e) = d.domain.map(at, run.pa, bytes, prot) {
+                    let token = PinRelease::new(dma.mm.clone(), vec![run], pages);
+                    for undo in &self.domains[..k] {
+                        drop(undo.domain.unmap(at, bytes, token.clone()));
+                    }
+                    return Err(match e {
+                        io_pgtable::Error::NoMemory => Error::NoMemory,
+                        e => Error::Domain(e),
+                    });
+                }
+            }
+            dma.runs.push(run);
+            dma.locked_vm += pages;
+            dma.size += bytes;
+        }
+        Ok(())
+    }
+
+    /// `vfio_unmap_unpin`: removes `dma`'s IOMMU mappings and hands its runs to the domains for
+    /// release after invalidation.
+    fn unmap_unpin(&self, dma: &mut Dma) {
+        let runs = std::mem::take(&mut dma.runs);
+        let pages = run_pages(&runs);
+        dma.locked_vm -= pages;
+        let token = PinRelease::new(dma.mm.clone(), runs, pages);
+        if dma.size > 0 {
+            for d in &self.domains {
+                let u = d.domain.unmap(Iova(dma.iova), dma.size, token.clone());
+                debug_assert_eq!(u.bytes, dma.size, "domain held a partial mapping");
+                drop(u.released);
+            }
+        }
+        dma.iommu_mapped = false;
+    }
+
+    /// `vfio_remove_dma`.
+    pub(crate) fn remove_dma(&mut self, key: u64) -> Option<u64> {
+        let mut dma = self.dmas.remove(key)?;
+        self.unmap_unpin(&mut dma);
+        if dma.vaddr_invalid {
+            self.vaddr_invalid_count -= 1;
+        }
+        self.dma_avail += 1;
+        Some(dma.size)
+    }
+
+    /// `vfio_iommu_unmap_unpin_all`.
+    fn unmap_unpin_all(&mut self) {
+        for key in self.dmas.keys() {
+            self.remove_dma(key);
+        }
+    }
+
+    /// `vfio_iommu_unmap_unpin_reaccount`: the last domain goes while emulated groups stay; the
+    /// mappings survive unpinned, charged only for externally pinned pages.
+    fn unmap_unpin_reaccount(&mut self) {
+        for key in self.dmas.keys() {
+            let Some(mut dma) = self.dmas.remove(key) else {
+                continue;
+            };
+            self.unmap_unpin(&mut dma);
+            self.dmas.insert(dma);
+        }
+    }
+
+    // ----- UNMAP_DMA (§4.4) -----
+
+    /// `vfio_dma_do_unmap`. Returns the bytes unmapped (or invalidated).
+    pub(crate) fn unmap_dma(&mut self, req: &UnmapDma) -> Result<u64> {
+        let UnmapDma {
+            iova, size, flags, ..
+        } = *req;
+        let vaddr = flags.contains(UnmapFlags::VADDR);
+        if vaddr && !self.emulated.is_empty() {
+            return Err(Error::VaddrWithEmulatedGroups);
+        }
+        let pgsize = self.min_pgsize();
+        if iova & (pgsize - 1) != 0 {
+            return Err(Error::Unaligned {
+                what: "iova",
+                value: iova,
+                align: pgsize,
+            });
+        }
+        let all = flags.contains(UnmapFlags::ALL);
+        let last = if all {
+            if iova != 0 || size != 0 {
+                return Err(Error::InvalidFlags {
+                    flags: flags.bits(),
+                });
+            }
+            u64::MAX
+        } else {
+            if size == 0 {
+                return Err(Error::ZeroSize);
+            }
+            if size & (pgsize - 1) != 0 {
+                return Err(Error::Unaligned {
+                    what: "size",
+                    value: size,
+                    align: pgsize,
+                });
+            }
+            iova.checked_add(size - 1)
+                .ok_or(Error::Overflow { start: iova, size })?
+        };
+        if flags.contains(UnmapFlags::GET_DIRTY_BITMAP) {
+            if !self.dirty_tracking {
+                return Err(Error::NotTracking);
+            }
+            if req.bitmap_pgsize != pgsize {
+                return Err(Error::InvalidBitmap {
+                    reason: "pgsize is not the IOMMU minimum page size",
+                });
+            }
+        }
+        if self.version == Version::V2 && !all {
+            self.check_bisection(iova, last)?;
+        }
+        let keys = self.dmas.overlapping_keys(iova, last);
+        if vaddr {
+            return self.invalidate_vaddrs(iova, &keys);
+        }
+        let mut unmapped = 0u64;
+        for key in keys {
+            if self.version == Version::V1 && iova > key {
+                break;
+            }
+            unmapped += self.remove_dma(key).unwrap_or(0);
+        }
+        Ok(unmapped)
+    }
+
+    /// The v2 bisection check (§4.4 step 6), shared with GET_BITMAP (§4.5).
+    pub(crate) fn check_bisection(&self, iova: u64, last: u64) -> Result<()> {
+        if let Some(d) = self.dmas.containing(iova) {
+            if d.iova < iova {
+                return Err(Error::Bisects { iova });
+            }
+        }
+        if let Some(d) = self.dmas.containing(last) {
+            if d.last() > last {
+                return Err(Error::Bisects { iova: last + 1 });
+            }
+        }
+        Ok(())
+    }
+
+    /// UNMAP_DMA|VADDR: invalidate whole mappings, all or nothing.
+    fn invalidate_vaddrs(&mut self, iova: u64, keys: &[u64]) -> Result<u64> {
+        let mut done: Vec<u64> = Vec::new();
+        let mut unmapped = 0u64;
+        let mut failure = None;
+        for &key in keys {
+            if self.version == Version::V1 && iova > key {
+                break;
+            }
+            let Some(dma) = self.dmas.get_mut(key) else {
+                continue;
+            };
+            if dma.vaddr_invalid {
+                failure = Some(Error::VaddrAlreadyInvalid { iova: key });
+                break;
+            }
+            dma.vaddr_invalid = true;
+            self.vaddr_invalid_count += 1;
+            unmapped += dma.size;
+            done.push(key);
+        }
+        if let Some(e) = failure {
+            for key in done {
+                if let Some(d) = self.dmas.get_mut(key) {
+                    d.vaddr_invalid = false;
+                    self.vaddr_invalid_count -= 1;
+                }
+            }
+            return Err(e);
+        }
+        Ok(unmapped)
+    }
+
+    // ----- GET_INFO (§4.2) -----
+
+    /// The contents of GET_INFO.
+    pub(crate) fn info(&self) -> Info {
+        Info {
+            iova_pgsizes: self.pgsize_bitmap,
+            migration_pgsize: self.min_pgsize(),
+            max_dirty_bitmap_size: DIRTY_BITMAP_SIZE_MAX,
+            dma_avail: self.dma_avail,
+            iova_ranges: self.iova_list.ranges().to_vec(),
+        }
+    }
+
+    // ----- groups (§6) -----
+
+    pub(crate) fn has_group(&self, id: GroupId) -> bool {
+        self.emulated.iter().any(|g| g.id == id)
+            || self
+                .domains
+                .iter()
+                .any(|d| d.groups.iter().any(|g| g.id == id))
+    }
+
+    /// `vfio_iommu_aper_conflict`.
+    fn aper_conflict(&self, start: u64, end: u64) -> bool {
+        let Some((first, last)) = self.iova_list.bounds() else {
+            return false;
+        };
+        if start > last || end < first {
+            return true;
+        }
+        if start > first && self.dmas.find(first, start - 1).is_some() {
+            return true;
+        }
+        if end < last && self.dmas.find(end + 1, last).is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// `vfio_iommu_type1_attach_group` (§6.1).
+    pub(crate) fn attach_group(&mut self, spec: &GroupSpec) -> Result<()> {
+        if self.vaddr_invalid_count > 0 {
+            return Err(Error::VaddrInvalid);
+        }
+        if self.has_group(spec.id) {
+            return Err(Error::GroupAttached { group: spec.id.0 });
+        }
+        let desc = match &spec.kind {
+            GroupKind::Emulated => {
+                self.emulated.push(GroupState {
+                    id: spec.id,
+                    pinned_page_dirty_scope: true,
+                    desc: None,
+                });
+                return Ok(());
+            }
+            GroupKind::Iommu(desc) => desc,
+        };
+        let domain_cfg = DomainConfig {
+            table: desc.table,
+            policy: self.cfg.invalidation,
+            iotlb: self.cfg.iotlb,
+        };
+        let domain = Domain::new(&domain_cfg, self.cfg.clock.clone()).map_err(|source| {
+            Error::InvalidDomain {
+                group: spec.id.0,
+                source,
+            }
+        })?;
+        let ap = desc.aperture;
+        if ap.end < ap.start || self.aper_conflict(ap.start, ap.end) {
+            return Err(Error::ApertureConflict {
+                start: ap.start,
+                end: ap.end,
+            });
+        }
+        let mut resv = Vec::new();
+        for r in &desc.reserved {
+            let last = r.last().ok_or(Error::InvalidReservedRegion {
+                start: r.start,
+                len: r.len,
+            })?;
+            if r.kind != ResvKind::DirectRelaxable {
+                resv.push((r.start, last));
+            }
+        }
+        for &(s, e) in &resv {
+            if self.dmas.find(s, e).is_some() {
+                return Err(Error::ReservedConflict { start: s, end: e });
+            }
+        }
+        let mut list = self.iova_list.clone();
+        list.resize(ap.start, ap.end);
+        for &(s, e) in &resv {
+            list.exclude(s, e);
+        }
+        if list.is_empty() {
+            return Err(Error::NoIovaLeft);
+        }
+        if self.cfg.interrupts == Interrupts::RequireIsolated
+            && desc.msi == crate::group::MsiIsolation::NotIsolated
+        {
+            return Err(Error::UnsafeInterrupts { group: spec.id.0 });
+        }
+        let group = GroupState {
+            id: spec.id,
+            pinned_page_dirty_scope: false,
+            desc: Some(desc.clone()),
+        };
+        if let Some(existing) = self
+            .domains
+            .iter_mut()
+            .find(|d| d.desc.domain_compatible(desc))
+        {
+            // Reuse: the existing domain already maps everything; no replay.
+            drop(domain);
+            existing.groups.push(group);
+        } else {
+            self.replay(&domain)?;
+            self.domains.push(DomainEntry {
+                desc: desc.clone(),
+                domain,
+                groups: vec![group],
+            });
+            self.update_pgsize_bitmap();
+        }
+        self.iova_list = list;
+        self.num_non_pinned_groups += 1;
+        Ok(())
+    }
+
+    /// `vfio_iommu_replay` (§6.2): maps every mapping into `new`, pinning those that no domain
+    /// mapped yet. All or nothing.
+    fn replay(&mut self, new: &Domain<Token>) -> Result<()> {
+        let mut progress: Vec<Replayed> = Vec::new();
+        let result = self.replay_into(new, &mut progress);
+        if result.is_err() {
+            // Unwind: unmap from the new domain; fresh pins are released once it lets go.
+            for p in progress {
+                let token = match p.fresh {
+                    Some((runs, pages)) => {
+                        self.dmas.get(p.iova).map_or_else(PinRelease::none, |d| {
+                            PinRelease::new(d.mm.clone(), runs, pages)
+                        })
+                    }
+                    None => PinRelease::none(),
+                };
+                drop(new.unmap(Iova(p.iova), p.mapped, token));
+            }
+            drop(new.flush());
+            return result;
+        }
+        for p in progress {
+            if let (Some((runs, pages)), Some(d)) = (p.fresh, self.dmas.get_mut(p.iova)) {
+                d.runs = runs;
+                d.locked_vm += pages;
+            }
+        }
+        for d in self.dmas.iter_mut() {
+            d.iommu_mapped = true;
+        }
+        Ok(())
+    }
+
+    fn replay_into(&self, new: &Domain<Token>, progress: &mut Vec<Replayed>) -> Result<()> {
+        for dma in self.dmas.iter() {
+            let prot = dma_prot(dma.prot);
+            progress.push(Replayed {
+                iova: dma.iova,
+                mapped: 0,
+                fresh: (!dma.iommu_mapped).then(|| (Vec::new(), 0)),
+            });
+            let Some(p) = progress.last_mut() else {
+                continue;
+            };
+            let map_err = |e| match e {
+                io_pgtable::Error::NoMemory => Error::NoMemory,
+                e => Error::Domain(e),
+            };
+            if dma.iommu_mapped {
+                let mut off = 0;
+                for r in &dma.runs {
+                    let bytes = r.npages * PAGE_SIZE;
+                    new.map(Iova(dma.iova + off), r.pa, bytes, prot)
+                        .map_err(map_err)?;
+                    off += bytes;
+                    p.mapped = off;
+                }
+                continue;
+            }
+            let access = if dma.prot.write {
+                PinAccess::Write
+            } else {
+                PinAccess::Read
+            };
+            let mut off = 0;
+            while off < dma.size {
+                let run = dma
+                    .mm
+                    .space()
+                    .pin_run(dma.vaddr + off, (dma.size - off) / PAGE_SIZE, access)
+                    .map_err(|vaddr| Error::Fault { vaddr })?;
+                let pages = if run.reserved { 0 } else { run.npages };
+                if let Err(e) = dma.mm.charge(pages, dma.lock_cap) {
+                    dma.mm.space().unpin_run(&run);
+                    return Err(e);
+                }
+                if let Some((runs, charged)) = p.fresh.as_mut() {
+                    runs.push(run);
+                    *charged += pages;
+                }
+                let bytes = run.npages * PAGE_SIZE;
+                new.map(Iova(dma.iova + off), run.pa, bytes, prot)
+                    .map_err(map_err)?;
+                off += bytes;
+                p.mapped = off;
+            }
+        }
+        Ok(())
+    }
+
+    /// `vfio_iommu_type1_detach_group` (§6.4).
+    pub(crate) fn detach_group(&mut self, id: GroupId) -> Result<()> {
+        if let Some(pos) = self.emulated.iter().position(|g| g.id == id) {
+            self.emulated.remove(pos);
+            if self.emulated.is_empty() && self.domains.is_empty() {
+                self.unmap_unpin_all();
+            }
+            return Ok(());
+        }
+        let Some((di, gi)) = self
+            .domains
+            .iter()
+            .enumerate()
+            .find_map(|(di, d)| d.groups.iter().position(|g| g.id == id).map(|gi| (di, gi)))
+        else {
+            return Err(Error::GroupNotAttached { group: id.0 });
+        };
+        let mut list = self.iova_list.clone();
+        let group = self.domains[di].groups.remove(gi);
+        let update_dirty_scope = !group.pinned_page_dirty_scope;
+        if self.domains[di].groups.is_empty() {
+            if self.domains.len() == 1 {
+                if self.emulated.is_empty() {
+                    self.unmap_unpin_all();
+                } else {
+                    self.unmap_unpin_reaccount();
+                }
+            }
+            let gone = self.domains.remove(di);
+            drop(gone.domain.flush());
+            drop(gone);
+            let (start, end) = self.domains.iter().fold((0, u64::MAX), |(s, e), d| {
+                (s.max(d.desc.aperture.start), e.min(d.desc.aperture.end))
+            });
+            list.expand(start, end);
+            self.update_pgsize_bitmap();
+        }
+        // vfio_iommu_resv_refresh
+        if let Some((s, e)) = list.bounds() {
+            let mut fresh = IovaList::single(s, e);
+            for d in &self.domains {
+                for g in &d.groups {
+                    for r in g.desc.iter().flat_map(|desc| desc.reserved.iter()) {
+                        if r.kind != ResvKind::DirectRelaxable {
+                            if let Some(last) = r.last() {
+                                fresh.exclude(r.start, last);
+                            }
+                        }
+                    }
+                }
+            }
+            if !fresh.is_empty() {
+                self.iova_list = fresh;
+            }
+        }
+        if update_dirty_scope {
+            self.num_non_pinned_groups -= 1;
+        }
+        Ok(())
+    }
+
+    /// `vfio_iommu_type1_release` (§6.5): everything unmapped, unpinned and uncharged; domains
+    /// flushed and freed.
+    pub(crate) fn release(&mut self) {
+        self.emulated.clear();
+        self.unmap_unpin_all();
+        for d in self.domains.drain(..) {
+            drop(d.domain.flush());
+        }
+        self.num_non_pinned_groups = 0;
+    }
+
+    // ----- invariants -----
+
+    /// Checks the invariants of §2.4 and the project's "nothing lost" rules.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant.
+    pub(crate) fn check_invariants(&self) -> std::result::Result<(), String> {
+        if u64::from(self.dma_avail) + self.dmas.len() as u64 != u64::from(self.dma_limit) {
+            return Err(format!(
+                "dma_avail {} + {} mappings != limit {}",
+                self.dma_avail,
+                self.dmas.len(),
+                self.dma_limit
+            ));
+        }
+        let invalid = self.dmas.iter().filter(|d| d.vaddr_invalid).count() as u64;
+        if invalid != u64::from(self.vaddr_invalid_count) {
+            return Err(format!(
+                "vaddr_invalid_count {} != {invalid}",
+                self.vaddr_invalid_count
+            ));
+        }
+        let non_pinned = self
+            .domains
+            .iter()
+            .flat_map(|d| d.groups.iter())
+            .filter(|g| !g.pinned_page_dirty_scope)
+            .count() as u64;
+        if non_pinned != u64::from(self.num_non_pinned_groups) {
+            return Err(format!(
+                "num_non_pinned_groups {} != {non_pinned}",
+                self.num_non_pinned_groups
+            ));
+        }
+        let mut prev_last: Option<u64> = None;
+        for d in self.dmas.iter() {
+            if d.size == 0 {
+                return Err(format!("empty mapping at {:#x}", d.iova));
+            }
+            if prev_last.is_some_and(|p| p >= d.iova) {
+                return Err(format!("overlapping mapping at {:#x}", d.iova));
+            }
+            prev_last = Some(d.last());
+            let run_bytes: u64 = d.runs.iter().map(|r| r.npages * PAGE_SIZE).sum();
+            if self.domains.is_empty() {
+                if d.iommu_mapped || !d.runs.is_empty() {
+                    return Err(format!("mapping {:#x} pinned without a domain", d.iova));
+                }
+            } else if !d.iommu_mapped || run_bytes != d.size {
+                return Err(format!(
+                    "mapping {:#x}: iommu_mapped {} runs {run_bytes:#x} size {:#x}",
+                    d.iova, d.iommu_mapped, d.size
+                ));
+            }
+            if d.locked_vm != run_pages(&d.runs) {
+                return Err(format!(
+                    "mapping {:#x}: locked_vm {} != pinned {}",
+                    d.iova,
+                    d.locked_vm,
+                    run_pages(&d.runs)
+                ));
+            }
+        }
+        self.check_domains()?;
+        // Locked-memory charge of every owner = its mappings' charges + pending releases.
+        let mut owners: Vec<&Arc<Mm>> = Vec::new();
+        for d in self.dmas.iter() {
+            if !owners.iter().any(|m| Arc::ptr_eq(m, &d.mm)) {
+                owners.push(&d.mm);
+            }
+        }
+        for mm in owners {
+            let charged: u64 = self
+                .dmas
+                .iter()
+                .filter(|d| Arc::ptr_eq(&d.mm, mm))
+                .map(|d| d.locked_vm)
+                .sum();
+            if mm.locked_pages() != charged + mm.pending_pages() {
+                return Err(format!(
+                    "locked_vm {} != mappings {charged} + pending {}",
+                    mm.locked_pages(),
+                    mm.pending_pages()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each domain's page table holds exactly the mapped ranges with their physical pages and
+    /// permissions.
+    fn check_domains(&self) -> std::result::Result<(), String> {
+        let mut want: Vec<(u64, u64, u64, DmaProt)> = Vec::new();
+        for d in self.dmas.iter() {
+            let mut off = 0;
+            for r in &d.runs {
+                want.push((d.iova + off, r.npages * PAGE_SIZE, r.pa.raw(), d.prot));
+                off += r.npages * PAGE_SIZE;
+            }
+        }
+        let want = merge_runs(want);
+        for dom in &self.domains {
+            let fmt = dom.domain.table().geometry().format;
+            let leaves: Vec<(u64, u64, u64, DmaProt)> = dom
+                .domain
+                .table()
+                .leaves()
+                .into_iter()
+                .map(|(i, l, p, pte)| {
+                    let perms = io_pgtable::pte::leaf_perms(fmt, pte);
+                    let read = match fmt {
+                        io_pgtable::Format::ArmLpaeS1 => {
+                            // S1 cannot express write-only: a W-only mapping reads too.
+                            pte & io_pgtable::pte::AP_RDONLY != 0 || perms.write
+                        }
+                        io_pgtable::Format::ArmLpaeS2 => perms.read,
+                    };
+                    (
+                        i.raw(),
+                        l,
+                        p.raw(),
+                        DmaProt {
+                            read,
+                            write: perms.write,
+                        },
+                    )
+                })
+                .collect();
+            let got = merge_runs(leaves);
+            let norm = |v: &[(u64, u64, u64, DmaProt)]| -> Vec<(u64, u64, u64, bool)> {
+                v.iter().map(|&(i, l, p, pr)| (i, l, p, pr.write)).collect()
+            };
+            if norm(&got) != norm(&want) {
+                return Err(format!(
+                    "domain page table differs from the mappings: {} runs vs {} expected",
+                    got.len(),
+                    want.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Merges runs contiguous in iova and pa with equal protection.
+fn merge_runs(v: Vec<(u64, u64, u64, DmaProt)>) -> Vec<(u64, u64, u64, DmaProt)> {
+    let mut out: Vec<(u64, u64, u64, DmaProt)> = Vec::new();
+    for (i, l, p, pr) in v {
+        if let Some(last) = out.last_mut() {
+            if last.0 + last.1 == i && last.2 + last.1 == p && last.3.write == pr.write {
+                last.1 += l;
+                continue;
+            }
+        }
+        out.push((i, l, p, pr));
+    }
+    out
+}
+
+impl Drop for Type1 {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
