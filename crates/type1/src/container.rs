@@ -35,6 +35,23 @@ pub struct MappingInfo {
     pub locked_pages: u64,
 }
 
+/// Observable state of a container (see [`Container::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Groups set on the container.
+    pub groups: Vec<GroupId>,
+    /// GET_INFO contents, if a backend is set.
+    pub info: Option<Info>,
+    /// Mappings.
+    pub mappings: Vec<MappingInfo>,
+    /// Every domain's leaves: (iova, len, pa, raw pte).
+    pub domains: Vec<Vec<(u64, u64, u64, u64)>>,
+    /// The current owner's locked pages.
+    pub locked_pages: u64,
+    /// Pages waiting for an IOTLB flush.
+    pub pending_pages: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) cfg: ContainerConfig,
@@ -260,6 +277,38 @@ impl Container {
     #[must_use]
     pub fn domain_count(&self) -> usize {
         self.lock().iommu.as_ref().map_or(0, |t| t.domains.len())
+    }
+
+    /// Everything observable about the container's state, for "failure changes nothing" checks.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        let mappings = self.mappings();
+        let g = self.lock();
+        let (info, domains) = match &g.iommu {
+            Some(t) => (
+                Some(t.info()),
+                t.domains
+                    .iter()
+                    .map(|d| {
+                        d.domain
+                            .table()
+                            .leaves()
+                            .into_iter()
+                            .map(|(i, l, p, pte)| (i.raw(), l, p.raw(), pte))
+                            .collect()
+                    })
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        Snapshot {
+            groups: g.groups.iter().map(|s| s.id).collect(),
+            info,
+            mappings,
+            domains,
+            locked_pages: g.mm.locked_pages(),
+            pending_pages: g.mm.pending_pages(),
+        }
     }
 
     /// Checks every invariant of the backend (§2.4 and the locked-memory and page-table rules).

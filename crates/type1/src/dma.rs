@@ -35,8 +35,11 @@ pub struct Dma {
     pub lock_cap: LockCapability,
     /// `UNMAP_DMA|VADDR` invalidated the vaddr.
     pub vaddr_invalid: bool,
-    /// The owner (v6.3+ `dma->mm`): pins and charges go here.
+    /// The owner (v6.3+ `dma->mm`): charges go here, and new pins come from here.
     pub mm: Arc<Mm>,
+    /// The address space that pinned `runs` (differs from `mm` after a vaddr update from
+    /// another owner: the pages stay pinned where they were pinned).
+    pub pinned_by: Arc<Mm>,
     /// Runs pinned for the IOMMU domains, in IOVA order, covering `size`.
     pub runs: Vec<PinnedRun>,
     /// Pages charged to `mm` on behalf of this mapping (`dma->locked_vm`).

@@ -302,7 +302,11 @@ pub fn build_caps(info: &crate::type1::Info) -> Vec<u8> {
     if iova > 0 {
         let at = mig + avail;
         header(&mut caps, at, raw::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 0);
-        put_u32(&mut caps, at + off::NR_IOVAS, u32_of(info.iova_ranges.len()));
+        put_u32(
+            &mut caps,
+            at + off::NR_IOVAS,
+            u32_of(info.iova_ranges.len()),
+        );
         for (k, &(s, e)) in info.iova_ranges.iter().enumerate() {
             let r = at + off::IOVA_RANGES + k * uapi::IOVA_RANGE_SIZE as usize;
             put_u64(&mut caps, r + off::RANGE_START, s);

@@ -44,7 +44,7 @@ pub mod mm;
 mod type1;
 pub mod uapi;
 
-pub use container::{Container, MappingInfo};
+pub use container::{Container, MappingInfo, Snapshot};
 pub use error::{Error, Result};
 pub use group::{GroupId, GroupKind, GroupSpec, IommuDesc};
 pub use ioctl::{

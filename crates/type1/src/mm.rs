@@ -63,6 +63,18 @@ pub trait AddressSpace: Send + Sync + Debug {
     fn unpin_run(&self, run: &PinnedRun);
 }
 
+impl<T: AddressSpace + ?Sized> AddressSpace for std::sync::Arc<T> {
+    fn page_size(&self) -> u64 {
+        (**self).page_size()
+    }
+    fn pin_run(&self, vaddr: u64, max_pages: u64, access: PinAccess) -> Result<PinnedRun, u64> {
+        (**self).pin_run(vaddr, max_pages, access)
+    }
+    fn unpin_run(&self, run: &PinnedRun) {
+        (**self).unpin_run(run);
+    }
+}
+
 /// Whether the owner may lock memory beyond its limit (`capable(CAP_IPC_LOCK)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockCapability {

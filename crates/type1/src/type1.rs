@@ -151,16 +151,17 @@ pub struct Info {
 /// Pins waiting for every domain to release them: unpinned and uncharged when dropped.
 #[derive(Debug)]
 pub(crate) struct PinRelease {
-    owner: Option<Arc<Mm>>,
+    /// (address space that pinned the runs, owner charged for them)
+    owner: Option<(Arc<Mm>, Arc<Mm>)>,
     runs: Vec<PinnedRun>,
     pages: u64,
 }
 
 impl PinRelease {
-    fn new(mm: Arc<Mm>, runs: Vec<PinnedRun>, pages: u64) -> Arc<Self> {
-        mm.add_pending(pages);
+    fn new(pinned_by: Arc<Mm>, charged: Arc<Mm>, runs: Vec<PinnedRun>, pages: u64) -> Arc<Self> {
+        charged.add_pending(pages);
         Arc::new(PinRelease {
-            owner: Some(mm),
+            owner: Some((pinned_by, charged)),
             runs,
             pages,
         })
@@ -178,12 +179,12 @@ impl PinRelease {
 
 impl Drop for PinRelease {
     fn drop(&mut self) {
-        if let Some(mm) = &self.owner {
+        if let Some((pinned_by, charged)) = &self.owner {
             for r in &self.runs {
-                mm.space().unpin_run(r);
+                pinned_by.space().unpin_run(r);
             }
-            mm.uncharge(self.pages);
-            mm.sub_pending(self.pages);
+            charged.uncharge(self.pages);
+            charged.sub_pending(self.pages);
         }
     }
 }
@@ -380,6 +381,7 @@ impl Type1 {
             lock_cap,
             vaddr_invalid: false,
             mm: mm.clone(),
+            pinned_by: mm.clone(),
             runs: Vec::new(),
             locked_vm: 0,
         };
@@ -454,7 +456,7 @@ impl Type1 {
             let at = Iova(dma.iova + dma.size);
             for (k, d) in self.domains.iter().enumerate() {
                 if let Err(e) = d.domain.map(at, run.pa, bytes, prot) {
-                    let token = PinRelease::new(dma.mm.clone(), vec![run], pages);
+                    let token = PinRelease::new(dma.mm.clone(), dma.mm.clone(), vec![run], pages);
                     for undo in &self.domains[..k] {
                         drop(undo.domain.unmap(at, bytes, token.clone()));
                     }
@@ -477,7 +479,7 @@ impl Type1 {
         let runs = std::mem::take(&mut dma.runs);
         let pages = run_pages(&runs);
         dma.locked_vm -= pages;
-        let token = PinRelease::new(dma.mm.clone(), runs, pages);
+        let token = PinRelease::new(dma.pinned_by.clone(), dma.mm.clone(), runs, pages);
         if dma.size > 0 {
             for d in &self.domains {
                 let u = d.domain.unmap(Iova(dma.iova), dma.size, token.clone());
@@ -777,7 +779,7 @@ impl Type1 {
                 let token = match p.fresh {
                     Some((runs, pages)) => {
                         self.dmas.get(p.iova).map_or_else(PinRelease::none, |d| {
-                            PinRelease::new(d.mm.clone(), runs, pages)
+                            PinRelease::new(d.mm.clone(), d.mm.clone(), runs, pages)
                         })
                     }
                     None => PinRelease::none(),
@@ -791,6 +793,7 @@ impl Type1 {
             if let (Some((runs, pages)), Some(d)) = (p.fresh, self.dmas.get_mut(p.iova)) {
                 d.runs = runs;
                 d.locked_vm += pages;
+                d.pinned_by = d.mm.clone();
             }
         }
         for d in self.dmas.iter_mut() {
