@@ -179,6 +179,9 @@ impl<T> Domain<T> {
     /// A lazy domain's owner calls this periodically (every container operation does); the
     /// exposure window is bounded by the timeout only as long as somebody polls.
     pub fn poll(&self) -> Vec<T> {
+        if self.policy == InvalidationPolicy::Strict {
+            return Vec::new();
+        }
         let now = self.clock.now();
         self.queue().poll(now, &|| self.iotlb.invalidate_all())
     }
