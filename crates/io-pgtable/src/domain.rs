@@ -10,6 +10,7 @@
 //! Under `Strict` that is the token just given; under `Lazy` tokens come back only after a flush
 //! that covers them, from a later `unmap`, [`Domain::poll`] or [`Domain::flush`].
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::addr::{Iova, PhysAddr};
@@ -147,10 +148,23 @@ impl<T> Domain<T> {
     /// `iommu_unmap` with this domain's policy. `token` stands for the memory behind the range;
     /// the returned `released` tokens may be reused now (see the module docs).
     pub fn unmap(&self, iova: Iova, size: u64, token: T) -> Unmapped<T> {
+        self.unmap_read_dirty(iova, size, token, None)
+    }
+
+    /// [`Domain::unmap`] that also reports `(iova, len)` of every writable-dirty leaf it removes,
+    /// read atomically as the leaf is cleared: a write that reached the page table before the
+    /// unmap is reported, and none can follow it (the walker marks dirty with a CAS).
+    pub fn unmap_read_dirty(
+        &self,
+        iova: Iova,
+        size: u64,
+        token: T,
+        dirty: crate::table::DirtySink<'_>,
+    ) -> Unmapped<T> {
         match self.policy {
             InvalidationPolicy::Strict => {
                 let mut g = Gather::new();
-                let bytes = self.table.unmap(iova, size, Some(&mut g));
+                let bytes = self.table.unmap_dirty(iova, size, Some(&mut g), dirty);
                 self.iotlb.iotlb_sync(&g);
                 Unmapped {
                     bytes,
@@ -159,7 +173,7 @@ impl<T> Domain<T> {
             }
             InvalidationPolicy::Lazy(_) => {
                 let mut g = Gather::queued();
-                let bytes = self.table.unmap(iova, size, Some(&mut g));
+                let bytes = self.table.unmap_dirty(iova, size, Some(&mut g), dirty);
                 let now = self.clock.now();
                 let mut q = self.queue();
                 let mut released = q.poll(now, &|| self.iotlb.invalidate_all());
@@ -216,41 +230,51 @@ impl<T> Domain<T> {
     #[cold]
     fn translate_slow(&self, iova: Iova, access: Access) -> Result<Translation, Fault> {
         let guard = self.iotlb.lock_fill();
-        let leaf = self
-            .table
-            .find_leaf(iova.raw())
-            .ok_or(Fault::NotMapped { iova })?;
         let geo = self.table.geometry();
-        let perms = pte::leaf_perms(geo.format, leaf.pte);
-        let allowed = match access {
-            Access::Read => perms.read,
-            Access::Write => perms.write,
-        };
-        if !allowed {
-            return Err(Fault::Permission { iova, access });
+        loop {
+            let leaf = self
+                .table
+                .find_leaf(iova.raw())
+                .ok_or(Fault::NotMapped { iova })?;
+            let perms = pte::leaf_perms(geo.format, leaf.pte);
+            let allowed = match access {
+                Access::Read => perms.read,
+                Access::Write => perms.write,
+            };
+            if !allowed {
+                return Err(Fault::Permission { iova, access });
+            }
+            let mut dirty_now = !perms.write_needs_dirty;
+            if access == Access::Write && perms.write_needs_dirty {
+                // Mark dirty only on the entry we walked: if an unmap or a split replaced it
+                // meanwhile, walk again, so the mark is never lost (§5.1).
+                let marked = leaf.pte & !pte::AP_RDONLY;
+                if leaf
+                    .slot
+                    .compare_exchange(leaf.pte, marked, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                dirty_now = true;
+            }
+            let size = geo.block_size(leaf.lvl);
+            let base = iova.raw() & !(size - 1);
+            let pa_base = pte::iopte_to_paddr(leaf.pte, geo.granule);
+            self.iotlb.insert(
+                &guard,
+                Iova(base),
+                size,
+                pa_base,
+                perms.read,
+                perms.write && dirty_now,
+            );
+            let off = iova.raw() - base;
+            return Ok(Translation {
+                pa: PhysAddr(pa_base + off),
+                len: size - off,
+            });
         }
-        let mut dirty_now = !perms.write_needs_dirty;
-        if access == Access::Write && perms.write_needs_dirty {
-            leaf.slot
-                .fetch_and(!pte::AP_RDONLY, std::sync::atomic::Ordering::AcqRel);
-            dirty_now = true;
-        }
-        let size = geo.block_size(leaf.lvl);
-        let base = iova.raw() & !(size - 1);
-        let pa_base = pte::iopte_to_paddr(leaf.pte, geo.granule);
-        self.iotlb.insert(
-            &guard,
-            Iova(base),
-            size,
-            pa_base,
-            perms.read,
-            perms.write && dirty_now,
-        );
-        let off = iova.raw() - base;
-        Ok(Translation {
-            pa: PhysAddr(pa_base + off),
-            len: size - off,
-        })
     }
 
     /// Reports and (unless `NO_CLEAR`) cleans dirty leaves in `[iova, iova + size)`, then syncs
@@ -275,10 +299,25 @@ impl<T> Domain<T> {
         r
     }
 
-    /// Starts hardware dirty tracking: cleans the initial "dirty" state of every writable leaf
-    /// and flushes the IOTLB (§5.4, §8.9), so only writes from now on are reported.
+    /// Starts hardware dirty tracking: new leaves start writable-clean, the initial "dirty"
+    /// state of every writable leaf is cleaned and the IOTLB flushed (§5.4, §8.9), so only
+    /// writes from now on are reported.
     pub fn start_dirty_tracking(&self) {
+        self.table.set_clean_start(true);
         self.table.clear_all_dirty();
         self.iotlb.invalidate_all();
+    }
+
+    /// Stops hardware dirty tracking: new leaves start dirty again, as the kernel maps them.
+    pub fn stop_dirty_tracking(&self) {
+        self.table.set_clean_start(false);
+    }
+
+    /// True if the table records hardware dirty state (stage 1 with `ARM_HD`).
+    #[must_use]
+    pub fn has_dirty_tracking(&self) -> bool {
+        let geo = self.table.geometry();
+        geo.format == crate::cfg::Format::ArmLpaeS1
+            && geo.quirks.contains(crate::cfg::Quirks::ARM_HD)
     }
 }

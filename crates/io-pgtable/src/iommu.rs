@@ -122,7 +122,19 @@ impl IoPageTable {
     /// picks, splitting blocks where the range ends inside one. Returns the bytes unmapped; stops
     /// at the first hole. 0 for an empty, unaligned or wrapping request. The caller syncs
     /// `gather`.
-    pub fn unmap(&self, iova: Iova, size: u64, mut gather: Option<&mut Gather>) -> u64 {
+    pub fn unmap(&self, iova: Iova, size: u64, gather: Option<&mut Gather>) -> u64 {
+        self.unmap_dirty(iova, size, gather, None)
+    }
+
+    /// [`IoPageTable::unmap`] reporting the writable-dirty leaves it removes (see
+    /// [`IoPageTable::unmap_pages_dirty`]).
+    pub fn unmap_dirty(
+        &self,
+        iova: Iova,
+        size: u64,
+        mut gather: Option<&mut Gather>,
+        mut dirty: crate::table::DirtySink<'_>,
+    ) -> u64 {
         let geo = self.geometry();
         let min = geo.min_pgsize();
         if size == 0 || (iova.raw() | size) & (min - 1) != 0 || last_of(iova.raw(), size).is_none()
@@ -136,7 +148,15 @@ impl IoPageTable {
             let Some((pgsize, count)) = iommu_pgsize(bitmap, at, at, size - done) else {
                 break;
             };
-            let n = self.unmap_pages(Iova(at), pgsize, count, gather.as_deref_mut());
+            let n = self.unmap_pages_dirty(
+                Iova(at),
+                pgsize,
+                count,
+                gather.as_deref_mut(),
+                dirty
+                    .as_mut()
+                    .map(|d| &mut **d as &mut dyn FnMut(Iova, u64)),
+            );
             if n == 0 {
                 break;
             }

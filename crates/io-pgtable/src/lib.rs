@@ -53,7 +53,7 @@ pub use error::Error;
 pub use iommu::iommu_pgsize;
 pub use memory::{TableArena, POISON_PA, POISON_PTE};
 pub use prot::{Access, Prot};
-pub use table::{IoPageTable, Stats, WalkData};
+pub use table::{DirtySink, IoPageTable, Stats, WalkData};
 pub use tlb::{FlushOps, FlushQueue, FlushQueueConfig, Gather, Iotlb, IotlbConfig};
 
 const _: () = assert!(usize::BITS == 64, "io-pgtable supports 64-bit targets only");

@@ -19,7 +19,7 @@
 //! Ranges in this module are `(start, length)` with an exclusive end; walkers use inclusive
 //! `last` internally so a range may end at `u64::MAX`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::addr::{Iova, PhysAddr};
@@ -69,6 +69,9 @@ pub(crate) enum Holes {
     Skip,
 }
 
+/// Receives `(iova, len)` of every writable-dirty leaf an unmap removes.
+pub type DirtySink<'a> = Option<&'a mut dyn FnMut(Iova, u64)>;
+
 /// An ARM LPAE I/O page table (`struct arm_lpae_io_pgtable` with its `io_pgtable_ops`).
 #[derive(Debug)]
 pub struct IoPageTable {
@@ -76,6 +79,8 @@ pub struct IoPageTable {
     pgd: Box<[AtomicU64]>,
     arena: TableArena,
     tlb: Arc<dyn FlushOps>,
+    /// New DBM leaves start writable-clean (dirty tracking is on) instead of dirty.
+    clean_start: AtomicBool,
 }
 
 impl IoPageTable {
@@ -96,6 +101,7 @@ impl IoPageTable {
             pgd,
             arena,
             tlb,
+            clean_start: AtomicBool::new(false),
         })
     }
 
@@ -121,6 +127,12 @@ impl IoPageTable {
     #[must_use]
     pub fn table_bytes(&self) -> u64 {
         self.arena.live() * self.geo.granule.bytes() + self.geo.pgd_bytes().max(64)
+    }
+
+    /// Makes new writable DBM leaves start writable-clean (`true`, while dirty tracking is on)
+    /// or writable-dirty (`false`, the kernel's behaviour, §5.2).
+    pub fn set_clean_start(&self, clean: bool) {
+        self.clean_start.store(clean, Ordering::Relaxed);
     }
 
     /// Lets the next `budget` table allocations succeed and fails later ones with `ENOMEM`
@@ -203,7 +215,10 @@ impl IoPageTable {
                 oas: self.geo.oas,
             });
         }
-        let attrs = pte::prot_to_pte(&self.geo, prot);
+        let mut attrs = pte::prot_to_pte(&self.geo, prot);
+        if attrs & pte::DBM != 0 && self.clean_start.load(Ordering::Relaxed) {
+            attrs |= pte::AP_RDONLY;
+        }
         self.map_at(iova.raw(), paddr.raw(), pgsize, target, pgcount, attrs)
     }
 
@@ -312,6 +327,20 @@ impl IoPageTable {
         pgcount: u64,
         gather: Option<&mut Gather>,
     ) -> u64 {
+        self.unmap_pages_dirty(iova, pgsize, pgcount, gather, None)
+    }
+
+    /// [`IoPageTable::unmap_pages`] that also reports every writable-dirty leaf it removes to
+    /// `dirty` (whole leaves; a split block's hole counts as dirty if the block was). Leaves are
+    /// cleared with an atomic swap, so a device's concurrent dirty update is never lost.
+    pub fn unmap_pages_dirty(
+        &self,
+        iova: Iova,
+        pgsize: u64,
+        pgcount: u64,
+        gather: Option<&mut Gather>,
+        mut dirty: DirtySink<'_>,
+    ) -> u64 {
         let Some(target) = self.level_for_pgsize(pgsize) else {
             return 0;
         };
@@ -325,9 +354,11 @@ impl IoPageTable {
             target,
             pgcount,
             gather,
+            &mut dirty,
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn unmap_at<'a>(
         &'a self,
         mut table: &'a [AtomicU64],
@@ -336,16 +367,18 @@ impl IoPageTable {
         target: u32,
         pgcount: u64,
         gather: Option<&mut Gather>,
+        dirty: &mut DirtySink<'_>,
     ) -> u64 {
         loop {
             let idx = self.geo.lvl_idx(iova, lvl);
             let Some(slot) = table.get(idx) else { return 0 };
             let cur = slot.load(Ordering::Acquire);
             if lvl == target {
-                return self.clear_entries(table, idx, lvl, iova, pgcount, gather);
+                return self.clear_entries(table, idx, lvl, iova, pgcount, gather, dirty);
             }
             if pte::is_leaf(cur, lvl) {
-                return self.split_block_unmap(slot, lvl, cur, iova, target, pgcount, gather);
+                return self
+                    .split_block_unmap(slot, lvl, cur, iova, target, pgcount, gather, dirty);
             }
             if !pte::is_table(cur, lvl) {
                 return 0;
@@ -357,6 +390,7 @@ impl IoPageTable {
 
     /// Clears up to `pgcount` consecutive entries at `lvl`, the block-size branch of
     /// `__arm_lpae_unmap`.
+    #[allow(clippy::too_many_arguments)]
     fn clear_entries(
         &self,
         table: &[AtomicU64],
@@ -365,6 +399,7 @@ impl IoPageTable {
         iova: u64,
         pgcount: u64,
         gather: Option<&mut Gather>,
+        dirty: &mut DirtySink<'_>,
     ) -> u64 {
         let size = self.geo.block_size(lvl);
         let n = crate::to_usize(pgcount)
@@ -376,16 +411,27 @@ impl IoPageTable {
             let cur = s.load(Ordering::Acquire);
             if pte::is_table(cur, lvl) {
                 s.store(0, Ordering::Release);
+                let at = iova + i as u64 * size;
                 self.tlb
-                    .tlb_flush_walk(Iova(iova + i as u64 * size), size, self.geo.min_pgsize());
-                self.free_subtree(pte::iopte_to_paddr(cur, self.geo.granule), lvl + 1);
+                    .tlb_flush_walk(Iova(at), size, self.geo.min_pgsize());
+                let child = pte::iopte_to_paddr(cur, self.geo.granule);
+                if let Some(sink) = dirty.as_mut() {
+                    // Unreachable now (walk flushed): its dirty state is final.
+                    self.collect_dirty(child, lvl + 1, at, &mut **sink);
+                }
+                self.free_subtree(child, lvl + 1);
             } else if !pte::is_leaf(cur, lvl) {
                 break;
             }
             cleared += 1;
         }
-        for s in &run[..cleared] {
-            s.store(0, Ordering::Release);
+        for (i, s) in run[..cleared].iter().enumerate() {
+            let old = s.swap(0, Ordering::AcqRel);
+            if pte::is_leaf(old, lvl) && pte::is_writable_dirty(old) {
+                if let Some(sink) = dirty.as_mut() {
+                    sink(Iova(iova + i as u64 * size), size);
+                }
+            }
         }
         if let Some(g) = gather {
             if !g.queued {
@@ -410,6 +456,7 @@ impl IoPageTable {
         target: u32,
         pgcount: u64,
         mut gather: Option<&mut Gather>,
+        dirty: &mut DirtySink<'_>,
     ) -> u64 {
         let lvl = blk_lvl + 1;
         if lvl > 3 {
@@ -439,6 +486,11 @@ impl IoPageTable {
         let table = match slot.compare_exchange(blk_pte, new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 if !hole.is_empty() {
+                    if pte::is_writable_dirty(blk_pte) {
+                        if let Some(sink) = dirty.as_mut() {
+                            sink(Iova(iova), hole.len() as u64 * split_sz);
+                        }
+                    }
                     if let Some(g) = gather.as_deref_mut() {
                         if !g.queued {
                             for j in 0..hole.len() {
@@ -463,7 +515,24 @@ impl IoPageTable {
                 self.child(now)
             }
         };
-        self.unmap_at(table, lvl, iova, target, pgcount, gather)
+        self.unmap_at(table, lvl, iova, target, pgcount, gather, dirty)
+    }
+
+    /// Reports the writable-dirty leaves of the unreachable subtree at `addr` (level `lvl`,
+    /// covering from `base`).
+    fn collect_dirty(&self, addr: u64, lvl: u32, base: u64, sink: &mut dyn FnMut(Iova, u64)) {
+        let bs = self.geo.block_size(lvl);
+        for (i, e) in self.arena.table(addr).iter().enumerate() {
+            let p = e.load(Ordering::Acquire);
+            let at = base + i as u64 * bs;
+            if pte::is_leaf(p, lvl) {
+                if pte::is_writable_dirty(p) {
+                    sink(Iova(at), bs);
+                }
+            } else if pte::is_table(p, lvl) {
+                self.collect_dirty(pte::iopte_to_paddr(p, self.geo.granule), lvl + 1, at, sink);
+            }
+        }
     }
 
     /// `iova_to_phys` (§3.9): the output address of `iova`, or `None` if it is unmapped or out of
