@@ -8,10 +8,17 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::device::{DeviceEntry, DeviceId, DmaUnmapHandler, PinProt, RwDirection};
+use crate::engine::DmaEngine;
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupSpec};
+use crate::ioctl::{UserBuffer, UserMemory};
 use crate::mm::Mm;
-use crate::type1::{ContainerConfig, Info, MapDma, Type1, UnmapDma, Version};
+use crate::pin::PIN_PAGES_MAX;
+use crate::tracking::BitmapDest;
+use crate::type1::{
+    ContainerConfig, Info, MapDma, Type1, UnmapDma, UnmapFlags, UnmapProgress, UnmapStep, Version,
+};
 use crate::uapi::raw;
 
 /// One mapping as seen from outside (for inspection and tests).
@@ -33,6 +40,10 @@ pub struct MappingInfo {
     pub vaddr_invalid: bool,
     /// Pages charged for it.
     pub locked_pages: u64,
+    /// Pages pinned for the IOMMU (0 without a domain).
+    pub iommu_pinned_pages: u64,
+    /// Distinct pages pinned by devices.
+    pub device_pinned_pages: u64,
 }
 
 /// Observable state of a container (see [`Container::snapshot`]).
@@ -58,6 +69,19 @@ pub(crate) struct Inner {
     pub(crate) mm: Arc<Mm>,
     pub(crate) groups: Vec<GroupSpec>,
     pub(crate) iommu: Option<Type1>,
+    pub(crate) devices: Vec<DeviceEntry>,
+    pub(crate) next_device: u32,
+}
+
+fn words_of(u: &UserBuffer) -> Vec<u64> {
+    u.bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            u64::from_ne_bytes(w)
+        })
+        .collect()
 }
 
 /// A VFIO container (`/dev/vfio/vfio` after open).
@@ -76,6 +100,8 @@ impl Container {
                 mm,
                 groups: Vec::new(),
                 iommu: None,
+                devices: Vec::new(),
+                next_device: 1,
             }),
         }
     }
@@ -212,11 +238,281 @@ impl Container {
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA` (§4.4), from `vfio_dma_do_unmap` on. Returns the bytes unmapped.
+    /// A GET_DIRTY_BITMAP request needs a bitmap: use [`Container::unmap_dma_dirty`] or
+    /// [`Container::ioctl`].
     ///
     /// # Errors
-    /// The errors of §4.4 in the kernel's order; on any error nothing changed.
+    /// The errors of §4.4 in the kernel's order; on any error nothing changed, except that
+    /// mappings removed before devices failed to unpin ([`Error::UnmapBusy`]) stay removed.
     pub fn unmap_dma(&self, req: &UnmapDma) -> Result<u64> {
-        self.with_iommu(|t, _| t.unmap_dma(req))
+        self.unmap_loop(req, None)
+    }
+
+    /// UNMAP_DMA with GET_DIRTY_BITMAP into a fresh bitmap (bit 0 = `iova`, one bit per
+    /// `pgsize`). Returns the bytes unmapped and the bitmap.
+    ///
+    /// # Errors
+    /// As [`Container::unmap_dma`], plus the bitmap rules of §4.4.
+    pub fn unmap_dma_dirty(&self, iova: u64, size: u64, pgsize: u64) -> Result<(u64, Vec<u64>)> {
+        let (base, mut user) = Self::scratch_bitmap(size, pgsize)?;
+        let req = UnmapDma {
+            iova,
+            size,
+            flags: UnmapFlags::GET_DIRTY_BITMAP,
+            bitmap_pgsize: pgsize,
+        };
+        let n = self.unmap_loop(&req, Some((&mut user, base)))?;
+        Ok((n, words_of(&user)))
+    }
+
+    /// A zeroed scratch bitmap for `size` bytes at `pgsize` granularity.
+    fn scratch_bitmap(size: u64, pgsize: u64) -> Result<(u64, UserBuffer)> {
+        let bad = Error::InvalidBitmap {
+            reason: "bitmap size does not fit the range",
+        };
+        let npages = size.checked_shr(pgsize.trailing_zeros()).unwrap_or(0);
+        let bytes = crate::ioctl::dirty_bitmap_bytes(npages);
+        if npages == 0 || bytes > crate::type1::DIRTY_BITMAP_SIZE_MAX {
+            return Err(bad);
+        }
+        let base = 0x1000;
+        Ok((base, UserBuffer::new(base, crate::to_usize(bytes))))
+    }
+
+    /// The unmap loop of §5.4: passes under the lock, device notifications without it.
+    pub(crate) fn unmap_loop(
+        &self,
+        req: &UnmapDma,
+        mut bitmap: Option<(&mut dyn UserMemory, u64)>,
+    ) -> Result<u64> {
+        let mut progress = UnmapProgress::default();
+        loop {
+            let step = {
+                let mut g = self.lock();
+                let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
+                t.poll();
+                let mut dest = bitmap.as_mut().map(|(user, data)| BitmapDest {
+                    user: &mut **user,
+                    data: *data,
+                    base: req.iova,
+                });
+                t.unmap_pass(req, dest.as_mut(), &mut progress)?
+            };
+            match step {
+                UnmapStep::Done(n) => return Ok(n),
+                UnmapStep::Notify { iova, size } => {
+                    let handlers: Vec<Arc<dyn DmaUnmapHandler>> = self
+                        .lock()
+                        .devices
+                        .iter()
+                        .filter_map(|d| d.unmap.clone())
+                        .collect();
+                    for h in handlers {
+                        h.dma_unmap(iova, size);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- devices (§5) -----
+
+    /// Registers a device of `group` (`vfio_iommu_type1_register_device`). A device that pins
+    /// pages must give an unmap handler.
+    ///
+    /// # Errors
+    /// [`Error::GroupNotAttached`] if the group is not in this container.
+    pub fn register_device(
+        &self,
+        group: GroupId,
+        unmap: Option<Arc<dyn DmaUnmapHandler>>,
+    ) -> Result<DeviceId> {
+        let mut g = self.lock();
+        if !g.groups.iter().any(|s| s.id == group) {
+            return Err(Error::GroupNotAttached { group: group.0 });
+        }
+        let id = DeviceId(g.next_device);
+        g.next_device += 1;
+        g.devices.push(DeviceEntry { id, group, unmap });
+        Ok(id)
+    }
+
+    /// Unregisters a device, releasing every pin it still holds.
+    ///
+    /// # Errors
+    /// [`Error::NoDevice`] if it is not registered.
+    pub fn unregister_device(&self, id: DeviceId) -> Result<()> {
+        let mut g = self.lock();
+        let pos = g
+            .devices
+            .iter()
+            .position(|d| d.id == id)
+            .ok_or(Error::NoDevice { device: id.0 })?;
+        g.devices.remove(pos);
+        if let Some(t) = g.iommu.as_mut() {
+            t.release_device(id);
+        }
+        Ok(())
+    }
+
+    fn device(g: &Inner, id: DeviceId) -> Result<DeviceEntry> {
+        g.devices
+            .iter()
+            .find(|d| d.id == id)
+            .cloned()
+            .ok_or(Error::NoDevice { device: id.0 })
+    }
+
+    /// `vfio_pin_pages` (§5.1): pins `npage` pages from `iova` for `device` and returns their
+    /// physical addresses. All or nothing.
+    ///
+    /// # Errors
+    /// In order: `EINVAL` for `npage == 0`, an unknown device, or one without an unmap handler;
+    /// `E2BIG` over 512 pages; then type1's: `EACCES` on v1, `EOVERFLOW`, `EBUSY` while vaddrs
+    /// are invalid, `EINVAL` for an unmapped page, `EPERM` for a forbidden access, `EFAULT`,
+    /// `ENOMEM`, `EINVAL` for a reserved page.
+    pub fn pin_pages(
+        &self,
+        device: DeviceId,
+        iova: u64,
+        npage: u64,
+        prot: PinProt,
+    ) -> Result<Vec<u64>> {
+        let mut g = self.lock();
+        if npage == 0 {
+            return Err(Error::ZeroSize);
+        }
+        let dev = Self::device(&g, device)?;
+        if dev.unmap.is_none() {
+            return Err(Error::NoUnmapHandler { device: device.0 });
+        }
+        if npage > PIN_PAGES_MAX {
+            return Err(Error::TooManyPages { npage });
+        }
+        let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
+        t.poll();
+        t.pin_pages(&dev, iova, npage, prot)
+    }
+
+    /// `vfio_unpin_pages` (§5.2), checked: every page must be pinned by `device`.
+    ///
+    /// # Errors
+    /// `EINVAL` for `npage` 0 or over 512, an unknown device, or a page the device does not
+    /// hold ([`Error::NotPinnedByDevice`]); `EACCES` on v1. Nothing changes on error.
+    pub fn unpin_pages(&self, device: DeviceId, iova: u64, npage: u64) -> Result<()> {
+        let mut g = self.lock();
+        if npage == 0 || npage > PIN_PAGES_MAX {
+            return Err(Error::TooManyPages { npage });
+        }
+        let dev = Self::device(&g, device)?;
+        let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
+        t.unpin_pages(dev.id, iova, npage)
+    }
+
+    /// `vfio_dma_rw` (§5.3): copies between `buf` and guest memory at `iova`.
+    ///
+    /// # Errors
+    /// `EINVAL` for an empty buffer, an unknown device or an unmapped address; `EBUSY` while
+    /// vaddrs are invalid; `EPERM` for a forbidden access (a write-only mapping refuses both);
+    /// `EFAULT`. Chunks already copied stay copied.
+    pub fn dma_rw(
+        &self,
+        device: DeviceId,
+        iova: u64,
+        buf: &mut [u8],
+        dir: RwDirection,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        if buf.is_empty() {
+            return Err(Error::ZeroSize);
+        }
+        Self::device(&g, device)?;
+        let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
+        t.dma_rw(iova, buf, dir)
+    }
+
+    /// A DMA engine for a device of the IOMMU-backed `group`: it reads and writes guest memory
+    /// through the group's domain (IOTLB, page walk, hardware dirty bits).
+    ///
+    /// # Errors
+    /// [`Error::GroupNotAttached`] unless the group is attached and IOMMU-backed.
+    pub fn dma_engine(&self, group: GroupId) -> Result<DmaEngine> {
+        let g = self.lock();
+        let t = g.iommu.as_ref().ok_or(Error::NoIommu)?;
+        for d in &t.domains {
+            if let Some(gs) = d.groups.iter().find(|gs| gs.id == group) {
+                return Ok(DmaEngine::new(
+                    d.domain.clone(),
+                    gs.attached.clone(),
+                    g.mm.clone(),
+                ));
+            }
+        }
+        Err(Error::GroupNotAttached { group: group.0 })
+    }
+
+    // ----- dirty tracking (§4.5) -----
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` START.
+    ///
+    /// # Errors
+    /// `EACCES` on v1; `EINVAL` for a mapping too large for a bitmap; `ENOMEM`.
+    pub fn dirty_start(&self) -> Result<()> {
+        self.with_iommu(|t, _| t.dirty_start())
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` STOP.
+    ///
+    /// # Errors
+    /// `EACCES` on v1.
+    pub fn dirty_stop(&self) -> Result<()> {
+        self.with_iommu(|t, _| t.dirty_stop())
+    }
+
+    /// The backend's version, if set.
+    #[must_use]
+    pub fn version(&self) -> Option<Version> {
+        self.lock().iommu.as_ref().map(|t| t.version)
+    }
+
+    /// True while dirty tracking is on.
+    #[must_use]
+    pub fn dirty_tracking(&self) -> bool {
+        self.lock().iommu.as_ref().is_some_and(|t| t.dirty_tracking)
+    }
+
+    /// GET_BITMAP into a fresh bitmap (bit 0 = `iova`, one bit per `pgsize`).
+    ///
+    /// # Errors
+    /// The errors of §4.5 GET_BITMAP.
+    pub fn dirty_bitmap(&self, iova: u64, size: u64, pgsize: u64) -> Result<Vec<u64>> {
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        iova.checked_add(size - 1)
+            .ok_or(Error::Overflow { start: iova, size })?;
+        let (base, mut user) = Self::scratch_bitmap(size, pgsize)?;
+        self.dirty_get_bitmap_user(iova, size, pgsize, &mut user, base)?;
+        Ok(words_of(&user))
+    }
+
+    /// GET_BITMAP into user memory (after the ioctl wrapper's checks).
+    pub(crate) fn dirty_get_bitmap_user(
+        &self,
+        iova: u64,
+        size: u64,
+        pgsize: u64,
+        user: &mut dyn UserMemory,
+        data: u64,
+    ) -> Result<()> {
+        self.with_iommu(|t, _| {
+            let mut dest = BitmapDest {
+                user,
+                data,
+                base: iova,
+            };
+            t.dirty_get_bitmap(iova, size, pgsize, &mut dest)
+        })
     }
 
     /// `VFIO_IOMMU_GET_INFO` contents (§4.2).
@@ -245,6 +541,8 @@ impl Container {
                         iommu_mapped: d.iommu_mapped,
                         vaddr_invalid: d.vaddr_invalid,
                         locked_pages: d.locked_vm,
+                        iommu_pinned_pages: d.runs.iter().map(|r| r.npages).sum(),
+                        device_pinned_pages: d.pfn_list.len() as u64,
                     })
                     .collect()
             })

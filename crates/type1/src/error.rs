@@ -212,6 +212,67 @@ pub enum Error {
     /// Dirty tracking is not active (GET_BITMAP, unmap with bitmap).
     #[error("dirty page tracking is not started")]
     NotTracking,
+    /// The request needs a TYPE1v2 container (pinning, dirty tracking).
+    #[error("not supported by a type1 (v1) container")]
+    NotV2,
+    /// More pages than `VFIO_PIN_PAGES_MAX_ENTRIES` (512).
+    #[error("{npage} pages exceed the 512-page pin limit")]
+    TooManyPages {
+        /// Pages asked for.
+        npage: u64,
+    },
+    /// No such registered device.
+    #[error("device {device} is not registered")]
+    NoDevice {
+        /// The device.
+        device: u32,
+    },
+    /// The device registered no `dma_unmap` handler, which pinning requires (v6.6+).
+    #[error("device {device} has no dma_unmap handler")]
+    NoUnmapHandler {
+        /// The device.
+        device: u32,
+    },
+    /// No mapping covers the address (pin, dma_rw).
+    #[error("iova {iova:#x} is not mapped")]
+    NotMapped {
+        /// The address.
+        iova: u64,
+    },
+    /// The mapping does not allow the access (pin, dma_rw).
+    #[error("mapping at {iova:#x} does not allow this access")]
+    Permission {
+        /// The address.
+        iova: u64,
+    },
+    /// The page is reserved (PFNMAP/MMIO) and cannot be pinned by a device (v6.4+).
+    #[error("iova {iova:#x} is backed by a reserved page")]
+    ReservedPage {
+        /// The address.
+        iova: u64,
+    },
+    /// Beyond the kernel: the device unpins a page it does not hold.
+    #[error("device {device} holds no pin at iova {iova:#x}")]
+    NotPinnedByDevice {
+        /// The device.
+        device: u32,
+        /// The page.
+        iova: u64,
+    },
+    /// Devices still hold pins in a mapping after 11 unmap notifications (the kernel BUGs).
+    #[error("devices still hold pins in {iova:#x}+{size:#x} after 11 unmap notifications")]
+    UnmapBusy {
+        /// The mapping.
+        iova: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// A mapping has more pages than a dirty bitmap can describe (`INT_MAX`).
+    #[error("mapping at {iova:#x} is too large for a dirty bitmap")]
+    TooLargeForBitmap {
+        /// The mapping.
+        iova: u64,
+    },
 }
 
 /// Linux errno values (asm-generic numbering, shared by x86-64 and arm64).
@@ -248,7 +309,17 @@ impl Error {
             | Error::NoIovaLeft
             | Error::InvalidReservedRegion { .. }
             | Error::InvalidBitmap { .. }
-            | Error::NotTracking => EINVAL,
+            | Error::NotTracking
+            | Error::NoDevice { .. }
+            | Error::NoUnmapHandler { .. }
+            | Error::NotMapped { .. }
+            | Error::ReservedPage { .. }
+            | Error::NotPinnedByDevice { .. }
+            | Error::TooLargeForBitmap { .. } => EINVAL,
+            Error::NotV2 => EACCES,
+            Error::TooManyPages { .. } => E2BIG,
+            Error::Permission { .. } => EPERM,
+            Error::UnmapBusy { .. } => EBUSY,
             Error::Overflow { .. } => EOVERFLOW,
             Error::NoMapping { .. } => ENOENT,
             Error::Exists { .. } => EEXIST,

@@ -166,6 +166,7 @@ impl Container {
             uapi::VFIO_IOMMU_GET_INFO => self.ioctl_get_info(arg, user).map(|()| 0),
             uapi::VFIO_IOMMU_MAP_DMA => self.ioctl_map(arg, user).map(|()| 0),
             uapi::VFIO_IOMMU_UNMAP_DMA => self.ioctl_unmap(arg, user).map(|()| 0),
+            uapi::VFIO_IOMMU_DIRTY_PAGES => self.ioctl_dirty(arg, user).map(|()| 0),
             _ => Err(Error::NotTty { request }),
         }
     }
@@ -243,6 +244,7 @@ impl Container {
         let iova = get_u64(&b, off::UNMAP_IOVA);
         let size = get_u64(&b, off::UNMAP_SIZE);
         let mut bitmap_pgsize = 0;
+        let mut bitmap_data = None;
         if flags.contains(UnmapFlags::GET_DIRTY_BITMAP) {
             if flags.intersects(UnmapFlags::ALL | UnmapFlags::VADDR) {
                 return Err(Error::InvalidFlags { flags: raw_flags });
@@ -256,15 +258,70 @@ impl Container {
             let bitmap = BitmapArg::decode(&bb);
             bitmap.check(size)?;
             bitmap_pgsize = bitmap.pgsize;
+            bitmap_data = Some(bitmap.data);
         }
-        let unmapped = self.unmap_dma(&UnmapDma {
+        let req = UnmapDma {
             iova,
             size,
             flags,
             bitmap_pgsize,
-        })?;
+        };
+        let unmapped = match bitmap_data {
+            Some(data) => self.unmap_loop(&req, Some((&mut *user, data)))?,
+            None => self.unmap_loop(&req, None)?,
+        };
         put_u64(&mut b, off::UNMAP_SIZE, unmapped);
         copy_to(user, arg, &b)
+    }
+}
+
+impl Container {
+    /// `vfio_iommu_type1_dirty_pages` (§4.5).
+    fn ioctl_dirty(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
+        if self.version() != Some(crate::type1::Version::V2) {
+            return Err(Error::NotV2);
+        }
+        let mut b = [0u8; uapi::DIRTY_MINSZ as usize];
+        copy_from(user, arg, &mut b)?;
+        let argsz = get_u32(&b, off::ARGSZ);
+        let flags = get_u32(&b, off::FLAGS);
+        if argsz < uapi::DIRTY_MINSZ {
+            return Err(Error::ArgszTooSmall {
+                argsz,
+                minsz: uapi::DIRTY_MINSZ,
+            });
+        }
+        let mask = raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_START
+            | raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP
+            | raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
+        if flags & !mask != 0 {
+            return Err(Error::UnknownFlags { flags });
+        }
+        if flags.count_ones() != 1 {
+            return Err(Error::InvalidFlags { flags });
+        }
+        match flags {
+            raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_START => self.dirty_start(),
+            raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP => self.dirty_stop(),
+            _ => {
+                let minsz = uapi::DIRTY_MINSZ + uapi::DIRTY_GET_SIZE;
+                if argsz < minsz {
+                    return Err(Error::ArgszTooSmall { argsz, minsz });
+                }
+                let mut g = [0u8; uapi::DIRTY_GET_SIZE as usize];
+                copy_from(user, arg + off::DIRTY_DATA as u64, &mut g)?;
+                let iova = get_u64(&g, off::GET_IOVA);
+                let size = get_u64(&g, off::GET_SIZE);
+                let bitmap = BitmapArg::decode(&g[off::GET_BITMAP..]);
+                if size == 0 {
+                    return Err(Error::ZeroSize);
+                }
+                iova.checked_add(size - 1)
+                    .ok_or(Error::Overflow { start: iova, size })?;
+                bitmap.check(size)?;
+                self.dirty_get_bitmap_user(iova, size, bitmap.pgsize, user, bitmap.data)
+            }
+        }
     }
 }
 

@@ -35,22 +35,40 @@
 #![warn(missing_docs)]
 
 mod container;
+pub mod device;
+pub mod dirty;
 pub mod dma;
+mod engine;
 pub mod error;
 pub mod group;
 mod ioctl;
 pub mod iova_list;
 pub mod mm;
+mod pin;
+mod tracking;
 mod type1;
 pub mod uapi;
 
 pub use container::{Container, MappingInfo, Snapshot};
+
+const _: () = assert!(usize::BITS == 64, "type1 supports 64-bit targets only");
+
+/// `u64` → `usize`, lossless on the 64-bit targets this crate builds for.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) const fn to_usize(v: u64) -> usize {
+    v as usize
+}
+pub use device::{DeviceId, DmaUnmapHandler, PinProt, RwDirection};
+pub use dirty::DirtyMode;
+pub use engine::{DmaEngine, DmaError};
 pub use error::{Error, Result};
 pub use group::{GroupId, GroupKind, GroupSpec, IommuDesc};
 pub use ioctl::{
     access_ok, build_caps, dirty_bitmap_bytes, BitmapArg, UserBuffer, UserMemory, TASK_SIZE_MAX,
 };
+pub use pin::PIN_PAGES_MAX;
 pub use type1::{
     ContainerConfig, Info, Interrupts, MapDma, MapFlags, UnmapDma, UnmapFlags, Version,
-    DEFAULT_DMA_ENTRY_LIMIT, DIRTY_BITMAP_SIZE_MAX, PAGE_MASK, PAGE_SIZE,
+    DEFAULT_DMA_ENTRY_LIMIT, DIRTY_BITMAP_SIZE_MAX, PAGE_MASK, PAGE_SIZE, UNMAP_RETRIES,
 };

@@ -61,6 +61,30 @@ pub trait AddressSpace: Send + Sync + Debug {
 
     /// Releases a run returned by [`AddressSpace::pin_run`] (`put_pfn`).
     fn unpin_run(&self, run: &PinnedRun);
+
+    /// `copy_from_user` in this address space: fills `buf` from `vaddr`.
+    ///
+    /// # Errors
+    /// `Err(addr)` of the first byte that cannot be read.
+    fn read(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), u64>;
+
+    /// `copy_to_user` in this address space.
+    ///
+    /// # Errors
+    /// `Err(addr)` of the first byte that cannot be written (unmapped or read-only).
+    fn write(&self, vaddr: u64, data: &[u8]) -> Result<(), u64>;
+
+    /// A device read of physical memory at `pa` (a pinned page).
+    ///
+    /// # Errors
+    /// `Err(pa)` if nothing backs the address.
+    fn read_phys(&self, pa: u64, buf: &mut [u8]) -> Result<(), u64>;
+
+    /// A device write of physical memory at `pa` (a pinned page).
+    ///
+    /// # Errors
+    /// `Err(pa)` if nothing backs the address.
+    fn write_phys(&self, pa: u64, data: &[u8]) -> Result<(), u64>;
 }
 
 impl<T: AddressSpace + ?Sized> AddressSpace for std::sync::Arc<T> {
@@ -72,6 +96,18 @@ impl<T: AddressSpace + ?Sized> AddressSpace for std::sync::Arc<T> {
     }
     fn unpin_run(&self, run: &PinnedRun) {
         (**self).unpin_run(run);
+    }
+    fn read(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        (**self).read(vaddr, buf)
+    }
+    fn write(&self, vaddr: u64, data: &[u8]) -> Result<(), u64> {
+        (**self).write(vaddr, data)
+    }
+    fn read_phys(&self, pa: u64, buf: &mut [u8]) -> Result<(), u64> {
+        (**self).read_phys(pa, buf)
+    }
+    fn write_phys(&self, pa: u64, data: &[u8]) -> Result<(), u64> {
+        (**self).write_phys(pa, data)
     }
 }
 
@@ -283,6 +319,28 @@ impl AddressSpace for ProcessMemory {
         })
     }
 
+    fn read(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        process_vm(vaddr, buf.as_mut_ptr(), buf.len(), Direction::Read)
+    }
+
+    fn write(&self, vaddr: u64, data: &[u8]) -> Result<(), u64> {
+        // process_vm_writev honours page protections: writing read-only memory fails (EFAULT).
+        process_vm(
+            vaddr,
+            data.as_ptr().cast_mut(),
+            data.len(),
+            Direction::Write,
+        )
+    }
+
+    fn read_phys(&self, pa: u64, buf: &mut [u8]) -> Result<(), u64> {
+        self.read(pa, buf)
+    }
+
+    fn write_phys(&self, pa: u64, data: &[u8]) -> Result<(), u64> {
+        self.write(pa, data)
+    }
+
     fn unpin_run(&self, run: &PinnedRun) {
         if self.mlock == MlockPolicy::Lock {
             if let Ok(len) = usize::try_from(run.npages * self.page_size()) {
@@ -290,6 +348,43 @@ impl AddressSpace for ProcessMemory {
                 unsafe { libc::munlock(run.pa.raw() as *const libc::c_void, len) };
             }
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// Copies between `local` and this process's `remote` address with `process_vm_readv/writev`,
+/// which reports a bad remote address as an error instead of faulting.
+fn process_vm(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<(), u64> {
+    if len == 0 {
+        return Ok(());
+    }
+    let local_iov = libc::iovec {
+        iov_base: local.cast(),
+        iov_len: len,
+    };
+    let remote_iov = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` points to `len` bytes the caller owns (readable for Write, writable for
+    // Read); the kernel validates the remote range and fails instead of faulting. The pid is
+    // our own, which needs no ptrace permission.
+    let n = unsafe {
+        let pid = libc::getpid();
+        match dir {
+            Direction::Read => libc::process_vm_readv(pid, &local_iov, 1, &remote_iov, 1, 0),
+            Direction::Write => libc::process_vm_writev(pid, &local_iov, 1, &remote_iov, 1, 0),
+        }
+    };
+    match usize::try_from(n) {
+        Ok(done) if done == len => Ok(()),
+        Ok(done) => Err(remote + done as u64),
+        Err(_) => Err(remote),
     }
 }
 
@@ -351,6 +446,10 @@ struct FakeState {
     pinned_ever: u64,
     fail_after: Option<u64>,
     bad_unpins: u64,
+    /// Contents of physical pages ever written, by page address (others read as zero).
+    pages: HashMap<u64, Box<[u8]>>,
+    /// Bound on `pages` (bytes), so a runaway test cannot exhaust memory.
+    page_budget: u64,
 }
 
 /// A deterministic address space for tests.
@@ -365,7 +464,9 @@ impl FakeMemory {
     /// An empty address space.
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        let m = Self::default();
+        m.st().page_budget = 1 << 30;
+        m
     }
 
     fn st(&self) -> MutexGuard<'_, FakeState> {
@@ -424,13 +525,72 @@ impl FakeMemory {
     /// The physical address of `vaddr`, if mapped.
     #[must_use]
     pub fn translate(&self, vaddr: u64) -> Option<u64> {
-        let st = self.st();
+        Self::translate_in(&self.st(), vaddr).map(|(pa, _)| pa)
+    }
+
+    fn translate_in(st: &FakeState, vaddr: u64) -> Option<(u64, Writable)> {
         let (_, r) = st.regions.range(..=vaddr).next_back()?;
         if vaddr >= r.vaddr + r.len {
             return None;
         }
         let i = (vaddr - r.vaddr) / FAKE_PAGE;
-        Some(page_pa(r, i) + vaddr % FAKE_PAGE)
+        Some((page_pa(r, i) + vaddr % FAKE_PAGE, r.writable))
+    }
+
+    /// Limits the bytes of page contents kept (default 1 GiB); writes past it fail.
+    pub fn set_page_budget(&self, bytes: u64) {
+        self.st().page_budget = bytes;
+    }
+
+    fn copy_phys(st: &mut FakeState, pa: u64, buf: &mut [u8], dir: Direction) -> Result<(), u64> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = pa + done as u64;
+            let page = at & !(FAKE_PAGE - 1);
+            let off = crate::to_usize(at - page);
+            let n = (crate::to_usize(FAKE_PAGE) - off).min(buf.len() - done);
+            match dir {
+                Direction::Read => match st.pages.get(&page) {
+                    Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
+                    None => buf[done..done + n].fill(0),
+                },
+                Direction::Write => {
+                    if !st.pages.contains_key(&page) {
+                        let used = st.pages.len() as u64 * FAKE_PAGE;
+                        if used + FAKE_PAGE > st.page_budget {
+                            return Err(at);
+                        }
+                        st.pages.insert(
+                            page,
+                            vec![0u8; crate::to_usize(FAKE_PAGE)].into_boxed_slice(),
+                        );
+                    }
+                    if let Some(p) = st.pages.get_mut(&page) {
+                        p[off..off + n].copy_from_slice(&buf[done..done + n]);
+                    }
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn copy_user(&self, vaddr: u64, buf: &mut [u8], dir: Direction) -> Result<(), u64> {
+        let mut st = self.st();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = vaddr + done as u64;
+            let Some((pa, writable)) = Self::translate_in(&st, at) else {
+                return Err(at);
+            };
+            if dir == Direction::Write && writable == Writable::No {
+                return Err(at);
+            }
+            let n = (crate::to_usize(FAKE_PAGE - at % FAKE_PAGE)).min(buf.len() - done);
+            Self::copy_phys(&mut st, pa, &mut buf[done..done + n], dir)?;
+            done += n;
+        }
+        Ok(())
     }
 }
 
@@ -493,6 +653,24 @@ impl AddressSpace for FakeMemory {
         Ok(run)
     }
 
+    fn read(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        self.copy_user(vaddr, buf, Direction::Read)
+    }
+
+    fn write(&self, vaddr: u64, data: &[u8]) -> Result<(), u64> {
+        let mut tmp = data.to_vec();
+        self.copy_user(vaddr, &mut tmp, Direction::Write)
+    }
+
+    fn read_phys(&self, pa: u64, buf: &mut [u8]) -> Result<(), u64> {
+        Self::copy_phys(&mut self.st(), pa, buf, Direction::Read)
+    }
+
+    fn write_phys(&self, pa: u64, data: &[u8]) -> Result<(), u64> {
+        let mut tmp = data.to_vec();
+        Self::copy_phys(&mut self.st(), pa, &mut tmp, Direction::Write)
+    }
+
     fn unpin_run(&self, run: &PinnedRun) {
         let mut st = self.st();
         let key = (run.pa.raw(), run.npages);
@@ -538,6 +716,34 @@ mod tests {
         m.unpin_run(&r2);
         m.unpin_run(&r2);
         assert_eq!(m.bad_unpins(), 1);
+    }
+
+    #[test]
+    fn fake_memory_reads_back_writes_through_vaddr_and_pa() {
+        let m = FakeMemory::new();
+        m.add_ram(0x10000, 4 * FAKE_PAGE, 0x100_0000);
+        m.write(0x10ffe, b"abcd").unwrap();
+        let mut b = [0u8; 4];
+        m.read_phys(0x100_0ffe, &mut b).unwrap();
+        assert_eq!(&b, b"abcd");
+        assert_eq!(m.read(0x20000, &mut b), Err(0x20000));
+        m.set_page_budget(FAKE_PAGE);
+        assert!(m.write(0x12000, b"x").is_err(), "page budget");
+    }
+
+    #[test]
+    fn process_memory_copies_and_reports_faults() {
+        let pm = ProcessMemory::default();
+        let mut v = vec![0u8; 64];
+        let addr = v.as_mut_ptr() as u64;
+        pm.write(addr + 8, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        pm.read(addr + 8, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        assert_eq!(v[8], b'h');
+        assert_eq!(pm.read(8, &mut b), Err(8));
+        let text = process_memory_copies_and_reports_faults as *const () as u64;
+        assert!(pm.write(text, b"x").is_err(), "text is read-only");
     }
 
     #[test]

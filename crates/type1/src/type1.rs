@@ -14,11 +14,13 @@
 //! - replay pins from the mapping's owner (`dma->mm`), not from the attaching task;
 //! - a group description with an empty or wrapping reserved region is refused (`EINVAL`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use io_pgtable::tlb::{Clock, IotlbConfig};
 use io_pgtable::{Domain, DomainConfig, InvalidationPolicy, Iova, Prot};
 
+use crate::dirty::{self, DirtyMode, DIRTY_BITMAP_PAGES_MAX};
 use crate::dma::{Dma, DmaProt, DmaTree};
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupKind, GroupSpec, IommuDesc, ResvKind};
@@ -67,6 +69,8 @@ pub struct ContainerConfig {
     pub iotlb: IotlbConfig,
     /// Time source of lazy flush queues.
     pub clock: Arc<dyn Clock>,
+    /// How IOMMU-backed groups' dirty pages are reported.
+    pub dirty_mode: DirtyMode,
 }
 
 impl Default for ContainerConfig {
@@ -77,6 +81,7 @@ impl Default for ContainerConfig {
             invalidation: InvalidationPolicy::Strict,
             iotlb: IotlbConfig::default(),
             clock: Arc::new(io_pgtable::tlb::SystemClock::default()),
+            dirty_mode: DirtyMode::KernelExact,
         }
     }
 }
@@ -131,6 +136,28 @@ pub struct UnmapDma {
     pub flags: UnmapFlags,
     /// Page size of the requested dirty bitmap (with GET_DIRTY_BITMAP).
     pub bitmap_pgsize: u64,
+}
+
+/// How many times the unmap loop notifies devices about one mapping before giving up (the
+/// kernel's `BUG_ON(++retries > 10)`: 11 notifications).
+pub const UNMAP_RETRIES: u32 = 10;
+
+/// State carried across the passes of one unmap.
+#[derive(Debug, Default)]
+pub(crate) struct UnmapProgress {
+    pub(crate) unmapped: u64,
+    pub(crate) passes: u32,
+    dma_last: Option<u64>,
+    retries: u32,
+}
+
+/// What one unmap pass asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum UnmapStep {
+    /// Finished: bytes unmapped.
+    Done(u64),
+    /// Notify every device that `[iova, iova + size)` is going away, then run another pass.
+    Notify { iova: u64, size: u64 },
 }
 
 /// What GET_INFO reports (§4.2).
@@ -198,7 +225,7 @@ struct Replayed {
     fresh: Option<(Vec<PinnedRun>, u64)>,
 }
 
-type Token = Arc<PinRelease>;
+pub(crate) type Token = Arc<PinRelease>;
 
 /// A group attached to the backend (`struct vfio_iommu_group`).
 #[derive(Debug, Clone)]
@@ -206,13 +233,15 @@ pub(crate) struct GroupState {
     pub(crate) id: GroupId,
     pub(crate) pinned_page_dirty_scope: bool,
     pub(crate) desc: Option<IommuDesc>,
+    /// Cleared when the group detaches: its devices' DMA engines stop.
+    pub(crate) attached: Arc<AtomicBool>,
 }
 
 /// `struct vfio_domain`.
 #[derive(Debug)]
 pub(crate) struct DomainEntry {
     pub(crate) desc: IommuDesc,
-    pub(crate) domain: Domain<Token>,
+    pub(crate) domain: Arc<Domain<Token>>,
     pub(crate) groups: Vec<GroupState>,
 }
 
@@ -265,6 +294,11 @@ impl Type1 {
             num_non_pinned_groups: 0,
             dirty_tracking: false,
         }
+    }
+
+    /// The dirty reporting mode.
+    pub(crate) fn dirty_mode(&self) -> DirtyMode {
+        self.cfg.dirty_mode
     }
 
     /// `1 << __ffs(pgsize_bitmap)`.
@@ -384,6 +418,8 @@ impl Type1 {
             pinned_by: mm.clone(),
             runs: Vec::new(),
             locked_vm: 0,
+            pfn_list: std::collections::BTreeMap::new(),
+            bitmap: None,
         };
         self.dma_avail -= 1;
         if self.domains.is_empty() {
@@ -395,8 +431,24 @@ impl Type1 {
         } else {
             dma.iommu_mapped = true;
         }
+        if self.dirty_tracking {
+            if let Err(e) = self.bitmap_for(&dma).map(|b| dma.bitmap = Some(b)) {
+                self.unmap_unpin(&mut dma);
+                self.dma_avail += 1;
+                return Err(e);
+            }
+        }
         self.dmas.insert(dma);
         Ok(())
+    }
+
+    /// `vfio_dma_bitmap_alloc`: a zeroed bitmap for `dma` at the current page size.
+    pub(crate) fn bitmap_for(&self, dma: &Dma) -> Result<Vec<u64>> {
+        let npages = dma.size >> self.min_pgsize().trailing_zeros();
+        if npages > DIRTY_BITMAP_PAGES_MAX {
+            return Err(Error::TooLargeForBitmap { iova: dma.iova });
+        }
+        dirty::alloc_bitmap(npages)
     }
 
     /// The VADDR branch of MAP_DMA (§4.3 step 8).
@@ -474,31 +526,69 @@ impl Type1 {
     }
 
     /// `vfio_unmap_unpin`: removes `dma`'s IOMMU mappings and hands its runs to the domains for
-    /// release after invalidation.
-    fn unmap_unpin(&self, dma: &mut Dma) {
+    /// release after invalidation. Pages devices still pin stay charged (the kernel's
+    /// `vfio_unpin_pages_remote` netting). With precise dirty tracking, dirty leaves removed are
+    /// recorded in the mapping's bitmap as they are cleared.
+    pub(crate) fn unmap_unpin(&self, dma: &mut Dma) {
         let runs = std::mem::take(&mut dma.runs);
-        let pages = run_pages(&runs);
+        let still_charged = if runs.is_empty() {
+            0
+        } else {
+            dma.device_pinned_in(dma.iova, dma.size)
+        };
+        let pages = run_pages(&runs) - still_charged;
         dma.locked_vm -= pages;
         let token = PinRelease::new(dma.pinned_by.clone(), dma.mm.clone(), runs, pages);
         if dma.size > 0 {
+            let shift = self.min_pgsize().trailing_zeros();
+            let precise = self.dirty_tracking && self.cfg.dirty_mode == DirtyMode::Precise;
             for d in &self.domains {
-                let u = d.domain.unmap(Iova(dma.iova), dma.size, token.clone());
-                debug_assert_eq!(u.bytes, dma.size, "domain held a partial mapping");
+                let (iova, size) = (dma.iova, dma.size);
+                let u = match dma.bitmap.as_mut() {
+                    Some(bm) if precise && d.domain.has_dirty_tracking() => {
+                        let mut sink = |at: Iova, len: u64| {
+                            mark_range(bm, iova, size, at.raw(), len, shift);
+                        };
+                        d.domain
+                            .unmap_read_dirty(Iova(iova), size, token.clone(), Some(&mut sink))
+                    }
+                    _ => d.domain.unmap(Iova(iova), size, token.clone()),
+                };
+                debug_assert_eq!(u.bytes, size, "domain held a partial mapping");
                 drop(u.released);
             }
         }
         dma.iommu_mapped = false;
     }
 
-    /// `vfio_remove_dma`.
+    /// `vfio_remove_dma`. Unlike the kernel (which WARNs and leaks them), pins devices still hold
+    /// are released here, so nothing stays pinned or charged.
     pub(crate) fn remove_dma(&mut self, key: u64) -> Option<u64> {
         let mut dma = self.dmas.remove(key)?;
         self.unmap_unpin(&mut dma);
+        self.release_device_pins(&mut dma);
         if dma.vaddr_invalid {
             self.vaddr_invalid_count -= 1;
         }
         self.dma_avail += 1;
         Some(dma.size)
+    }
+
+    /// Drops every device pin of `dma` (only reached when a mapping goes without its devices
+    /// having unpinned: release and last-group detach).
+    fn release_device_pins(&self, dma: &mut Dma) {
+        let accounted = !dma.iommu_mapped;
+        for (_, v) in std::mem::take(&mut dma.pfn_list) {
+            v.pinned_by.space().unpin_run(&PinnedRun {
+                pa: io_pgtable::PhysAddr(v.pa),
+                npages: 1,
+                reserved: v.reserved,
+            });
+            if accounted && !v.reserved {
+                dma.mm.uncharge(1);
+                dma.locked_vm -= 1;
+            }
+        }
     }
 
     /// `vfio_iommu_unmap_unpin_all`.
@@ -522,16 +612,86 @@ impl Type1 {
 
     // ----- UNMAP_DMA (§4.4) -----
 
-    /// `vfio_dma_do_unmap`. Returns the bytes unmapped (or invalidated).
-    pub(crate) fn unmap_dma(&mut self, req: &UnmapDma) -> Result<u64> {
+    /// One pass of `vfio_dma_do_unmap` (§4.4). Returns `Done(bytes)` or asks the caller to
+    /// notify devices about a mapping that still holds pins, drop the lock, and call again with
+    /// the same `progress` (the kernel's `goto again`).
+    pub(crate) fn unmap_pass(
+        &mut self,
+        req: &UnmapDma,
+        mut dest: Option<&mut crate::tracking::BitmapDest<'_>>,
+        progress: &mut UnmapProgress,
+    ) -> Result<UnmapStep> {
         let UnmapDma {
             iova, size, flags, ..
         } = *req;
         let vaddr = flags.contains(UnmapFlags::VADDR);
-        if vaddr && !self.emulated.is_empty() {
+        let all = flags.contains(UnmapFlags::ALL);
+        let pgsize = self.min_pgsize();
+        let last = if progress.passes == 0 {
+            self.unmap_checks(req, pgsize)?
+        } else if all {
+            u64::MAX
+        } else {
+            iova + (size - 1)
+        };
+        progress.passes += 1;
+        if self.version == Version::V2 && !all {
+            if let Err(e) = self.check_bisection(iova, last) {
+                // The kernel's `ret` is already 0 on a retry pass: success with what was done.
+                return if progress.passes > 1 {
+                    Ok(UnmapStep::Done(progress.unmapped))
+                } else {
+                    Err(e)
+                };
+            }
+        }
+        let keys = self.dmas.overlapping_keys(iova, last);
+        if vaddr {
+            return self.invalidate_vaddrs(iova, &keys).map(UnmapStep::Done);
+        }
+        for key in keys {
+            if self.version == Version::V1 && iova > key {
+                break;
+            }
+            let Some(dma) = self.dmas.get(key) else {
+                continue;
+            };
+            if !dma.pfn_list.is_empty() {
+                if progress.dma_last == Some(key) {
+                    progress.retries += 1;
+                    if progress.retries > UNMAP_RETRIES {
+                        return Err(Error::UnmapBusy {
+                            iova: dma.iova,
+                            size: dma.size,
+                        });
+                    }
+                } else {
+                    progress.dma_last = Some(key);
+                    progress.retries = 0;
+                }
+                return Ok(UnmapStep::Notify {
+                    iova: dma.iova,
+                    size: dma.size,
+                });
+            }
+            progress.unmapped += match dest.as_deref_mut() {
+                Some(d) if flags.contains(UnmapFlags::GET_DIRTY_BITMAP) => {
+                    self.report_and_remove(key, d)?
+                }
+                _ => self.remove_dma(key).unwrap_or(0),
+            };
+        }
+        Ok(UnmapStep::Done(progress.unmapped))
+    }
+
+    /// §4.4 steps 1–5; returns the inclusive end.
+    fn unmap_checks(&self, req: &UnmapDma, pgsize: u64) -> Result<u64> {
+        let UnmapDma {
+            iova, size, flags, ..
+        } = *req;
+        if flags.contains(UnmapFlags::VADDR) && !self.emulated.is_empty() {
             return Err(Error::VaddrWithEmulatedGroups);
         }
-        let pgsize = self.min_pgsize();
         if iova & (pgsize - 1) != 0 {
             return Err(Error::Unaligned {
                 what: "iova",
@@ -539,8 +699,7 @@ impl Type1 {
                 align: pgsize,
             });
         }
-        let all = flags.contains(UnmapFlags::ALL);
-        let last = if all {
+        let last = if flags.contains(UnmapFlags::ALL) {
             if iova != 0 || size != 0 {
                 return Err(Error::InvalidFlags {
                     flags: flags.bits(),
@@ -571,21 +730,7 @@ impl Type1 {
                 });
             }
         }
-        if self.version == Version::V2 && !all {
-            self.check_bisection(iova, last)?;
-        }
-        let keys = self.dmas.overlapping_keys(iova, last);
-        if vaddr {
-            return self.invalidate_vaddrs(iova, &keys);
-        }
-        let mut unmapped = 0u64;
-        for key in keys {
-            if self.version == Version::V1 && iova > key {
-                break;
-            }
-            unmapped += self.remove_dma(key).unwrap_or(0);
-        }
-        Ok(unmapped)
+        Ok(last)
     }
 
     /// The v2 bisection check (§4.4 step 6), shared with GET_BITMAP (§4.5).
@@ -690,6 +835,7 @@ impl Type1 {
                     id: spec.id,
                     pinned_page_dirty_scope: true,
                     desc: None,
+                    attached: Arc::new(AtomicBool::new(true)),
                 });
                 return Ok(());
             }
@@ -745,6 +891,7 @@ impl Type1 {
             id: spec.id,
             pinned_page_dirty_scope: false,
             desc: Some(desc.clone()),
+            attached: Arc::new(AtomicBool::new(true)),
         };
         if let Some(existing) = self
             .domains
@@ -755,10 +902,13 @@ impl Type1 {
             drop(domain);
             existing.groups.push(group);
         } else {
+            if self.dirty_tracking && self.cfg.dirty_mode == DirtyMode::Precise {
+                domain.start_dirty_tracking();
+            }
             self.replay(&domain)?;
             self.domains.push(DomainEntry {
                 desc: desc.clone(),
-                domain,
+                domain: Arc::new(domain),
                 groups: vec![group],
             });
             self.update_pgsize_bitmap();
@@ -840,7 +990,12 @@ impl Type1 {
                     .space()
                     .pin_run(dma.vaddr + off, (dma.size - off) / PAGE_SIZE, access)
                     .map_err(|vaddr| Error::Fault { vaddr })?;
-                let pages = if run.reserved { 0 } else { run.npages };
+                // Pages devices pinned without a domain are charged already (`vpfn_pages`).
+                let pages = if run.reserved {
+                    0
+                } else {
+                    run.npages - dma.device_pinned_in(dma.iova + off, run.npages * PAGE_SIZE)
+                };
                 if let Err(e) = dma.mm.charge(pages, dma.lock_cap) {
                     dma.mm.space().unpin_run(&run);
                     return Err(e);
@@ -878,7 +1033,13 @@ impl Type1 {
         };
         let mut list = self.iova_list.clone();
         let group = self.domains[di].groups.remove(gi);
+        group.attached.store(false, Ordering::Release);
         let update_dirty_scope = !group.pinned_page_dirty_scope;
+        // Did this group's DMA escape dirty tracking? Always in kernel-exact mode; in precise
+        // mode only if its domain keeps no hardware dirty state.
+        let full_dirty = update_dirty_scope
+            && (self.cfg.dirty_mode == DirtyMode::KernelExact
+                || !self.domains[di].domain.has_dirty_tracking());
         if self.domains[di].groups.is_empty() {
             if self.domains.len() == 1 {
                 if self.emulated.is_empty() {
@@ -886,9 +1047,14 @@ impl Type1 {
                 } else {
                     self.unmap_unpin_reaccount();
                 }
+            } else {
+                self.retire_domain(di);
             }
             let gone = self.domains.remove(di);
             drop(gone.domain.flush());
+            for g in &gone.groups {
+                g.attached.store(false, Ordering::Release);
+            }
             drop(gone);
             let (start, end) = self.domains.iter().fold((0, u64::MAX), |(s, e), d| {
                 (s.max(d.desc.aperture.start), e.min(d.desc.aperture.end))
@@ -916,17 +1082,58 @@ impl Type1 {
         }
         if update_dirty_scope {
             self.num_non_pinned_groups -= 1;
+            // The seed 000 fix (d0a78f91761f): the group could have written anywhere.
+            if self.dirty_tracking && full_dirty {
+                self.populate_bitmap_full();
+            }
         }
         Ok(())
+    }
+
+    /// Empties a domain that goes while others stay: its mappings' pins belong to the others.
+    /// With precise tracking, what its devices dirtied is recorded first, atomically.
+    fn retire_domain(&mut self, di: usize) {
+        let shift = self.min_pgsize().trailing_zeros();
+        let precise = self.dirty_tracking && self.cfg.dirty_mode == DirtyMode::Precise;
+        let domain = self.domains[di].domain.clone();
+        for dma in self.dmas.iter_mut() {
+            let (iova, size) = (dma.iova, dma.size);
+            let u = match dma.bitmap.as_mut() {
+                Some(bm) if precise && domain.has_dirty_tracking() => {
+                    let mut sink =
+                        |at: Iova, len: u64| mark_range(bm, iova, size, at.raw(), len, shift);
+                    domain.unmap_read_dirty(Iova(iova), size, PinRelease::none(), Some(&mut sink))
+                }
+                _ => domain.unmap(Iova(iova), size, PinRelease::none()),
+            };
+            drop(u.released);
+        }
+    }
+
+    /// `vfio_iommu_populate_bitmap_full`: every page of every mapping dirty.
+    fn populate_bitmap_full(&mut self) {
+        let shift = self.min_pgsize().trailing_zeros();
+        for dma in self.dmas.iter_mut() {
+            let n = dma.size >> shift;
+            if let Some(bm) = dma.bitmap.as_mut() {
+                dirty::set_bits(bm, 0, n);
+            }
+        }
     }
 
     /// `vfio_iommu_type1_release` (§6.5): everything unmapped, unpinned and uncharged; domains
     /// flushed and freed.
     pub(crate) fn release(&mut self) {
+        for g in &self.emulated {
+            g.attached.store(false, Ordering::Release);
+        }
         self.emulated.clear();
         self.unmap_unpin_all();
         for d in self.domains.drain(..) {
             drop(d.domain.flush());
+            for g in &d.groups {
+                g.attached.store(false, Ordering::Release);
+            }
         }
         self.num_non_pinned_groups = 0;
     }
@@ -985,13 +1192,24 @@ impl Type1 {
                     d.iova, d.iommu_mapped, d.size
                 ));
             }
-            if d.locked_vm != run_pages(&d.runs) {
+            let expect = if d.iommu_mapped {
+                run_pages(&d.runs)
+            } else {
+                d.device_pinned_in(d.iova, d.size)
+            };
+            if d.locked_vm != expect {
                 return Err(format!(
-                    "mapping {:#x}: locked_vm {} != pinned {}",
-                    d.iova,
-                    d.locked_vm,
-                    run_pages(&d.runs)
+                    "mapping {:#x}: locked_vm {} != expected {expect}",
+                    d.iova, d.locked_vm
                 ));
+            }
+            if self.dirty_tracking != d.bitmap.is_some() {
+                return Err(format!("mapping {:#x}: bitmap vs tracking", d.iova));
+            }
+            for (&k, v) in &d.pfn_list {
+                if k < d.iova || k > d.last() || v.refs() == 0 {
+                    return Err(format!("mapping {:#x}: bad pinned page {k:#x}", d.iova));
+                }
             }
         }
         self.check_domains()?;
@@ -1072,6 +1290,25 @@ impl Type1 {
             }
         }
         Ok(())
+    }
+}
+
+/// Sets the bits of `[at, at + len)` ∩ the mapping `[dma_iova, dma_iova + dma_size)` in its
+/// bitmap of `1 << shift`-byte pages.
+pub(crate) fn mark_range(
+    bm: &mut [u64],
+    dma_iova: u64,
+    dma_size: u64,
+    at: u64,
+    len: u64,
+    shift: u32,
+) {
+    let start = at.max(dma_iova);
+    let end = (at.saturating_add(len)).min(dma_iova + dma_size);
+    if start < end {
+        let first = (start - dma_iova) >> shift;
+        let last = (end - 1 - dma_iova) >> shift;
+        dirty::set_bits(bm, first, last - first + 1);
     }
 }
 

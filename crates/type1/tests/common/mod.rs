@@ -104,11 +104,19 @@ impl H {
             panic!("invariant broken: {e}");
         }
         assert_eq!(self.mem.bad_unpins(), 0, "unbalanced unpin");
-        // Every pinned page is charged (the fake memory has one owner).
+        // Every pinned page is charged once (the fake memory has one owner): IOMMU pins and
+        // pending releases are charged; device pins are charged only without a domain.
+        let device_pins_on_iommu: u64 = self
+            .c
+            .mappings()
+            .iter()
+            .filter(|m| m.iommu_mapped)
+            .map(|m| m.device_pinned_pages)
+            .sum();
         assert_eq!(
             self.mem.pinned_pages(),
-            self.mm.locked_pages(),
-            "pinned pages != locked_vm"
+            self.mm.locked_pages() + device_pins_on_iommu,
+            "pinned pages != locked_vm + uncharged device pins"
         );
     }
 

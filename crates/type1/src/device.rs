@@ -1,0 +1,65 @@
+//! Devices registered on a container (spec type1.md §5.5) and their unmap notification.
+//!
+//! A device belongs to a group of the container. An emulated (mdev-style) device that pins
+//! pages must register a [`DmaUnmapHandler`]: when a mapping holding pins is unmapped, every
+//! registered handler is called with the mapping's `(iova, length)` (the kernel's payload since
+//! v6.0, settling the seed 002 debate) and must unpin what it pinned there.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use crate::group::GroupId;
+
+/// A registered device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeviceId(pub u32);
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `vfio_device_ops.dma_unmap`: told that `[iova, iova + length)` is being unmapped. Called
+/// without the container lock held; it may unpin, `dma_rw`, and map or unmap other ranges.
+pub trait DmaUnmapHandler: Send + Sync + Debug {
+    /// The mapping `[iova, iova + length)` is going away: release every pin in it.
+    fn dma_unmap(&self, iova: u64, length: u64);
+}
+
+/// A device as the container keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceEntry {
+    pub(crate) id: DeviceId,
+    pub(crate) group: GroupId,
+    pub(crate) unmap: Option<Arc<dyn DmaUnmapHandler>>,
+}
+
+/// What a device asks of pinned pages (`IOMMU_READ`/`IOMMU_WRITE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinProt {
+    /// The device reads the pages.
+    Read,
+    /// The device writes the pages.
+    Write,
+    /// Both.
+    ReadWrite,
+}
+
+impl PinProt {
+    pub(crate) fn read(self) -> bool {
+        matches!(self, PinProt::Read | PinProt::ReadWrite)
+    }
+    pub(crate) fn write(self) -> bool {
+        matches!(self, PinProt::Write | PinProt::ReadWrite)
+    }
+}
+
+/// Direction of [`crate::Container::dma_rw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RwDirection {
+    /// Copy from guest memory into the buffer.
+    Read,
+    /// Copy the buffer into guest memory.
+    Write,
+}

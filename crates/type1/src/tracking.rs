@@ -1,0 +1,219 @@
+//! Dirty page tracking (`VFIO_IOMMU_DIRTY_PAGES`, spec type1.md §4.5, §7) and the reports that
+//! GET_BITMAP and UNMAP_DMA with GET_DIRTY_BITMAP produce.
+//!
+//! A page is reported dirty iff (§7): it is pinned now; or since the mapping's last report it
+//! was pinned, written with `dma_rw`, or covered by the detach of a group that escaped tracking;
+//! or (kernel-exact mode) its mapping is IOMMU-mapped while an IOMMU-backed group has never
+//! pinned; or (precise mode) a device wrote it through the page table (hardware dirty bits).
+
+use crate::dirty::{self, DirtyMode};
+use crate::dma::Dma;
+use crate::error::{Error, Result};
+use crate::ioctl::UserMemory;
+use crate::type1::{mark_range, Type1, Version};
+
+/// Where a report goes: the user bitmap at `data`, whose bit 0 is `base`.
+pub(crate) struct BitmapDest<'a> {
+    pub(crate) user: &'a mut dyn UserMemory,
+    pub(crate) data: u64,
+    pub(crate) base: u64,
+}
+
+impl Type1 {
+    /// True if the mapping must be reported fully dirty (§7 rule 5, or its precise-mode
+    /// equivalent for domains without hardware dirty bits).
+    pub(crate) fn full_dirty(&self, dma: &Dma) -> bool {
+        if !dma.iommu_mapped {
+            return false;
+        }
+        match self.cfg_dirty_mode() {
+            DirtyMode::KernelExact => self.num_non_pinned_groups > 0,
+            DirtyMode::Precise => self.domains.iter().any(|d| {
+                !d.domain.has_dirty_tracking()
+                    && d.groups.iter().any(|g| !g.pinned_page_dirty_scope)
+            }),
+        }
+    }
+
+    fn precise(&self) -> bool {
+        self.dirty_tracking && self.cfg_dirty_mode() == DirtyMode::Precise
+    }
+
+    /// Moves hardware dirty state of the mapping at `key` into its bitmap (precise mode).
+    fn harvest(&mut self, key: u64) {
+        if !self.precise() {
+            return;
+        }
+        let shift = self.min_pgsize().trailing_zeros();
+        let domains: Vec<_> = self
+            .domains
+            .iter()
+            .filter(|d| d.domain.has_dirty_tracking())
+            .map(|d| d.domain.clone())
+            .collect();
+        let Some(dma) = self.dmas.get_mut(key) else {
+            return;
+        };
+        let (iova, size) = (dma.iova, dma.size);
+        let Some(bm) = dma.bitmap.as_mut() else {
+            return;
+        };
+        for d in domains {
+            let r = d.read_and_clear_dirty(
+                io_pgtable::Iova(iova),
+                size,
+                io_pgtable::DirtyFlags::empty(),
+                &mut |at, len| mark_range(bm, iova, size, at.raw(), len, shift),
+            );
+            if let Err(e) = r {
+                // A mapping is always fully mapped in every domain; a hole is a bug.
+                log::error!("dirty harvest of {iova:#x}+{size:#x} failed: {e}");
+            }
+        }
+    }
+
+    /// `vfio_dma_populate_bitmap`: pinned pages are dirty.
+    fn populate_from_pins(&mut self, key: u64) {
+        let shift = self.min_pgsize().trailing_zeros();
+        if let Some(dma) = self.dmas.get_mut(key) {
+            let iova = dma.iova;
+            let pins: Vec<u64> = dma.pfn_list.keys().copied().collect();
+            if let Some(bm) = dma.bitmap.as_mut() {
+                for at in pins {
+                    dirty::set_bits(bm, (at - iova) >> shift, 1);
+                }
+            }
+        }
+    }
+
+    /// `DIRTY_PAGES` START: a bitmap for every mapping, populated from pinned pages. Idempotent.
+    pub(crate) fn dirty_start(&mut self) -> Result<()> {
+        if self.version != Version::V2 {
+            return Err(Error::NotV2);
+        }
+        if self.dirty_tracking {
+            return Ok(());
+        }
+        let mut bitmaps = Vec::with_capacity(self.dmas.len());
+        for dma in self.dmas.iter() {
+            bitmaps.push(self.bitmap_for(dma)?);
+        }
+        for (dma, bm) in self.dmas.iter_mut().zip(bitmaps) {
+            dma.bitmap = Some(bm);
+        }
+        for key in self.dmas.keys() {
+            self.populate_from_pins(key);
+        }
+        self.dirty_tracking = true;
+        if self.precise() {
+            for d in &self.domains {
+                d.domain.start_dirty_tracking();
+            }
+        }
+        Ok(())
+    }
+
+    /// `DIRTY_PAGES` STOP: bitmaps freed. Idempotent.
+    pub(crate) fn dirty_stop(&mut self) -> Result<()> {
+        if self.version != Version::V2 {
+            return Err(Error::NotV2);
+        }
+        if self.dirty_tracking {
+            for d in &self.domains {
+                d.domain.stop_dirty_tracking();
+            }
+            for dma in self.dmas.iter_mut() {
+                dma.bitmap = None;
+            }
+            self.dirty_tracking = false;
+        }
+        Ok(())
+    }
+
+    /// Copies the mapping at `key`'s dirty state into `dest` (`update_user_bitmap`).
+    pub(crate) fn report_dma(&mut self, key: u64, dest: &mut BitmapDest<'_>) -> Result<()> {
+        self.harvest(key);
+        let shift = self.min_pgsize().trailing_zeros();
+        let Some(dma) = self.dmas.get(key) else {
+            return Ok(());
+        };
+        let full = self.full_dirty(dma);
+        let nbits = dma.size >> shift;
+        let bit_offset = (dma.iova - dest.base) >> shift;
+        let bits = dma.bitmap.as_deref().unwrap_or(&[]);
+        dirty::report(dest.user, dest.data, bits, nbits, bit_offset, full)
+    }
+
+    /// Clears the mapping's bitmap whole and repopulates it from its pins (after GET_BITMAP).
+    fn reset_bitmap(&mut self, key: u64) {
+        if let Some(bm) = self.dmas.get_mut(key).and_then(|d| d.bitmap.as_mut()) {
+            bm.fill(0);
+        }
+        self.populate_from_pins(key);
+    }
+
+    /// `vfio_iova_dirty_bitmap` (§4.5 GET_BITMAP steps 8–11) after the wrapper's checks.
+    pub(crate) fn dirty_get_bitmap(
+        &mut self,
+        iova: u64,
+        size: u64,
+        pgsize: u64,
+        dest: &mut BitmapDest<'_>,
+    ) -> Result<()> {
+        let min = self.min_pgsize();
+        if pgsize != min {
+            return Err(Error::InvalidBitmap {
+                reason: "pgsize is not the IOMMU minimum page size",
+            });
+        }
+        for (what, value) in [("iova", iova), ("size", size)] {
+            if value & (min - 1) != 0 {
+                return Err(Error::Unaligned {
+                    what,
+                    value,
+                    align: min,
+                });
+            }
+        }
+        if !self.dirty_tracking {
+            return Err(Error::NotTracking);
+        }
+        let last = iova + (size - 1);
+        self.check_bisection(iova, last)?;
+        for key in self.dmas.overlapping_keys(iova, last) {
+            self.report_dma(key, dest)?;
+            self.reset_bitmap(key);
+        }
+        Ok(())
+    }
+
+    /// Reports the mapping at `key` into `dest` and removes it (the GET_DIRTY_BITMAP branch of
+    /// `vfio_dma_do_unmap`). Writes that reach the page table between the report and the unmap
+    /// are read as the leaves are cleared and ORed in, so none is lost.
+    pub(crate) fn report_and_remove(&mut self, key: u64, dest: &mut BitmapDest<'_>) -> Result<u64> {
+        self.report_dma(key, dest)?;
+        let shift = self.min_pgsize().trailing_zeros();
+        if let Some(bm) = self.dmas.get_mut(key).and_then(|d| d.bitmap.as_mut()) {
+            bm.fill(0);
+        }
+        let mut dma = self
+            .dmas
+            .remove(key)
+            .ok_or(Error::NotMapped { iova: key })?;
+        // Unmap (recording what the leaves say), then put the mapping back for remove_dma.
+        self.unmap_unpin(&mut dma);
+        let late = dma.bitmap.as_deref().unwrap_or(&[]).iter().any(|&w| w != 0);
+        let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
+        let late_bits = if late { dma.bitmap.clone() } else { None };
+        self.dmas.insert(dma);
+        let size = self.remove_dma(key).unwrap_or(0);
+        if let Some(bits) = late_bits {
+            dirty::report_or(dest.user, dest.data, &bits, nbits, bit_offset)?;
+        }
+        Ok(size)
+    }
+
+    fn cfg_dirty_mode(&self) -> DirtyMode {
+        self.dirty_mode()
+    }
+}
