@@ -57,7 +57,7 @@ pub fn fake_memory() -> Arc<FakeMemory> {
 }
 
 pub struct H {
-    pub c: Container,
+    pub c: Arc<Container>,
     pub mem: Arc<FakeMemory>,
     pub mm: Arc<Mm>,
 }
@@ -71,7 +71,7 @@ impl H {
             limit,
             LockCapability::Limited,
         ));
-        let c = Container::new(cfg, mm.clone());
+        let c = Arc::new(Container::new(cfg, mm.clone()));
         for g in groups {
             c.set_group(g).unwrap();
         }

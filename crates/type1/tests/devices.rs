@@ -1,0 +1,357 @@
+//! Emulated devices: pin/unpin, dma_rw, the unmap notification loop (spec type1.md §5).
+
+mod common;
+use std::sync::{Arc, Mutex, Weak};
+
+use common::*;
+use libc::{E2BIG, EACCES, EBUSY, EFAULT, EINVAL, ENOMEM, EOVERFLOW, EPERM};
+use type1::{
+    Container, ContainerConfig, DeviceId, DmaUnmapHandler, Error, GroupId, GroupSpec, MapFlags,
+    PinProt, RwDirection, UnmapFlags, UNMAP_RETRIES,
+};
+
+/// An mdev-style device: records notifications and, if `cooperative`, unpins what it pinned in
+/// the range (re-entering the container, which must not deadlock).
+#[derive(Debug, Default)]
+struct Mdev {
+    c: Mutex<Option<Weak<Container>>>,
+    id: Mutex<Option<DeviceId>>,
+    pinned: Mutex<Vec<u64>>,
+    calls: Mutex<Vec<(u64, u64)>>,
+    cooperative: bool,
+    reenter: bool,
+}
+
+impl DmaUnmapHandler for Mdev {
+    fn dma_unmap(&self, iova: u64, length: u64) {
+        self.calls.lock().unwrap().push((iova, length));
+        if !self.cooperative {
+            return;
+        }
+        let c = self
+            .c
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .unwrap();
+        let id = self.id.lock().unwrap().unwrap();
+        let mut pinned = self.pinned.lock().unwrap();
+        let (inside, outside): (Vec<u64>, Vec<u64>) = pinned
+            .iter()
+            .partition(|&&p| p >= iova && p < iova + length);
+        for p in inside {
+            c.unpin_pages(id, p, 1).unwrap();
+        }
+        *pinned = outside;
+        if self.reenter {
+            let mut b = [0u8; 8];
+            c.dma_rw(id, SZ_1G, &mut b, RwDirection::Read).unwrap();
+            c.map_dma(&type1::MapDma {
+                vaddr: RAM,
+                iova: 0x5000_0000,
+                size: SZ_4K,
+                flags: RW,
+            })
+            .unwrap();
+            c.unmap_dma(&type1::UnmapDma {
+                iova: 0x5000_0000,
+                size: SZ_4K,
+                flags: UnmapFlags::empty(),
+                bitmap_pgsize: 0,
+            })
+            .unwrap();
+        }
+    }
+}
+
+impl Mdev {
+    fn pin(&self, c: &Container, iova: u64, n: u64, prot: PinProt) -> type1::Result<Vec<u64>> {
+        let id = self.id.lock().unwrap().unwrap();
+        let r = c.pin_pages(id, iova, n, prot)?;
+        for i in 0..n {
+            self.pinned.lock().unwrap().push(iova + i * SZ_4K);
+        }
+        Ok(r)
+    }
+}
+
+/// A container with the given groups plus emulated group 9 holding one mdev.
+fn setup(
+    mut groups: Vec<GroupSpec>,
+    ty: u64,
+    limit: Option<u64>,
+    mdev: Mdev,
+) -> (H, DeviceId, Arc<Mdev>) {
+    groups.push(GroupSpec::emulated(9));
+    let h = H::with(groups, ty, limit, ContainerConfig::default());
+    let mdev = Arc::new(mdev);
+    *mdev.c.lock().unwrap() = Some(Arc::downgrade(&h.c));
+    let dev = h.c.register_device(GroupId(9), Some(mdev.clone())).unwrap();
+    *mdev.id.lock().unwrap() = Some(dev);
+    (h, dev, mdev)
+}
+
+fn coop() -> Mdev {
+    Mdev {
+        cooperative: true,
+        ..Mdev::default()
+    }
+}
+
+#[test]
+fn pin_checks_in_order_spec_5_1() {
+    let (h, dev, _) = setup(vec![], V2, None, coop());
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    let pin = |d, iova, n, p| h.step(|c| c.pin_pages(d, iova, n, p));
+    assert_eq!(errno(pin(dev, 0, 0, PinProt::Read)), EINVAL);
+    assert_eq!(errno(pin(DeviceId(77), 0, 1, PinProt::Read)), EINVAL);
+    let silent = h.c.register_device(GroupId(9), None).unwrap();
+    assert_eq!(
+        err(pin(silent, 0, 1, PinProt::Read)),
+        Error::NoUnmapHandler { device: silent.0 }
+    );
+    assert_eq!(errno(pin(dev, 0, 513, PinProt::Read)), E2BIG);
+    assert_eq!(
+        errno(pin(dev, u64::MAX - SZ_4K + 1, 2, PinProt::Read)),
+        EOVERFLOW
+    );
+    assert_eq!(
+        errno(pin(dev, SZ_1G, 1, PinProt::Read)),
+        EINVAL,
+        "not mapped"
+    );
+    // All or nothing: page 8 is past the mapping.
+    assert_eq!(errno(pin(dev, 6 * SZ_4K, 3, PinProt::Read)), EINVAL);
+    assert_eq!(h.c.mappings()[0].device_pinned_pages, 0);
+    h.map(SZ_2M, RAM, SZ_4K, MapFlags::READ).unwrap();
+    assert_eq!(errno(pin(dev, SZ_2M, 1, PinProt::Write)), EPERM);
+    h.map(2 * SZ_2M, BAR, SZ_4K, RW).unwrap();
+    assert_eq!(
+        err(pin(dev, 2 * SZ_2M, 1, PinProt::Read)),
+        Error::ReservedPage { iova: 2 * SZ_2M }
+    );
+    // No domain: the vaddr is checked only when pinning.
+    h.map(3 * SZ_2M, 0x1000_0000, SZ_4K, RW).unwrap();
+    assert_eq!(errno(pin(dev, 3 * SZ_2M, 1, PinProt::Read)), EFAULT);
+    // Invalid vaddrs: EBUSY. (Needs no emulated groups for UNMAP|VADDR, so check v1 next.)
+    let (v1, dev1, _) = setup(vec![], V1, None, coop());
+    v1.map(0, RAM, SZ_4K, RW).unwrap();
+    assert_eq!(
+        errno(v1.step(|c| c.pin_pages(dev1, 0, 1, PinProt::Read))),
+        EACCES
+    );
+}
+
+#[test]
+fn pins_are_refcounted_and_return_physical_pages() {
+    let (h, dev, mdev) = setup(vec![], V2, None, coop());
+    h.map(0, SCATTERED, 8 * SZ_4K, RW).unwrap();
+    let pas = h.step(|c| mdev.pin(c, 0, 3, PinProt::ReadWrite)).unwrap();
+    assert_eq!(pas, vec![0x2_0000_0000, 0x2_0000_2000, 0x2_0000_4000]);
+    h.step(|c| mdev.pin(c, SZ_4K, 1, PinProt::Read)).unwrap();
+    assert_eq!(h.c.mappings()[0].device_pinned_pages, 3);
+    assert_eq!(h.mm.locked_pages(), 3, "no domain: device pins are charged");
+    h.step(|c| c.unpin_pages(dev, SZ_4K, 1)).unwrap();
+    assert_eq!(
+        h.c.mappings()[0].device_pinned_pages,
+        3,
+        "one reference left"
+    );
+    h.step(|c| c.unpin_pages(dev, 0, 3)).unwrap();
+    assert_eq!(h.mem.pinned_pages(), 0);
+    // Nothing pinned any more: unpinning again is refused and changes nothing.
+    assert_eq!(errno(h.step(|c| c.unpin_pages(dev, 0, 1))), EINVAL);
+}
+
+#[test]
+fn pins_belong_to_the_device_that_made_them() {
+    let (h, a, mdev) = setup(vec![], V2, None, coop());
+    let b =
+        h.c.register_device(GroupId(9), Some(Arc::new(coop())))
+            .unwrap();
+    h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
+    h.step(|c| mdev.pin(c, 0, 2, PinProt::Read)).unwrap();
+    assert_eq!(
+        err(h.step(|c| c.unpin_pages(b, 0, 1))),
+        Error::NotPinnedByDevice {
+            device: b.0,
+            iova: 0
+        }
+    );
+    h.step(|c| c.pin_pages(b, 0, 1, PinProt::Read)).unwrap();
+    h.step(|c| c.unpin_pages(a, 0, 2)).unwrap();
+    assert_eq!(
+        h.c.mappings()[0].device_pinned_pages,
+        1,
+        "b's pin keeps page 0"
+    );
+    // Unregistering a device releases its pins.
+    h.step(|c| c.unregister_device(b)).unwrap();
+    assert_eq!(h.mem.pinned_pages(), 0);
+}
+
+#[test]
+fn with_a_domain_device_pins_are_not_charged_again_spec_8() {
+    let (h, dev, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, coop());
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    h.step(|c| mdev.pin(c, 0, 4, PinProt::Read)).unwrap();
+    assert_eq!(h.mm.locked_pages(), 8);
+    // Detaching the only IOMMU group (emulated stays): mappings survive, charged for pins only.
+    h.step(|c| c.unset_group(GroupId(1))).unwrap();
+    assert_eq!(h.mm.locked_pages(), 4);
+    // Re-attaching replays: the 4 pinned pages are not charged twice.
+    h.step(|c| c.set_group(GroupSpec::iommu(1))).unwrap();
+    assert_eq!(h.mm.locked_pages(), 8);
+    h.step(|c| c.unpin_pages(dev, 0, 4)).unwrap();
+    assert_eq!(h.mm.locked_pages(), 8);
+}
+
+#[test]
+fn device_pins_respect_the_limit_without_a_domain() {
+    let (h, _, mdev) = setup(vec![], V2, Some(2 * SZ_4K), coop());
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    assert_eq!(errno(h.step(|c| mdev.pin(c, 0, 3, PinProt::Read))), ENOMEM);
+    h.step(|c| mdev.pin(c, 0, 2, PinProt::Read)).unwrap();
+}
+
+#[test]
+fn dma_rw_rules_spec_5_3() {
+    let (h, dev, _) = setup(vec![], V2, None, coop());
+    h.map(0, RAM, 2 * SZ_4K, RW).unwrap();
+    h.map(2 * SZ_4K, RAM + SZ_2M, 2 * SZ_4K, RW).unwrap();
+    h.map(SZ_2M, RAM, SZ_4K, MapFlags::WRITE).unwrap();
+    h.map(2 * SZ_2M, RAM, SZ_4K, MapFlags::READ).unwrap();
+    // Across two adjacent mappings.
+    let mut data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+    h.step(|c| c.dma_rw(dev, SZ_4K + 100, &mut data, RwDirection::Write))
+        .unwrap();
+    let mut back = vec![0u8; 6000];
+    h.step(|c| c.dma_rw(dev, SZ_4K + 100, &mut back, RwDirection::Read))
+        .unwrap();
+    assert_eq!(back, data);
+    // Landed in the second mapping's memory.
+    let mut b = [0u8; 1];
+    use type1::mm::AddressSpace;
+    h.mem
+        .read(RAM + SZ_2M + (6000 - (SZ_4K - 100)) - 1, &mut b)
+        .unwrap();
+    assert_eq!(b[0], data[5999]);
+    // A write-only mapping refuses both directions; a read-only one refuses writes.
+    let mut one = [0u8; 1];
+    assert_eq!(
+        errno(h.step(|c| c.dma_rw(dev, SZ_2M, &mut one, RwDirection::Read))),
+        EPERM
+    );
+    assert_eq!(
+        errno(h.step(|c| c.dma_rw(dev, SZ_2M, &mut one, RwDirection::Write))),
+        EPERM
+    );
+    assert_eq!(
+        errno(h.step(|c| c.dma_rw(dev, 2 * SZ_2M, &mut one, RwDirection::Write))),
+        EPERM
+    );
+    h.step(|c| c.dma_rw(dev, 2 * SZ_2M, &mut one, RwDirection::Read))
+        .unwrap();
+    // A gap: EINVAL, after the first chunk was copied (kernel behaviour).
+    let mut big = vec![7u8; 8192];
+    assert_eq!(
+        h.c.dma_rw(dev, 3 * SZ_4K, &mut big, RwDirection::Write)
+            .unwrap_err()
+            .errno(),
+        EINVAL
+    );
+    assert_eq!(
+        errno(h.step(|c| c.dma_rw(dev, 0, &mut [], RwDirection::Read))),
+        EINVAL
+    );
+}
+
+#[test]
+fn unmap_notifies_with_the_whole_mapping_and_waits_for_unpin_spec_5_4() {
+    let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, coop());
+    h.map(0, RAM, 16 * SZ_4K, RW).unwrap();
+    h.map(SZ_2M, RAM, 4 * SZ_4K, RW).unwrap();
+    h.step(|c| mdev.pin(c, 5 * SZ_4K, 2, PinProt::Read))
+        .unwrap();
+    assert_eq!(h.unmap(0, SZ_1G, UnmapFlags::empty()), Ok(20 * SZ_4K));
+    // The payload is the mapping (iova, size), not the request; one call sufficed.
+    assert_eq!(*mdev.calls.lock().unwrap(), vec![(0, 16 * SZ_4K)]);
+}
+
+#[test]
+fn callbacks_may_reenter_the_container() {
+    let mdev = Mdev {
+        cooperative: true,
+        reenter: true,
+        ..Mdev::default()
+    };
+    let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, mdev);
+    h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
+    h.map(SZ_1G, RAM, SZ_4K, RW).unwrap();
+    h.step(|c| mdev.pin(c, 0, 1, PinProt::Read)).unwrap();
+    assert_eq!(h.unmap(0, 4 * SZ_4K, UnmapFlags::empty()), Ok(4 * SZ_4K));
+}
+
+#[test]
+fn a_device_that_never_unpins_makes_unmap_fail_after_eleven_calls() {
+    let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, Mdev::default());
+    h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
+    h.map(SZ_2M, RAM, 4 * SZ_4K, RW).unwrap();
+    h.step(|c| mdev.pin(c, SZ_2M, 1, PinProt::Read)).unwrap();
+    let r = h.c.unmap_dma(&type1::UnmapDma {
+        iova: 0,
+        size: SZ_1G,
+        flags: UnmapFlags::empty(),
+        bitmap_pgsize: 0,
+    });
+    assert_eq!(
+        r,
+        Err(Error::UnmapBusy {
+            iova: SZ_2M,
+            size: 4 * SZ_4K
+        })
+    );
+    assert_eq!(errno(r), EBUSY);
+    assert_eq!(
+        u32::try_from(mdev.calls.lock().unwrap().len()).unwrap(),
+        UNMAP_RETRIES + 1
+    );
+    h.check();
+    // The first mapping (no pins) was removed before; the pinned one is intact.
+    assert_eq!(h.iovas(), vec![(SZ_2M, 4 * SZ_4K)]);
+}
+
+#[test]
+fn vaddr_invalid_blocks_pin_and_rw_with_ebusy_spec_5_1_step_3() {
+    // UNMAP|VADDR is refused with emulated groups attached, so register the device on an
+    // IOMMU group: the pin path is the same.
+    let h = H::iommu(V2);
+    let mdev = Arc::new(coop());
+    let dev = h.c.register_device(GroupId(1), Some(mdev)).unwrap();
+    h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
+    h.unmap(0, 4 * SZ_4K, UnmapFlags::VADDR).unwrap();
+    assert_eq!(
+        errno(h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read))),
+        EBUSY
+    );
+    assert_eq!(
+        errno(h.step(|c| c.dma_rw(dev, 0, &mut [0u8; 4], RwDirection::Read))),
+        EBUSY
+    );
+    h.map(0, RAM, 4 * SZ_4K, MapFlags::VADDR).unwrap();
+    h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read)).unwrap();
+    // Pinning from an IOMMU group's device promotes its dirty scope.
+    h.step(|c| c.unpin_pages(dev, 0, 1)).unwrap();
+}
+
+#[test]
+fn release_drops_pins_the_kernel_would_leak() {
+    let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, Mdev::default());
+    h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
+    h.step(|c| mdev.pin(c, 0, 2, PinProt::Read)).unwrap();
+    h.step(|c| c.unset_group(GroupId(1))).unwrap();
+    h.step(|c| c.unset_group(GroupId(9))).unwrap();
+    assert_eq!(h.mem.pinned_pages(), 0);
+    assert_eq!(h.mm.locked_pages(), 0);
+}

@@ -1,0 +1,394 @@
+//! Dirty tracking: DIRTY_PAGES, GET_BITMAP, unmap with a bitmap, dirty scope (spec type1.md
+//! §4.4–§4.5, §6.4, §7; seeds 000 and 003).
+
+mod common;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::*;
+use libc::{EACCES, EFAULT, EINVAL, EOVERFLOW};
+use type1::dirty::test_bit;
+use type1::uapi::{self, raw};
+use type1::{
+    ContainerConfig, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec, PinProt, RwDirection,
+    UnmapFlags, UserBuffer,
+};
+
+#[derive(Debug)]
+struct Quiet;
+impl DmaUnmapHandler for Quiet {
+    fn dma_unmap(&self, _iova: u64, _length: u64) {}
+}
+
+fn set_of(bm: &[u64], n: u64) -> BTreeSet<u64> {
+    (0..n).filter(|&i| test_bit(bm, i)).collect()
+}
+
+fn tracked(groups: Vec<GroupSpec>, mode: DirtyMode) -> H {
+    let cfg = ContainerConfig {
+        dirty_mode: mode,
+        ..ContainerConfig::default()
+    };
+    H::with(groups, V2, None, cfg)
+}
+
+const ARG: u64 = 0x10_0000;
+
+fn dirty_ioctl(
+    h: &H,
+    argsz: u32,
+    flags: u32,
+    get: Option<(u64, u64, u64, u64, u64)>,
+    len: usize,
+) -> (type1::Result<i64>, UserBuffer) {
+    let mut u = UserBuffer::new(ARG, len.max(8));
+    u.bytes[0..4].copy_from_slice(&argsz.to_ne_bytes());
+    u.bytes[4..8].copy_from_slice(&flags.to_ne_bytes());
+    if let Some((iova, size, pgsize, bsize, data)) = get {
+        for (i, v) in [iova, size, pgsize, bsize, data].iter().enumerate() {
+            u.bytes[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+    }
+    let r = h.c.ioctl(uapi::VFIO_IOMMU_DIRTY_PAGES, ARG, &mut u);
+    (r, u)
+}
+
+const START: u32 = raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_START;
+const STOP: u32 = raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP;
+const GET: u32 = raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
+
+#[test]
+fn dirty_pages_checks_in_order_spec_4_5() {
+    // v1: EACCES before the argument is even read.
+    let v1 = H::iommu(V1);
+    let mut empty = UserBuffer::new(0, 0);
+    assert_eq!(
+        v1.c.ioctl(uapi::VFIO_IOMMU_DIRTY_PAGES, ARG, &mut empty)
+            .unwrap_err()
+            .errno(),
+        EACCES
+    );
+    let h = H::iommu(V2);
+    assert_eq!(
+        h.c.ioctl(uapi::VFIO_IOMMU_DIRTY_PAGES, ARG, &mut empty)
+            .unwrap_err()
+            .errno(),
+        EFAULT
+    );
+    assert_eq!(
+        dirty_ioctl(&h, 7, START, None, 8).0.unwrap_err().errno(),
+        EINVAL
+    );
+    assert_eq!(
+        dirty_ioctl(&h, 8, 8, None, 8).0.unwrap_err().errno(),
+        EINVAL
+    );
+    assert_eq!(
+        dirty_ioctl(&h, 8, 0, None, 8).0.unwrap_err().errno(),
+        EINVAL
+    );
+    assert_eq!(
+        dirty_ioctl(&h, 8, START | STOP, None, 8)
+            .0
+            .unwrap_err()
+            .errno(),
+        EINVAL
+    );
+    // GET_BITMAP without tracking.
+    h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
+    let get = |argsz, iova, size, pgsize, bsize, data, len| {
+        dirty_ioctl(&h, argsz, GET, Some((iova, size, pgsize, bsize, data)), len)
+            .0
+            .map_err(|e| e.errno())
+    };
+    assert_eq!(
+        get(48, 0, 64 * SZ_4K, SZ_4K, 8, ARG + 64, 128),
+        Err(EINVAL),
+        "not tracking"
+    );
+    // START and STOP are idempotent.
+    assert_eq!(dirty_ioctl(&h, 8, START, None, 8).0, Ok(0));
+    assert_eq!(dirty_ioctl(&h, 8, START, None, 8).0, Ok(0));
+    assert_eq!(
+        get(47, 0, 64 * SZ_4K, SZ_4K, 8, ARG + 64, 128),
+        Err(EINVAL),
+        "argsz"
+    );
+    assert_eq!(
+        get(48, 0, 0, SZ_4K, 8, ARG + 64, 128),
+        Err(EINVAL),
+        "size 0"
+    );
+    assert_eq!(
+        get(48, u64::MAX - 0xfff, 0x2000, SZ_4K, 8, ARG + 64, 128),
+        Err(EOVERFLOW)
+    );
+    assert_eq!(
+        get(48, 0, 64 * SZ_4K, SZ_4K, 8, u64::MAX - 4, 128),
+        Err(EINVAL),
+        "access_ok"
+    );
+    assert_eq!(
+        get(48, 0, 128 * SZ_4K, SZ_4K, 8, ARG + 64, 128),
+        Err(EINVAL),
+        "bitmap too small"
+    );
+    assert_eq!(
+        get(48, 0, 64 * SZ_4K, SZ_4K, (1 << 28) + 8, ARG + 64, 128),
+        Err(EINVAL),
+        "> 256 MiB"
+    );
+    assert_eq!(
+        get(48, 0, 64 * SZ_4K, SZ_2M, 8, ARG + 64, 128),
+        Err(EINVAL),
+        "pgsize"
+    );
+    assert_eq!(
+        get(48, SZ_4K, 63 * SZ_4K, SZ_4K, 8, ARG + 64, 128),
+        Err(EINVAL),
+        "bisects"
+    );
+    assert_eq!(
+        get(48, 0, 64 * SZ_4K, SZ_4K, 8, ARG + 64, 70),
+        Err(EFAULT),
+        "unwritable data"
+    );
+    assert_eq!(get(48, 0, 64 * SZ_4K, SZ_4K, 8, ARG + 64, 128), Ok(0));
+    // A range with no mappings: success, the buffer is not even read.
+    assert_eq!(
+        get(48, SZ_1G, SZ_4K, SZ_4K, 8, 0x7000_0000_0000, 128),
+        Ok(0)
+    );
+    assert_eq!(dirty_ioctl(&h, 8, STOP, None, 8).0, Ok(0));
+    assert_eq!(dirty_ioctl(&h, 8, STOP, None, 8).0, Ok(0));
+    assert!(!h.c.dirty_tracking());
+}
+
+#[test]
+fn pinned_pages_stay_dirty_and_unpinned_ones_are_reported_once_spec_7() {
+    let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
+    let dev =
+        h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
+            .unwrap();
+    h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
+    h.c.pin_pages(dev, 3 * SZ_4K, 1, PinProt::Read).unwrap();
+    h.c.dirty_start().unwrap();
+    // Pins made before START are populated.
+    let bm = |h: &H| set_of(&h.c.dirty_bitmap(0, 64 * SZ_4K, SZ_4K).unwrap(), 64);
+    assert_eq!(bm(&h), BTreeSet::from([3]));
+    assert_eq!(bm(&h), BTreeSet::from([3]), "pinned: dirty in every report");
+    h.c.pin_pages(dev, 10 * SZ_4K, 2, PinProt::Write).unwrap();
+    h.c.unpin_pages(dev, 10 * SZ_4K, 2).unwrap();
+    assert_eq!(
+        bm(&h),
+        BTreeSet::from([3, 10, 11]),
+        "unpinned: reported once more"
+    );
+    assert_eq!(bm(&h), BTreeSet::from([3]));
+    // dma_rw write of 2 bytes across a page boundary dirties both pages (v5.10 fix).
+    h.c.dma_rw(dev, 20 * SZ_4K - 1, &mut [1, 2], RwDirection::Write)
+        .unwrap();
+    let mut r = [0u8; 8];
+    h.c.dma_rw(dev, 30 * SZ_4K, &mut r, RwDirection::Read)
+        .unwrap();
+    assert_eq!(bm(&h), BTreeSet::from([3, 19, 20]));
+    h.check();
+}
+
+#[test]
+fn iommu_group_without_pinned_scope_makes_everything_dirty_rule_5() {
+    let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::KernelExact);
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).len(),
+            8
+        );
+    }
+    // A device of that group pins once: the group gets pinned scope, only pins are dirty now.
+    let dev =
+        h.c.register_device(GroupId(1), Some(Arc::new(Quiet)))
+            .unwrap();
+    h.c.pin_pages(dev, SZ_4K, 1, PinProt::Read).unwrap();
+    h.c.unpin_pages(dev, SZ_4K, 1).unwrap();
+    assert_eq!(
+        set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8),
+        BTreeSet::from([1])
+    );
+    assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
+}
+
+#[test]
+fn detaching_a_non_pinned_group_while_tracking_marks_everything_dirty_seed_000() {
+    let h = tracked(
+        vec![GroupSpec::iommu(1), GroupSpec::emulated(9)],
+        DirtyMode::KernelExact,
+    );
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap();
+    // The IOMMU group may have written anywhere; after it leaves rule 5 no longer fires, so
+    // the detach itself must record it (d0a78f91761f).
+    h.step(|c| c.unset_group(GroupId(1))).unwrap();
+    assert_eq!(
+        set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).len(),
+        8
+    );
+    assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
+}
+
+#[test]
+fn unmap_with_bitmap_over_512_mappings_seed_003() {
+    // A vIOMMU maps 4K pages one by one, then a domain-selective invalidation unmaps 2M at
+    // once and asks for the dirty bitmap of all of it.
+    let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
+    let dev =
+        h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
+            .unwrap();
+    let base = SZ_1G;
+    for i in 0..512 {
+        h.map(base + i * SZ_4K, RAM + i * SZ_4K, SZ_4K, RW).unwrap();
+    }
+    h.c.dirty_start().unwrap();
+    let written = [0u64, 1, 63, 64, 65, 200, 511];
+    for &p in &written {
+        h.c.dma_rw(dev, base + p * SZ_4K + 8, &mut [0xab], RwDirection::Write)
+            .unwrap();
+    }
+    let (n, bm) = h.c.unmap_dma_dirty(base, SZ_2M, SZ_4K).unwrap();
+    assert_eq!(n, SZ_2M);
+    assert_eq!(bm.len(), 8, "512 bits");
+    assert_eq!(set_of(&bm, 512), written.iter().copied().collect());
+    assert!(h.iovas().is_empty());
+    h.check();
+}
+
+#[test]
+fn reports_club_mappings_that_share_a_word_spec_7() {
+    // Mappings at page 3 (2 pages) and page 5 (70 pages) relative to the request base.
+    let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
+    let dev =
+        h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
+            .unwrap();
+    h.map(3 * SZ_4K, RAM, 2 * SZ_4K, RW).unwrap();
+    h.map(5 * SZ_4K, RAM, 70 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    for p in [4u64, 5, 74] {
+        h.c.dma_rw(dev, p * SZ_4K, &mut [1], RwDirection::Write)
+            .unwrap();
+    }
+    let bm = h.c.dirty_bitmap(0, 128 * SZ_4K, SZ_4K).unwrap();
+    assert_eq!(set_of(&bm, 128), BTreeSet::from([4, 5, 74]));
+}
+
+#[test]
+fn unmap_bitmap_errors_spec_4_4() {
+    let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    // Not tracking.
+    assert_eq!(errno(h.c.unmap_dma_dirty(0, 8 * SZ_4K, SZ_4K)), EINVAL);
+    h.c.dirty_start().unwrap();
+    assert_eq!(
+        errno(h.c.unmap_dma_dirty(0, 8 * SZ_4K, SZ_2M)),
+        EINVAL,
+        "pgsize"
+    );
+    // An unwritable bitmap: EFAULT, and the mapping stays.
+    let mut u = UserBuffer::new(ARG, 48);
+    u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
+    u.bytes[4..8].copy_from_slice(&raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP.to_ne_bytes());
+    u.bytes[16..24].copy_from_slice(&(8 * SZ_4K).to_ne_bytes());
+    u.bytes[24..32].copy_from_slice(&SZ_4K.to_ne_bytes());
+    u.bytes[32..40].copy_from_slice(&8u64.to_ne_bytes());
+    u.bytes[40..48].copy_from_slice(&0x7000_0000u64.to_ne_bytes());
+    assert_eq!(
+        h.c.ioctl(uapi::VFIO_IOMMU_UNMAP_DMA, ARG, &mut u)
+            .unwrap_err()
+            .errno(),
+        EFAULT
+    );
+    assert_eq!(h.iovas(), vec![(0, 8 * SZ_4K)]);
+    h.check();
+}
+
+/// An IOMMU-backed device writes a few pages through its domain; kernel-exact mode reports
+/// every mapped page, precise mode exactly the written ones.
+fn device_dma_report(mode: DirtyMode) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let h = tracked(vec![GroupSpec::iommu(1), GroupSpec::emulated(9)], mode);
+    h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    let dma = h.c.dma_engine(GroupId(1)).unwrap();
+    for p in [2u64, 3, 40] {
+        dma.write(p * SZ_4K + 16, b"dma!").unwrap();
+    }
+    let mut back = [0u8; 4];
+    dma.read(40 * SZ_4K + 16, &mut back).unwrap();
+    assert_eq!(&back, b"dma!");
+    let first = set_of(&h.c.dirty_bitmap(0, 64 * SZ_4K, SZ_4K).unwrap(), 64);
+    dma.write(7 * SZ_4K, b"x").unwrap();
+    let (_, bm) = h.c.unmap_dma_dirty(0, 64 * SZ_4K, SZ_4K).unwrap();
+    h.check();
+    (first, set_of(&bm, 64))
+}
+
+#[test]
+fn device_dma_kernel_exact_reports_every_mapped_page() {
+    let (a, b) = device_dma_report(DirtyMode::KernelExact);
+    assert_eq!((a.len(), b.len()), (64, 64));
+}
+
+#[test]
+fn device_dma_precise_reports_exactly_the_written_pages() {
+    let (a, b) = device_dma_report(DirtyMode::Precise);
+    assert_eq!(a, BTreeSet::from([2, 3, 40]));
+    assert_eq!(b, BTreeSet::from([7]));
+}
+
+#[test]
+fn precise_detach_keeps_what_the_group_wrote() {
+    let h = tracked(
+        vec![GroupSpec::iommu(1), GroupSpec::emulated(9)],
+        DirtyMode::Precise,
+    );
+    h.map(0, RAM, 16 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    let dma = h.c.dma_engine(GroupId(1)).unwrap();
+    dma.write(5 * SZ_4K, b"x").unwrap();
+    h.step(|c| c.unset_group(GroupId(1))).unwrap();
+    assert_eq!(dma.write(6 * SZ_4K, b"y"), Err(type1::DmaError::Detached));
+    assert_eq!(
+        set_of(&h.c.dirty_bitmap(0, 16 * SZ_4K, SZ_4K).unwrap(), 16),
+        BTreeSet::from([5])
+    );
+}
+
+#[test]
+fn mappings_made_while_tracking_start_clean() {
+    let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
+    h.c.dirty_start().unwrap();
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
+    h.c.dma_engine(GroupId(1))
+        .unwrap()
+        .write(SZ_4K, b"z")
+        .unwrap();
+    assert_eq!(
+        set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8),
+        BTreeSet::from([1])
+    );
+}
+
+#[test]
+fn dma_faults_after_unmap_and_on_permissions() {
+    let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
+    h.map(0, RAM, SZ_4K, type1::MapFlags::READ).unwrap();
+    let dma = h.c.dma_engine(GroupId(1)).unwrap();
+    assert!(matches!(dma.write(0, b"x"), Err(type1::DmaError::Fault(_))));
+    dma.read(0, &mut [0u8; 4]).unwrap();
+    h.unmap(0, SZ_4K, UnmapFlags::empty()).unwrap();
+    assert!(matches!(
+        dma.read(0, &mut [0u8; 4]),
+        Err(type1::DmaError::Fault(_))
+    ));
+}
