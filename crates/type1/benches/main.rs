@@ -171,11 +171,131 @@ fn one_tib(c: &mut Criterion) {
     g.finish();
 }
 
+#[derive(Debug)]
+struct Quiet;
+impl type1::DmaUnmapHandler for Quiet {
+    fn dma_unmap(&self, _iova: u64, _length: u64) {}
+}
+
+fn pin_unpin(c: &mut Criterion) {
+    let cont = fake_container(GroupSpec::emulated(1));
+    let dev = cont
+        .register_device(type1::GroupId(1), Some(Arc::new(Quiet)))
+        .unwrap();
+    cont.map_dma(&MapDma {
+        vaddr: RAM,
+        iova: 0,
+        size: 512 * SZ_4K,
+        flags: RW,
+    })
+    .unwrap();
+    c.bench_function("pin_unpin_512_pages", |b| {
+        b.iter(|| {
+            black_box(
+                cont.pin_pages(dev, 0, 512, type1::PinProt::ReadWrite)
+                    .unwrap(),
+            );
+            cont.unpin_pages(dev, 0, 512).unwrap();
+        });
+    });
+}
+
+/// GET_BITMAP over one mapping of `size` at 4K pages (emulated group: a real bitmap, no
+/// rule-5 shortcut), beside memcpy+memset of the same number of bitmap bytes.
+fn get_bitmap(c: &mut Criterion) {
+    let mut g = c.benchmark_group("get_bitmap");
+    g.sample_size(10);
+    for (name, size) in [("64GiB", 64u64 << 30), ("1TiB", 1u64 << 40)] {
+        let cont = fake_container(GroupSpec::emulated(1));
+        cont.map_dma(&MapDma {
+            vaddr: RAM,
+            iova: 0,
+            size,
+            flags: RW,
+        })
+        .unwrap();
+        cont.dirty_start().unwrap();
+        let bytes = usize::try_from(size / SZ_4K / 8).unwrap();
+        let mut user = type1::UserBuffer::new(0x1000, bytes);
+        g.throughput(criterion::Throughput::Bytes(bytes as u64));
+        g.bench_function(format!("type1/{name}"), |b| {
+            b.iter(|| {
+                cont.dirty_bitmap_into(0, size, SZ_4K, &mut user, 0x1000)
+                    .unwrap();
+            });
+        });
+        let src = vec![0x5au8; bytes];
+        let mut src2 = src.clone();
+        let mut dst = vec![0u8; bytes];
+        g.bench_function(format!("memcpy_memset/{name}"), |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&src2));
+                src2.fill(0);
+                black_box(&dst);
+            });
+        });
+        drop(src);
+    }
+    g.finish();
+}
+
+/// Precise mode: GET_BITMAP harvesting hardware dirty bits from 4K leaves.
+fn precise_harvest(c: &mut Criterion) {
+    let mut g = c.benchmark_group("precise_harvest");
+    g.sample_size(10);
+    for (name, size) in [("64GiB", 64u64 << 30), ("1TiB", 1u64 << 40)] {
+        let mem = FakeMemory::new();
+        // Chunks of 511 pages never line up with a 2M block: every leaf is a 4K page.
+        mem.add_region(type1::mm::FakeRegion {
+            vaddr: RAM,
+            len: size,
+            pa: 1 << 44,
+            layout: type1::mm::Layout::Chunked { pages: 511 },
+            backing: type1::mm::Backing::Normal,
+            writable: type1::mm::Writable::Yes,
+        });
+        let mm = Arc::new(Mm::new(Box::new(mem), None, LockCapability::Limited));
+        let cfg = ContainerConfig {
+            dirty_mode: type1::DirtyMode::Precise,
+            ..ContainerConfig::default()
+        };
+        let cont = Container::new(cfg, mm);
+        cont.set_group(GroupSpec::iommu(1)).unwrap();
+        cont.set_iommu(raw::VFIO_TYPE1v2_IOMMU.into()).unwrap();
+        let base = 1u64 << 40;
+        cont.map_dma(&MapDma {
+            vaddr: RAM,
+            iova: base,
+            size,
+            flags: RW,
+        })
+        .unwrap();
+        cont.dirty_start().unwrap();
+        let dma = cont.dma_engine(type1::GroupId(1)).unwrap();
+        let bytes = usize::try_from(size / SZ_4K / 8).unwrap();
+        let mut user = type1::UserBuffer::new(0x1000, bytes);
+        g.throughput(criterion::Throughput::Elements(size / SZ_4K));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // One written page per GiB, so the harvest finds something to clean.
+                let mut at = 0;
+                while at < size {
+                    dma.write(base + at, b"x").unwrap();
+                    at += SZ_1G;
+                }
+                cont.dirty_bitmap_into(base, size, SZ_4K, &mut user, 0x1000)
+                    .unwrap();
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    targets = map_unmap_4k, one_tib
+    targets = map_unmap_4k, one_tib, pin_unpin, get_bitmap, precise_harvest
 }
 criterion_main!(benches);

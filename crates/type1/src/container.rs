@@ -496,6 +496,27 @@ impl Container {
         Ok(words_of(&user))
     }
 
+    /// GET_BITMAP into a caller's bitmap at `data` in `user` (which must be zeroed, as the
+    /// UAPI requires).
+    ///
+    /// # Errors
+    /// The errors of §4.5 GET_BITMAP.
+    pub fn dirty_bitmap_into(
+        &self,
+        iova: u64,
+        size: u64,
+        pgsize: u64,
+        user: &mut dyn UserMemory,
+        data: u64,
+    ) -> Result<()> {
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        iova.checked_add(size - 1)
+            .ok_or(Error::Overflow { start: iova, size })?;
+        self.dirty_get_bitmap_user(iova, size, pgsize, user, data)
+    }
+
     /// GET_BITMAP into user memory (after the ioctl wrapper's checks).
     pub(crate) fn dirty_get_bitmap_user(
         &self,

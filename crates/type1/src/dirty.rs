@@ -1,7 +1,7 @@
 //! Dirty bitmaps (spec type1.md §7): the per-mapping bitmap and the copy to the user's bitmap.
 //!
 //! A mapping's bitmap has one bit per `pgsize` page (the IOMMU minimum page size), LSB-first in
-//! `u64` words, exactly the layout of the user's `__u64 *data`. [`report`] is
+//! `u64` words, exactly the layout of the user's `__u64 *data`. `report` is
 //! `update_user_bitmap`: it shifts the mapping's bits to their place relative to the request's
 //! base IOVA, ORs the whole first user word in when the shift is not zero (so mappings sharing a
 //! word "club" together), and overwrites every later word. Unlike the kernel, the mapping's
