@@ -299,18 +299,23 @@ impl<T> Domain<T> {
         r
     }
 
-    /// Starts hardware dirty tracking: new leaves start writable-clean, the initial "dirty"
-    /// state of every writable leaf is cleaned and the IOTLB flushed (§5.4, §8.9), so only
-    /// writes from now on are reported.
+    /// Starts hardware dirty tracking: blocks are split into pages and new mappings use pages
+    /// (so dirty state is per page, not per 2M or 1G block), new leaves start writable-clean,
+    /// the initial "dirty" state of every writable leaf is cleaned and the IOTLB flushed
+    /// (§5.4, §8.9), so only writes from now on are reported, page by page.
     pub fn start_dirty_tracking(&self) {
         self.table.set_clean_start(true);
+        self.table.set_page_granular(true);
+        self.table.split_blocks();
         self.table.clear_all_dirty();
         self.iotlb.invalidate_all();
     }
 
-    /// Stops hardware dirty tracking: new leaves start dirty again, as the kernel maps them.
+    /// Stops hardware dirty tracking: new leaves start dirty again and new mappings use blocks,
+    /// as the kernel maps them (split blocks stay split).
     pub fn stop_dirty_tracking(&self) {
         self.table.set_clean_start(false);
+        self.table.set_page_granular(false);
     }
 
     /// True if the table records hardware dirty state (stage 1 with `ARM_HD`).

@@ -81,7 +81,11 @@ impl IoPageTable {
                 len: size,
             });
         }
-        let bitmap = geo.pgsize_bitmap;
+        let bitmap = if self.page_granular() {
+            min
+        } else {
+            geo.pgsize_bitmap
+        };
         let mut done = 0u64;
         while done < size {
             let (i, p) = (iova.raw() + done, paddr.raw() + done);

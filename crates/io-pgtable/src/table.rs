@@ -81,6 +81,8 @@ pub struct IoPageTable {
     tlb: Arc<dyn FlushOps>,
     /// New DBM leaves start writable-clean (dirty tracking is on) instead of dirty.
     clean_start: AtomicBool,
+    /// `map` uses only the smallest page size (per-page dirty state while tracking).
+    page_granular: AtomicBool,
 }
 
 impl IoPageTable {
@@ -102,6 +104,7 @@ impl IoPageTable {
             arena,
             tlb,
             clean_start: AtomicBool::new(false),
+            page_granular: AtomicBool::new(false),
         })
     }
 
@@ -133,6 +136,71 @@ impl IoPageTable {
     /// or writable-dirty (`false`, the kernel's behaviour, §5.2).
     pub fn set_clean_start(&self, clean: bool) {
         self.clean_start.store(clean, Ordering::Relaxed);
+    }
+
+    /// Makes [`IoPageTable::map`] use only the smallest page size (`true`) or the largest blocks
+    /// alignment allows (`false`, the iommu core's behaviour).
+    pub fn set_page_granular(&self, on: bool) {
+        self.page_granular.store(on, Ordering::Relaxed);
+    }
+
+    /// True if `map` currently uses only the smallest page size.
+    #[must_use]
+    pub fn page_granular(&self) -> bool {
+        self.page_granular.load(Ordering::Relaxed)
+    }
+
+    /// Replaces every block with a table of smallest-size leaves of identical attributes and
+    /// output (eager splitting, as KVM does for dirty logging), so hardware dirty state is kept
+    /// per page. Translations do not change. Stops early, leaving the remaining blocks whole
+    /// (still correct, only coarser), when table memory runs out. Returns the blocks split. The
+    /// caller flushes the IOTLB afterwards so no cached block entry outlives its split.
+    pub fn split_blocks(&self) -> u64 {
+        let mut n = 0;
+        let _ = self.split_in(&self.pgd, self.geo.start_level, &mut n);
+        n
+    }
+
+    fn split_in(&self, table: &[AtomicU64], lvl: u32, n: &mut u64) -> Result<(), Error> {
+        if lvl >= 3 {
+            return Ok(());
+        }
+        for slot in table {
+            let mut cur = slot.load(Ordering::Acquire);
+            for _ in 0..8 {
+                if !pte::is_leaf(cur, lvl) {
+                    break;
+                }
+                let t = self.arena.alloc()?;
+                let entries = self.arena.table(t);
+                let child = lvl + 1;
+                let sz = self.geo.block_size(child);
+                let pa = pte::iopte_to_paddr(cur, self.geo.granule);
+                let attrs = cur & pte::LEAF_ATTR_MASK;
+                for (i, e) in entries.iter().enumerate() {
+                    e.store(
+                        pte::make_leaf(attrs, child, pa + i as u64 * sz),
+                        Ordering::Relaxed,
+                    );
+                }
+                let new = pte::make_table(&self.geo, t);
+                match slot.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        *n += 1;
+                        cur = new;
+                    }
+                    Err(now) => {
+                        // A device marked it dirty meanwhile: retry with the new value.
+                        self.arena.free(t);
+                        cur = now;
+                    }
+                }
+            }
+            if pte::is_table(cur, lvl) {
+                self.split_in(self.child(cur), lvl + 1, n)?;
+            }
+        }
+        Ok(())
     }
 
     /// Lets the next `budget` table allocations succeed and fails later ones with `ENOMEM`

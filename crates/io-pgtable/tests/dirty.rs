@@ -157,12 +157,20 @@ fn device_writes_are_reported_exactly_once() {
     assert_eq!(collect(DirtyFlags::empty()), vec![(5 * SZ_4K, SZ_4K)]);
 }
 
+/// Cleans dirty state without the eager block split of `start_dirty_tracking`, so tests can
+/// exercise blocks under tracking.
+fn clean_keep_blocks(d: &Domain) {
+    d.table().set_clean_start(true);
+    d.table().clear_all_dirty();
+    d.iotlb().invalidate_all();
+}
+
 #[test]
 fn split_block_keeps_dbm_and_dirty_state() {
     // The kernel's old split dropped DBM (§2.2); a split here keeps tracking the pieces.
     let d = hd_domain();
     d.map(Iova(0), PhysAddr(0), SZ_2M, RW).unwrap();
-    d.start_dirty_tracking();
+    clean_keep_blocks(&d);
     d.translate(Iova(0x1000), Access::Write).unwrap();
     d.unmap(Iova(0x10_0000), SZ_4K, ());
     let p = d.table().walk(Iova(0)).ptes[3];
@@ -220,7 +228,7 @@ fn unmap_reports_the_dirty_leaves_it_removes() {
     let d = hd_domain();
     d.map(Iova(0), PhysAddr(0), 8 * SZ_4K, RW).unwrap();
     d.map(Iova(SZ_2M), PhysAddr(SZ_2M), SZ_2M, RW).unwrap();
-    d.start_dirty_tracking();
+    clean_keep_blocks(&d);
     d.translate(Iova(SZ_4K), Access::Write).unwrap();
     d.translate(Iova(3 * SZ_4K), Access::Read).unwrap();
     // Page-level unmap: only the written page.
@@ -293,5 +301,50 @@ fn concurrent_unmap_never_loses_a_device_write() {
             "lost: {:?}",
             written.difference(&reported)
         );
+    }
+}
+
+#[test]
+fn tracking_splits_blocks_so_dirty_state_is_per_page() {
+    let d = hd_domain();
+    d.map(Iova(0), PhysAddr(0x4000_0000), SZ_2M, RW).unwrap();
+    d.map(Iova(1 << 30), PhysAddr(1 << 31), 1 << 30, RW)
+        .unwrap();
+    assert_eq!(d.table().stats().leaves, [0, 1, 1, 0]);
+    d.start_dirty_tracking();
+    assert_eq!(d.table().stats().leaves, [0, 0, 0, 512 + 262_144]);
+    // Translations are unchanged.
+    assert_eq!(
+        d.table().iova_to_phys(Iova(0x12345)),
+        Some(PhysAddr(0x4001_2345))
+    );
+    assert_eq!(
+        d.table().iova_to_phys(Iova((1 << 30) + 0x20_3456)),
+        Some(PhysAddr((1 << 31) + 0x20_3456))
+    );
+    d.translate(Iova(0x5000), Access::Write).unwrap();
+    let mut got = Vec::new();
+    d.read_and_clear_dirty(Iova(0), SZ_2M, DirtyFlags::empty(), &mut |i, l| {
+        got.push((i.raw(), l))
+    })
+    .unwrap();
+    assert_eq!(got, vec![(0x5000, SZ_4K)]);
+    // New mappings while tracking use pages too.
+    d.map(Iova(4 * SZ_2M), PhysAddr(0), SZ_2M, RW).unwrap();
+    assert!(d.table().leaves().iter().all(|l| l.1 == SZ_4K));
+    d.stop_dirty_tracking();
+    d.map(Iova(8 * SZ_2M), PhysAddr(0), SZ_2M, RW).unwrap();
+    assert_eq!(d.table().stats().leaves[2], 1);
+}
+
+#[test]
+fn splitting_stops_cleanly_when_table_memory_runs_out() {
+    let d = hd_domain();
+    d.map(Iova(0), PhysAddr(0), 4 * SZ_2M, RW).unwrap();
+    d.table().set_table_alloc_budget(Some(2));
+    assert_eq!(d.table().split_blocks(), 2);
+    assert_eq!(d.table().stats().leaves, [0, 0, 2, 1024]);
+    for off in (0..4 * SZ_2M).step_by(0x1_0000) {
+        assert_eq!(d.table().iova_to_phys(Iova(off)), Some(PhysAddr(off)));
     }
 }
