@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 mod migrate;
+mod run;
 mod size;
 
 use std::io::IsTerminal;
@@ -34,6 +35,9 @@ enum Command {
     /// Live-migrate guest memory while devices DMA into it, and verify it byte for byte
     /// (the default).
     Migrate(MigrateArgs),
+    /// Run an unmodified program whose /dev/vfio/* calls type1 serves (LD_PRELOAD); its exit
+    /// status passes through.
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,13 +86,20 @@ struct MigrateArgs {
     drop_dirty_bit: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Migrate(a)) => a,
-        None => cli.migrate,
+    let result = match cli.command {
+        Some(Command::Migrate(a)) => run_migrate(&a),
+        Some(Command::Run(a)) => run::run(&a),
+        None => run_migrate(&cli.migrate),
     };
-    run_migrate(&args)
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("type1: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_migrate(a: &MigrateArgs) -> Result<()> {

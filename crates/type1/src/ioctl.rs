@@ -81,6 +81,37 @@ impl UserMemory for UserBuffer {
     }
 }
 
+/// This process's own memory as the ioctl's user memory: what an `LD_PRELOAD` drop-in passes,
+/// so a bad pointer from the host program is `EFAULT`, never a crash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessUserMemory;
+
+impl UserMemory for ProcessUserMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        if !access_ok(addr, buf.len() as u64) {
+            return Err(addr);
+        }
+        crate::mm::process_vm(
+            addr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            crate::mm::Direction::Read,
+        )
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64> {
+        if !access_ok(addr, data.len() as u64) {
+            return Err(addr);
+        }
+        crate::mm::process_vm(
+            addr,
+            data.as_ptr().cast_mut(),
+            data.len(),
+            crate::mm::Direction::Write,
+        )
+    }
+}
+
 fn copy_from(user: &dyn UserMemory, addr: u64, buf: &mut [u8]) -> Result<()> {
     user.read(addr, buf)
         .map_err(|a| Error::BadAddress { addr: a })

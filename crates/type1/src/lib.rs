@@ -65,7 +65,8 @@ pub use engine::{DmaEngine, DmaError};
 pub use error::{Error, Result};
 pub use group::{GroupId, GroupKind, GroupSpec, IommuDesc};
 pub use ioctl::{
-    access_ok, build_caps, dirty_bitmap_bytes, BitmapArg, UserBuffer, UserMemory, TASK_SIZE_MAX,
+    access_ok, build_caps, dirty_bitmap_bytes, BitmapArg, ProcessUserMemory, UserBuffer,
+    UserMemory, TASK_SIZE_MAX,
 };
 pub use pin::PIN_PAGES_MAX;
 pub use type1::{

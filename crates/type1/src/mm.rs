@@ -352,14 +352,19 @@ impl AddressSpace for ProcessMemory {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub(crate) enum Direction {
     Read,
     Write,
 }
 
 /// Copies between `local` and this process's `remote` address with `process_vm_readv/writev`,
 /// which reports a bad remote address as an error instead of faulting.
-fn process_vm(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<(), u64> {
+pub(crate) fn process_vm(
+    remote: u64,
+    local: *mut u8,
+    len: usize,
+    dir: Direction,
+) -> Result<(), u64> {
     if len == 0 {
         return Ok(());
     }

@@ -1,0 +1,23 @@
+//! `LD_PRELOAD` drop-in: unmodified programs open and drive `/dev/vfio/vfio` and
+//! `/dev/vfio/<N>`, served by the type1 engine in their own process.
+//!
+//! Load it with `LD_PRELOAD=libtype1_preload.so` (or `type1 run -- PROGRAM`) and describe the
+//! groups in the environment (see [`config`]). Fake fds are real memfds mapped to container and
+//! group objects; the container fd takes every type1 ioctl through
+//! [`type1::Container::ioctl`], with the calling program's own memory behind `vaddr`.
+//! Group fds implement GET_STATUS, SET_CONTAINER and UNSET_CONTAINER with the kernel's
+//! semantics; GET_DEVICE_FD fails with `ENODEV` (no device model yet). PCI addresses given with
+//! `TYPE1_DEVICES` resolve through sysfs (`readlink`, `realpath`, `stat`) to their group.
+//!
+//! The interposers exist on x86-64 Linux only (see `exports` for why).
+
+#![warn(missing_docs)]
+
+pub mod config;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod exports;
+pub mod files;
+pub mod paths;
+mod real;
+mod state;
+mod trace;
