@@ -367,8 +367,8 @@ impl Container {
     /// physical addresses. All or nothing.
     ///
     /// # Errors
-    /// In order: `EINVAL` for `npage == 0`, an unknown device, or one without an unmap handler;
-    /// `E2BIG` over 512 pages; then type1's: `EACCES` on v1, `EOVERFLOW`, `EBUSY` while vaddrs
+    /// In order: `EINVAL` for `npage == 0`, an unknown device, one without an unmap handler, or
+    /// one whose group is not in this container; `E2BIG` over 512 pages; then type1's: `EACCES` on v1, `EOVERFLOW`, `EBUSY` while vaddrs
     /// are invalid, `EINVAL` for an unmapped page, `EPERM` for a forbidden access, `EFAULT`,
     /// `ENOMEM`, `EINVAL` for a reserved page.
     pub fn pin_pages(
@@ -385,6 +385,10 @@ impl Container {
         let dev = Self::device(&g, device)?;
         if dev.unmap.is_none() {
             return Err(Error::NoUnmapHandler { device: device.0 });
+        }
+        // `vfio_device_has_container`: the device's group must be in this container.
+        if !g.groups.iter().any(|s| s.id == dev.group) {
+            return Err(Error::GroupNotAttached { group: dev.group.0 });
         }
         if npage > PIN_PAGES_MAX {
             return Err(Error::TooManyPages { npage });
@@ -426,7 +430,10 @@ impl Container {
         if buf.is_empty() {
             return Err(Error::ZeroSize);
         }
-        Self::device(&g, device)?;
+        let dev = Self::device(&g, device)?;
+        if !g.groups.iter().any(|s| s.id == dev.group) {
+            return Err(Error::GroupNotAttached { group: dev.group.0 });
+        }
         let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
         t.dma_rw(iova, buf, dir)
     }

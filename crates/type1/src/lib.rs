@@ -44,6 +44,7 @@ pub mod group;
 mod ioctl;
 pub mod iova_list;
 pub mod mm;
+pub mod model;
 mod pin;
 mod tracking;
 mod type1;
