@@ -17,7 +17,8 @@ use crate::mm::Mm;
 use crate::pin::PIN_PAGES_MAX;
 use crate::tracking::BitmapDest;
 use crate::type1::{
-    ContainerConfig, Info, MapDma, Type1, UnmapDma, UnmapFlags, UnmapProgress, UnmapStep, Version,
+    ContainerConfig, FaultPlan, Info, MapDma, Type1, UnmapDma, UnmapFlags, UnmapProgress,
+    UnmapStep, Version,
 };
 use crate::uapi::raw;
 
@@ -575,6 +576,14 @@ impl Container {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Injects allocation failures (fault-injection tests; see [`FaultPlan`]).
+    pub fn set_fault_plan(&self, plan: FaultPlan) {
+        let mut g = self.lock();
+        if let Some(t) = g.iommu.as_mut() {
+            t.set_faults(plan);
+        }
     }
 
     /// Flushes every lazy domain now, releasing pins that wait for it.

@@ -71,6 +71,6 @@ pub use ioctl::{
 };
 pub use pin::PIN_PAGES_MAX;
 pub use type1::{
-    ContainerConfig, Info, Interrupts, MapDma, MapFlags, UnmapDma, UnmapFlags, Version,
+    ContainerConfig, FaultPlan, Info, Interrupts, MapDma, MapFlags, UnmapDma, UnmapFlags, Version,
     DEFAULT_DMA_ENTRY_LIMIT, DIRTY_BITMAP_SIZE_MAX, PAGE_MASK, PAGE_SIZE, UNMAP_RETRIES,
 };

@@ -95,8 +95,14 @@ impl Type1 {
             return Ok(());
         }
         let mut bitmaps = Vec::with_capacity(self.dmas.len());
-        for dma in self.dmas.iter() {
+        let keys = self.dmas.keys();
+        for key in keys {
+            let Some(dma) = self.dmas.get(key) else {
+                continue;
+            };
+            // On failure the bitmaps allocated so far are dropped: tracking stays off.
             bitmaps.push(self.bitmap_for(dma)?);
+            self.bitmap_allocated();
         }
         for (dma, bm) in self.dmas.iter_mut().zip(bitmaps) {
             dma.bitmap = Some(bm);

@@ -56,6 +56,16 @@ pub enum Interrupts {
     AllowUnsafe,
 }
 
+/// Allocation failures to inject, for fault-injection tests: after `n` more successful
+/// allocations of that kind, every further one fails (`ENOMEM`). `None`: no injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultPlan {
+    /// Page-table pages, per IOMMU domain (existing domains and every domain created later).
+    pub tables: Option<u64>,
+    /// Dirty bitmaps.
+    pub bitmaps: Option<u64>,
+}
+
 /// Container options (module parameters and our extensions).
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -260,6 +270,7 @@ pub(crate) struct Type1 {
     pub(crate) iova_list: IovaList,
     pub(crate) num_non_pinned_groups: u32,
     pub(crate) dirty_tracking: bool,
+    faults: FaultPlan,
 }
 
 fn dma_prot(p: DmaProt) -> Prot {
@@ -293,6 +304,15 @@ impl Type1 {
             iova_list: IovaList::default(),
             num_non_pinned_groups: 0,
             dirty_tracking: false,
+            faults: FaultPlan::default(),
+        }
+    }
+
+    /// Installs a fault plan (tests only; see [`FaultPlan`]).
+    pub(crate) fn set_faults(&mut self, plan: FaultPlan) {
+        self.faults = plan;
+        for d in &self.domains {
+            d.domain.table().set_table_alloc_budget(plan.tables);
         }
     }
 
@@ -432,10 +452,16 @@ impl Type1 {
             dma.iommu_mapped = true;
         }
         if self.dirty_tracking {
-            if let Err(e) = self.bitmap_for(&dma).map(|b| dma.bitmap = Some(b)) {
-                self.unmap_unpin(&mut dma);
-                self.dma_avail += 1;
-                return Err(e);
+            match self.bitmap_for(&dma) {
+                Ok(b) => {
+                    dma.bitmap = Some(b);
+                    self.bitmap_allocated();
+                }
+                Err(e) => {
+                    self.unmap_unpin(&mut dma);
+                    self.dma_avail += 1;
+                    return Err(e);
+                }
             }
         }
         self.dmas.insert(dma);
@@ -448,7 +474,20 @@ impl Type1 {
         if npages > DIRTY_BITMAP_PAGES_MAX {
             return Err(Error::TooLargeForBitmap { iova: dma.iova });
         }
-        dirty::alloc_bitmap(npages)
+        if let Some(n) = self.faults.bitmaps {
+            if n == 0 {
+                return Err(Error::NoMemory);
+            }
+        }
+        let b = dirty::alloc_bitmap(npages)?;
+        Ok(b)
+    }
+
+    /// Counts one successful bitmap allocation against the fault plan.
+    pub(crate) fn bitmap_allocated(&mut self) {
+        if let Some(n) = self.faults.bitmaps.as_mut() {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// The VADDR branch of MAP_DMA (§4.3 step 8).
@@ -852,6 +891,7 @@ impl Type1 {
                 source,
             }
         })?;
+        domain.table().set_table_alloc_budget(self.faults.tables);
         let ap = desc.aperture;
         if ap.end < ap.start || self.aper_conflict(ap.start, ap.end) {
             return Err(Error::ApertureConflict {

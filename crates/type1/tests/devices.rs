@@ -361,12 +361,17 @@ fn a_device_whose_group_left_the_container_cannot_pin_or_rw() {
     // Found by the differential test: the kernel refuses vfio_pin_pages (EINVAL) for a device
     // whose group has no container (`vfio_device_has_container`); the engine used to accept it.
     let (h, _, _) = setup(vec![GroupSpec::iommu(1)], V2, None, coop());
-    let dev = h.c.register_device(GroupId(1), Some(Arc::new(coop()))).unwrap();
+    let dev =
+        h.c.register_device(GroupId(1), Some(Arc::new(coop())))
+            .unwrap();
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
     assert_eq!(
         err(h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read))),
         Error::GroupNotAttached { group: 1 }
     );
-    assert_eq!(errno(h.step(|c| c.dma_rw(dev, 0, &mut [0u8; 4], RwDirection::Read))), EINVAL);
+    assert_eq!(
+        errno(h.step(|c| c.dma_rw(dev, 0, &mut [0u8; 4], RwDirection::Read))),
+        EINVAL
+    );
 }
