@@ -5,6 +5,11 @@
 // A binary crate: `pub` marks what modules share, nothing is exported.
 #![allow(unreachable_pub)]
 
+mod alloc_count;
+mod bench;
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
 mod migrate;
 mod run;
 mod size;
@@ -38,6 +43,18 @@ enum Command {
     /// Run an unmodified program whose /dev/vfio/* calls type1 serves (LD_PRELOAD); its exit
     /// status passes through.
     Run(run::RunArgs),
+    /// Run the performance suite: every figure beside its baseline, measured in this run.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct BenchArgs {
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Time budget per measured loop, in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    budget_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -91,6 +108,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Migrate(a)) => run_migrate(&a),
         Some(Command::Run(a)) => run::run(&a),
+        Some(Command::Bench(a)) => run_bench(&a),
         None => run_migrate(&cli.migrate),
     };
     match result {
@@ -100,6 +118,31 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn run_bench(a: &BenchArgs) -> Result<()> {
+    let json = a.json;
+    let t = std::time::Instant::now();
+    let figures = bench::run(std::time::Duration::from_millis(a.budget_ms), &mut |f| {
+        if !json {
+            println!("{}", bench::line(f));
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        let met = figures
+            .iter()
+            .filter_map(|f| f.target.as_ref())
+            .filter(|t| t.1)
+            .count();
+        let all = figures.iter().filter(|f| f.target.is_some()).count();
+        println!(
+            "\n{met} of {all} targets met; {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 fn run_migrate(a: &MigrateArgs) -> Result<()> {

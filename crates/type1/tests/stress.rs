@@ -25,7 +25,8 @@ const SLOT: u64 = 16 * SZ_4K;
 /// Slots 0..STABLE stay mapped; the rest churn.
 const STABLE: u64 = 8;
 const SLOTS: u64 = 16;
-const PAGES: usize = (SLOTS * 16) as usize;
+/// Pages in all slots (SLOTS * 16).
+const PAGES: usize = 256;
 
 #[derive(Debug, Default)]
 struct Mdev {
@@ -112,15 +113,16 @@ fn run(mode: DirtyMode, duration: Duration) {
         threads.push(std::thread::spawn(move || {
             let mut x = 0x1234_5678u64;
             while !sh.stop.load(SeqCst) {
-                let page = rng(&mut x) % PAGES as u64;
+                let page = rng(&mut x) % (SLOTS * 16);
                 let slot = page / 16;
-                let g1 = (slot >= STABLE).then(|| sh.gen[slot as usize].load(SeqCst));
+                let g1 =
+                    (slot >= STABLE).then(|| sh.gen[usize::try_from(slot).unwrap()].load(SeqCst));
                 let ok = eng.write(page * SZ_4K + 8, b"dma").is_ok();
                 if ok {
                     sh.wrote(page);
                 }
                 if let Some(g1) = g1 {
-                    let g2 = sh.gen[slot as usize].load(SeqCst);
+                    let g2 = sh.gen[usize::try_from(slot).unwrap()].load(SeqCst);
                     if ok && g1 % 2 == 0 && g1 == g2 {
                         sh.violations.fetch_add(1, SeqCst);
                     }
@@ -135,7 +137,7 @@ fn run(mode: DirtyMode, duration: Duration) {
         threads.push(std::thread::spawn(move || {
             let mut x = 0x9abc_def0u64;
             while !sh.stop.load(SeqCst) {
-                let page = rng(&mut x) % PAGES as u64;
+                let page = rng(&mut x) % (SLOTS * 16);
                 if rng(&mut x) % 2 == 0 {
                     if let Ok(pa) = c.pin_pages(dev, page * SZ_4K, 1, PinProt::ReadWrite) {
                         mem.write_phys(pa[0] + 16, b"pin").unwrap();
@@ -159,7 +161,7 @@ fn run(mode: DirtyMode, duration: Duration) {
             let mut x = 0x0f0f_0f0fu64;
             while !sh.stop.load(SeqCst) {
                 let slot = STABLE + rng(&mut x) % (SLOTS - STABLE);
-                let g = &sh.gen[slot as usize];
+                let g = &sh.gen[usize::try_from(slot).unwrap()];
                 if g.load(SeqCst) % 2 == 0 {
                     g.fetch_add(1, SeqCst);
                     if c.map_dma(&type1::MapDma {
@@ -220,7 +222,7 @@ fn run(mode: DirtyMode, duration: Duration) {
     }
     read(&sh, &h.c);
     let mut lost = Vec::new();
-    for p in 0..(STABLE * 16) as usize {
+    for p in 0..usize::try_from(STABLE * 16).unwrap() {
         let w = sh.written[p].load(SeqCst);
         if w != 0 && sh.reported[p].load(SeqCst) < w {
             lost.push(p);
