@@ -133,11 +133,22 @@ impl DmaTree {
         self.map.get_mut(&iova)
     }
 
-    /// `vfio_find_dma`: a mapping overlapping `[start, last]` (the one containing `start`, or
-    /// else the first that starts inside the range).
+    /// `vfio_find_dma`: some mapping overlapping `[start, last]` (the highest one).
     #[must_use]
     pub fn find(&self, start: u64, last: u64) -> Option<&Dma> {
-        self.first_overlapping(start, last)
+        // Mappings do not overlap: the one starting last at or below `last` is the only
+        // candidate that can still reach `start`. One tree query.
+        self.map
+            .range(..=last)
+            .next_back()
+            .map(|(_, d)| d)
+            .filter(|d| d.last() >= start)
+    }
+
+    /// The first mapping starting in `[start, last]`.
+    #[must_use]
+    pub fn first_starting_in(&self, start: u64, last: u64) -> Option<&Dma> {
+        self.map.range(start..=last).next().map(|(_, d)| d)
     }
 
     /// `vfio_find_dma_first_node`: the lowest mapping whose end is ≥ `start` and whose start is

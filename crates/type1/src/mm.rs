@@ -126,7 +126,7 @@ pub struct Mm {
     space: Box<dyn AddressSpace>,
     limit_pages: Option<u64>,
     capability: LockCapability,
-    locked: Mutex<u64>,
+    locked: AtomicU64,
     pending: AtomicU64,
 }
 
@@ -159,7 +159,7 @@ impl Mm {
             space,
             limit_pages: limit_bytes.map(|b| b / page),
             capability,
-            locked: Mutex::new(0),
+            locked: AtomicU64::new(0),
             pending: AtomicU64::new(0),
         }
     }
@@ -176,16 +176,10 @@ impl Mm {
         self.capability
     }
 
-    fn locked_guard(&self) -> MutexGuard<'_, u64> {
-        self.locked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Pages currently charged (`locked_vm`).
     #[must_use]
     pub fn locked_pages(&self) -> u64 {
-        *self.locked_guard()
+        self.locked.load(Ordering::SeqCst)
     }
 
     /// Pages whose release waits for an IOTLB flush (lazy invalidation).
@@ -199,27 +193,36 @@ impl Mm {
     /// # Errors
     /// [`Error::LockedMemoryLimit`] if the charge would exceed the limit without the capability.
     pub fn charge(&self, pages: u64, capability: LockCapability) -> Result<()> {
-        let mut locked = self.locked_guard();
-        if capability == LockCapability::Limited {
-            if let Some(limit) = self.limit_pages {
-                if locked.saturating_add(pages) > limit {
-                    return Err(Error::LockedMemoryLimit {
-                        locked: *locked,
-                        more: pages,
-                        limit,
-                    });
-                }
-            }
+        if pages == 0 {
+            return Ok(());
         }
-        *locked += pages;
-        Ok(())
+        let limit = match (capability, self.limit_pages) {
+            (LockCapability::Limited, Some(limit)) => limit,
+            _ => u64::MAX,
+        };
+        self.locked
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |locked| {
+                locked.checked_add(pages).filter(|&n| n <= limit)
+            })
+            .map(|_| ())
+            .map_err(|locked| Error::LockedMemoryLimit {
+                locked,
+                more: pages,
+                limit,
+            })
     }
 
     /// `__account_locked_vm(mm, n, inc=false, ...)`; never fails.
     pub fn uncharge(&self, pages: u64) {
-        let mut locked = self.locked_guard();
-        debug_assert!(*locked >= pages, "locked_vm underflow");
-        *locked = locked.saturating_sub(pages);
+        if pages == 0 {
+            return;
+        }
+        let r = self
+            .locked
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                Some(l.saturating_sub(pages))
+            });
+        debug_assert!(r.is_ok_and(|l| l >= pages), "locked_vm underflow");
     }
 
     pub(crate) fn add_pending(&self, pages: u64) {
@@ -446,7 +449,7 @@ pub struct FakeRegion {
 struct FakeState {
     regions: BTreeMap<u64, FakeRegion>,
     /// (pa, npages) → outstanding pins.
-    ledger: HashMap<(u64, u64), u64>,
+    ledger: BTreeMap<(u64, u64), u64>,
     pinned_pages: u64,
     pinned_ever: u64,
     fail_after: Option<u64>,

@@ -271,6 +271,8 @@ pub(crate) struct Type1 {
     pub(crate) num_non_pinned_groups: u32,
     pub(crate) dirty_tracking: bool,
     faults: FaultPlan,
+    /// A token owning nothing, shared so strict unmaps allocate no token.
+    none_token: Token,
 }
 
 fn dma_prot(p: DmaProt) -> Prot {
@@ -305,6 +307,7 @@ impl Type1 {
             num_non_pinned_groups: 0,
             dirty_tracking: false,
             faults: FaultPlan::default(),
+            none_token: PinRelease::none(),
         }
     }
 
@@ -577,7 +580,15 @@ impl Type1 {
         };
         let pages = run_pages(&runs) - still_charged;
         dma.locked_vm -= pages;
-        let token = PinRelease::new(dma.pinned_by.clone(), dma.mm.clone(), runs, pages);
+        // Strict invalidation: every domain's unmap has synced its IOTLB when it returns, so the
+        // pins can go right after, with no token to allocate. Lazy: a token per unmap, released
+        // by the last domain's flush.
+        let strict = self.cfg.invalidation == InvalidationPolicy::Strict;
+        let token = if strict {
+            self.none_token.clone()
+        } else {
+            PinRelease::new(dma.pinned_by.clone(), dma.mm.clone(), runs.clone(), pages)
+        };
         if dma.size > 0 {
             let shift = self.min_pgsize().trailing_zeros();
             let precise = self.dirty_tracking && self.cfg.dirty_mode == DirtyMode::Precise;
@@ -596,6 +607,12 @@ impl Type1 {
                 debug_assert_eq!(u.bytes, size, "domain held a partial mapping");
                 drop(u.released);
             }
+        }
+        if strict {
+            for r in &runs {
+                dma.pinned_by.space().unpin_run(r);
+            }
+            dma.mm.uncharge(pages);
         }
         dma.iommu_mapped = false;
     }
@@ -674,8 +691,10 @@ impl Type1 {
             iova + (size - 1)
         };
         progress.passes += 1;
+        // The mapping containing `iova`: the v2 check's first half, and the walk's start.
+        let at_start = self.dmas.containing(iova).map(|d| (d.iova, d.last()));
         if self.version == Version::V2 && !all {
-            if let Err(e) = self.check_bisection(iova, last) {
+            if let Err(e) = self.check_bisection_from(iova, last, at_start) {
                 // The kernel's `ret` is already 0 on a retry pass: success with what was done.
                 return if progress.passes > 1 {
                     Ok(UnmapStep::Done(progress.unmapped))
@@ -684,17 +703,24 @@ impl Type1 {
                 };
             }
         }
-        let keys = self.dmas.overlapping_keys(iova, last);
         if vaddr {
+            let keys = self.dmas.overlapping_keys(iova, last);
             return self.invalidate_vaddrs(iova, &keys).map(UnmapStep::Done);
         }
-        for key in keys {
+        // Walk upwards from the first overlapping mapping, one query per step (the tree
+        // changes as mappings go).
+        let mut next = match at_start {
+            Some((k, _)) => Some(k),
+            None => self.dmas.first_starting_in(iova, last).map(|d| d.iova),
+        };
+        while let Some(key) = next {
             if self.version == Version::V1 && iova > key {
                 break;
             }
             let Some(dma) = self.dmas.get(key) else {
-                continue;
+                break;
             };
+            let dma_last = dma.last();
             if !dma.pfn_list.is_empty() {
                 if progress.dma_last == Some(key) {
                     progress.retries += 1;
@@ -718,6 +744,13 @@ impl Type1 {
                     self.report_and_remove(key, d)?
                 }
                 _ => self.remove_dma(key).unwrap_or(0),
+            };
+            next = if dma_last >= last {
+                None
+            } else {
+                self.dmas
+                    .first_starting_in(dma_last + 1, last)
+                    .map(|d| d.iova)
             };
         }
         Ok(UnmapStep::Done(progress.unmapped))
@@ -774,9 +807,28 @@ impl Type1 {
 
     /// The v2 bisection check (§4.4 step 6), shared with GET_BITMAP (§4.5).
     pub(crate) fn check_bisection(&self, iova: u64, last: u64) -> Result<()> {
-        if let Some(d) = self.dmas.containing(iova) {
-            if d.iova < iova {
+        let at_start = self.dmas.containing(iova).map(|d| (d.iova, d.last()));
+        self.check_bisection_from(iova, last, at_start)
+    }
+
+    /// The bisection check given the mapping containing `iova` (start, last), if any.
+    fn check_bisection_from(
+        &self,
+        iova: u64,
+        last: u64,
+        at_start: Option<(u64, u64)>,
+    ) -> Result<()> {
+        if let Some((start, end)) = at_start {
+            if start < iova {
                 return Err(Error::Bisects { iova });
+            }
+            // The same mapping also holds `last`: decided without a second query.
+            if end >= last {
+                return if end > last {
+                    Err(Error::Bisects { iova: last + 1 })
+                } else {
+                    Ok(())
+                };
             }
         }
         if let Some(d) = self.dmas.containing(last) {

@@ -2,8 +2,10 @@
 //! dma_rw) race a mapper (map/unmap) and a dirty reader (GET_BITMAP).
 //!
 //! - No deadlock: every thread must finish within a timeout.
-//! - No lost dirty page: for every page, some GET that started after the page's last completed
-//!   write reported it (the final GET runs after the devices stopped).
+//! - No lost dirty page: for every page, some GET that *returned* after the page's last store
+//!   reported it (a migration copies reported pages after the GET returns, so that copy sees
+//!   the store; the final GET runs after the devices stopped). The DMA write is done step by
+//!   step (translate, store, re-translate) so the store itself can be timestamped.
 //! - Strict invalidation: a DMA that starts after its range's unmap returned (and before any
 //!   remap) faults.
 
@@ -51,7 +53,7 @@ struct Shared {
     stop: AtomicBool,
     /// Per page: clock value after its last completed write (0: never).
     written: Vec<AtomicU64>,
-    /// Per page: the latest GET start that reported it.
+    /// Per page: the latest end of a GET that reported it.
     reported: Vec<AtomicU64>,
     /// Per churn slot: even = unmapped and its unmap returned; odd = mapped or in transition.
     gen: Vec<AtomicU64>,
@@ -110,6 +112,7 @@ fn run(mode: DirtyMode, duration: Duration) {
     {
         let (sh, tx) = (sh.clone(), done_tx.clone());
         let eng = h.c.dma_engine(GroupId(1)).unwrap();
+        let mem = h.mem.clone();
         threads.push(std::thread::spawn(move || {
             let mut x = 0x1234_5678u64;
             while !sh.stop.load(SeqCst) {
@@ -117,10 +120,16 @@ fn run(mode: DirtyMode, duration: Duration) {
                 let slot = page / 16;
                 let g1 =
                     (slot >= STABLE).then(|| sh.gen[usize::try_from(slot).unwrap()].load(SeqCst));
-                let ok = eng.write(page * SZ_4K + 8, b"dma").is_ok();
-                if ok {
-                    sh.wrote(page);
-                }
+                // DmaEngine::write, step by step: translate (marks dirty), store, re-translate.
+                let iova = page * SZ_4K + 8;
+                let ok = match eng.translate(iova, io_pgtable::Access::Write) {
+                    Ok(pa) => {
+                        mem.write_phys(pa, b"dma").unwrap();
+                        sh.wrote(page);
+                        eng.translate(iova, io_pgtable::Access::Write).is_ok()
+                    }
+                    Err(_) => false,
+                };
                 if let Some(g1) = g1 {
                     let g2 = sh.gen[usize::try_from(slot).unwrap()].load(SeqCst);
                     if ok && g1 % 2 == 0 && g1 == g2 {
@@ -195,11 +204,11 @@ fn run(mode: DirtyMode, duration: Duration) {
     }
     // Dirty reader over the stable slots.
     let read = |sh: &Shared, c: &Container| {
-        let start = sh.tick();
         let bm = c.dirty_bitmap(0, STABLE * SLOT, SZ_4K).unwrap();
+        let end = sh.tick();
         for p in 0..STABLE * 16 {
             if test_bit(&bm, p) {
-                sh.reported[usize::try_from(p).unwrap()].fetch_max(start, SeqCst);
+                sh.reported[usize::try_from(p).unwrap()].fetch_max(end, SeqCst);
             }
         }
     };
@@ -230,7 +239,7 @@ fn run(mode: DirtyMode, duration: Duration) {
     }
     assert!(
         lost.is_empty(),
-        "{mode:?}: pages written but never reported after: {lost:?}"
+        "{mode:?}: pages stored to but never reported by a GET that returned later: {lost:?}"
     );
     assert_eq!(
         sh.violations.load(SeqCst),
