@@ -16,7 +16,9 @@ use io_pgtable::{
     IoPageTable, IotlbConfig, Iova, PhysAddr, Prot,
 };
 use serde::Serialize;
-use type1::mm::{FakeMemory, LockCapability, MlockPolicy, Mm, ProcessMemory};
+use type1::mm::{
+    AddressSpace, FakeMemory, LockCapability, MlockPolicy, Mm, PinAccess, ProcessMemory,
+};
 use type1::uapi::raw;
 use type1::{
     Container, ContainerConfig, GroupId, GroupSpec, MapDma, MapFlags, UnmapDma, UnmapFlags,
@@ -475,14 +477,32 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     for b in 0..pages / 512 {
         c.pin_pages(dev, b * 512 * SZ_4K, 512, type1::PinProt::ReadWrite)?;
     }
-    let per_pin = (heap_bytes().saturating_sub(r0)) as f64 / pages as f64;
+    let all = (heap_bytes().saturating_sub(r0)) as f64 / pages as f64;
+    drop(c);
+    // The fake address space keeps its own ledger of pins (the stand-in for the kernel's page
+    // refcounts, not type1's tracking): measured alone on the same pages, then subtracted.
+    let mem = FakeMemory::new();
+    mem.add_ram(RAM, 1 << 30, 1 << 32);
+    let mut runs = Vec::with_capacity(usize::try_from(pages)?);
+    let r1 = heap_bytes();
+    for p in 0..pages {
+        let run = mem
+            .pin_run(RAM + p * SZ_4K, 1, PinAccess::Write)
+            .map_err(|a| anyhow::anyhow!("fake pin at {a:#x}"))?;
+        runs.push(run);
+    }
+    let ledger = (heap_bytes().saturating_sub(r1)) as f64 / pages as f64;
+    for run in &runs {
+        mem.unpin_run(run);
+    }
+    let per_pin = all - ledger;
     push(
         Figure {
-            name: "heap per externally pinned page".into(),
+            name: "heap per externally pinned page (type1 tracking)".into(),
             value: per_pin,
             unit: "bytes",
-            baseline: None,
-            target: Some((format!("<= 16 bytes: {per_pin:.0}"), per_pin <= 16.0)),
+            baseline: Some(("incl. the fake address space's pin ledger".into(), all)),
+            target: Some((format!("<= 16 bytes: {per_pin:.1}"), per_pin <= 16.0)),
         },
         &mut out,
     );

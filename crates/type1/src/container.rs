@@ -571,7 +571,7 @@ impl Container {
                         vaddr_invalid: d.vaddr_invalid,
                         locked_pages: d.locked_vm,
                         iommu_pinned_pages: d.runs.iter().map(|r| r.npages).sum(),
-                        device_pinned_pages: d.pfn_list.len() as u64,
+                        device_pinned_pages: d.pfn_list.len(),
                     })
                     .collect()
             })

@@ -7,30 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::device::DeviceId;
 use crate::mm::{LockCapability, Mm, PinnedRun};
-
-/// A page pinned by devices (`struct vfio_pfn`), keyed by its IOVA in the mapping's
-/// `pfn_list`. Beyond the kernel, each pin is attributed to the device that made it.
-#[derive(Debug, Clone)]
-pub struct Vpfn {
-    /// The physical page.
-    pub pa: u64,
-    /// Reserved (never accounted).
-    pub reserved: bool,
-    /// Pins held, per device (the kernel's `ref_count` is their sum).
-    pub owners: Vec<(DeviceId, u32)>,
-    /// The address space the page was pinned in.
-    pub pinned_by: Arc<Mm>,
-}
-
-impl Vpfn {
-    /// Total pins (`ref_count`).
-    #[must_use]
-    pub fn refs(&self) -> u64 {
-        self.owners.iter().map(|&(_, n)| u64::from(n)).sum()
-    }
-}
+use crate::pinset::PinSet;
 
 /// Device access of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,23 +45,17 @@ pub struct Dma {
     pub runs: Vec<PinnedRun>,
     /// Pages charged to `mm` on behalf of this mapping (`dma->locked_vm`).
     pub locked_vm: u64,
-    /// Pages pinned by devices (`dma->pfn_list`), by IOVA.
-    pub pfn_list: BTreeMap<u64, Vpfn>,
+    /// Pages pinned by devices (`dma->pfn_list`), stored densely ([`PinSet`]).
+    pub pfn_list: PinSet,
     /// Dirty bitmap (one bit per minimum IOMMU page) while tracking is on.
     pub bitmap: Option<Vec<u64>>,
 }
 
 impl Dma {
-    /// Non-reserved pages pinned by devices in `[iova, iova + len)`.
+    /// Pages pinned by devices in (device pins of reserved pages are refused, §5.1) `[iova, iova + len)`.
     #[must_use]
     pub fn device_pinned_in(&self, iova: u64, len: u64) -> u64 {
-        if len == 0 {
-            return 0;
-        }
-        self.pfn_list
-            .range(iova..=iova + (len - 1))
-            .filter(|(_, v)| !v.reserved)
-            .count() as u64
+        self.pfn_list.count_in(iova, len)
     }
 
     /// Inclusive last IOVA (`size > 0` for every linked mapping).

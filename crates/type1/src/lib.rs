@@ -46,6 +46,7 @@ pub mod iova_list;
 pub mod mm;
 pub mod model;
 mod pin;
+pub mod pinset;
 mod tracking;
 mod type1;
 pub mod uapi;

@@ -8,11 +8,8 @@
 //! - an `iova` not aligned to `PAGE_SIZE` is refused (the kernel keys pins by the raw address);
 //! - dirty bits of a pin are set only once the whole call succeeds.
 
-use std::sync::Arc;
-
 use crate::device::{DeviceEntry, DeviceId, PinProt, RwDirection};
 use crate::dirty;
-use crate::dma::Vpfn;
 use crate::error::{Error, Result};
 use crate::mm::{PinAccess, PinnedRun};
 use crate::type1::{Type1, Version, PAGE_SIZE};
@@ -112,12 +109,8 @@ impl Type1 {
         if (prot.read() && !dma.prot.read) || (prot.write() && !dma.prot.write) {
             return Err(Error::Permission { iova: at });
         }
-        if let Some(v) = dma.pfn_list.get_mut(&at) {
-            match v.owners.iter_mut().find(|(d, _)| *d == dev) {
-                Some((_, n)) => *n += 1,
-                None => v.owners.push((dev, 1)),
-            }
-            return Ok((v.pa, false));
+        if let Some(pa) = dma.pfn_list.add_ref(at, dev) {
+            return Ok((pa, false));
         }
         let vaddr = dma.vaddr + (at - dma.iova);
         let access = if prot.write() {
@@ -141,15 +134,7 @@ impl Type1 {
             }
             dma.locked_vm += 1;
         }
-        dma.pfn_list.insert(
-            at,
-            Vpfn {
-                pa: run.pa.raw(),
-                reserved: false,
-                owners: vec![(dev, 1)],
-                pinned_by: Arc::clone(&dma.mm),
-            },
-        );
+        dma.pfn_list.insert(at, run.pa.raw(), dev, &dma.mm);
         Ok((run.pa.raw(), true))
     }
 
@@ -158,25 +143,13 @@ impl Type1 {
         let Some(dma) = self.dmas.containing_mut(at) else {
             return;
         };
-        let Some(v) = dma.pfn_list.get_mut(&at) else {
-            return;
-        };
-        if let Some(pos) = v.owners.iter().position(|(d, _)| *d == dev) {
-            v.owners[pos].1 -= 1;
-            if v.owners[pos].1 == 0 {
-                v.owners.swap_remove(pos);
-            }
-        }
-        if !v.owners.is_empty() {
-            return;
-        }
-        if let Some(v) = dma.pfn_list.remove(&at) {
-            v.pinned_by.space().unpin_run(&PinnedRun {
-                pa: io_pgtable::PhysAddr(v.pa),
+        if let Some(r) = dma.pfn_list.drop_ref(at, dev) {
+            r.space.space().unpin_run(&PinnedRun {
+                pa: io_pgtable::PhysAddr(r.pa),
                 npages: 1,
-                reserved: v.reserved,
+                reserved: false,
             });
-            if accounting && !v.reserved {
+            if accounting {
                 dma.mm.uncharge(1);
                 dma.locked_vm -= 1;
             }
@@ -196,8 +169,7 @@ impl Type1 {
             let held = self
                 .dmas
                 .containing(at)
-                .and_then(|d| d.pfn_list.get(&at))
-                .is_some_and(|v| v.owners.iter().any(|&(d, n)| d == dev && n > 0));
+                .is_some_and(|d| d.pfn_list.holds(at, dev));
             if !held {
                 return Err(Error::NotPinnedByDevice {
                     device: dev.0,
@@ -218,13 +190,7 @@ impl Type1 {
         let held: Vec<(u64, u32)> = self
             .dmas
             .iter()
-            .flat_map(|d| d.pfn_list.iter())
-            .filter_map(|(&at, v)| {
-                v.owners
-                    .iter()
-                    .find(|(d, _)| *d == dev)
-                    .map(|&(_, n)| (at, n))
-            })
+            .flat_map(|d| d.pfn_list.held_by(dev))
             .collect();
         for (at, n) in held {
             for _ in 0..n {

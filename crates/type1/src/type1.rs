@@ -441,7 +441,7 @@ impl Type1 {
             pinned_by: mm.clone(),
             runs: Vec::new(),
             locked_vm: 0,
-            pfn_list: std::collections::BTreeMap::new(),
+            pfn_list: crate::pinset::PinSet::new(),
             bitmap: None,
         };
         self.dma_avail -= 1;
@@ -634,13 +634,13 @@ impl Type1 {
     /// having unpinned: release and last-group detach).
     fn release_device_pins(&self, dma: &mut Dma) {
         let accounted = !dma.iommu_mapped;
-        for (_, v) in std::mem::take(&mut dma.pfn_list) {
-            v.pinned_by.space().unpin_run(&PinnedRun {
-                pa: io_pgtable::PhysAddr(v.pa),
+        for r in dma.pfn_list.drain() {
+            r.space.space().unpin_run(&PinnedRun {
+                pa: io_pgtable::PhysAddr(r.pa),
                 npages: 1,
-                reserved: v.reserved,
+                reserved: false,
             });
-            if accounted && !v.reserved {
+            if accounted {
                 dma.mm.uncharge(1);
                 dma.locked_vm -= 1;
             }
@@ -1298,9 +1298,15 @@ impl Type1 {
             if self.dirty_tracking != d.bitmap.is_some() {
                 return Err(format!("mapping {:#x}: bitmap vs tracking", d.iova));
             }
-            for (&k, v) in &d.pfn_list {
-                if k < d.iova || k > d.last() || v.refs() == 0 {
-                    return Err(format!("mapping {:#x}: bad pinned page {k:#x}", d.iova));
+            if d.pfn_list.iter().count() as u64 != d.pfn_list.len() {
+                return Err(format!("mapping {:#x}: pinned-page count", d.iova));
+            }
+            for p in d.pfn_list.iter() {
+                if p.iova < d.iova || p.iova > d.last() || p.refs == 0 {
+                    return Err(format!(
+                        "mapping {:#x}: bad pinned page {:#x}",
+                        d.iova, p.iova
+                    ));
                 }
             }
         }
