@@ -148,7 +148,7 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     // The floor: io-pgtable map+unmap of a 4K page alone (tables present, strict gather).
     let pt = IoPageTable::new(&pgtable_cfg(), Arc::new(NoFlush))?;
     pt.map_pages(Iova(0), PhysAddr(0), SZ_4K, 1, Prot::READ | Prot::WRITE)?;
-    let floor_iters = iters_for(budget, || {
+    let pair = || {
         let _ = pt.map_pages(
             Iova(SZ_4K),
             PhysAddr(SZ_4K),
@@ -158,18 +158,11 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         );
         let mut g = Gather::new();
         black_box(pt.unmap_pages(Iova(SZ_4K), SZ_4K, 1, Some(&mut g)));
-    });
+    };
+    let floor_iters = iters_for(budget, pair);
     let floor = ns_per(floor_iters, 5, |n| {
         for _ in 0..n {
-            let _ = pt.map_pages(
-                Iova(SZ_4K),
-                PhysAddr(SZ_4K),
-                SZ_4K,
-                1,
-                Prot::READ | Prot::WRITE,
-            );
-            let mut g = Gather::new();
-            black_box(pt.unmap_pages(Iova(SZ_4K), SZ_4K, 1, Some(&mut g)));
+            pair();
         }
     });
     push(

@@ -10,9 +10,25 @@
 
 use crate::device::{DeviceEntry, DeviceId, PinProt, RwDirection};
 use crate::dirty;
+use crate::dma::Dma;
 use crate::error::{Error, Result};
 use crate::mm::{PinAccess, PinnedRun};
+use crate::pinset::Released;
 use crate::type1::{Type1, Version, PAGE_SIZE};
+
+/// Returns a page whose last device pin went to the address space that pinned it, and uncharges
+/// it if device pins of `dma` are accounted (no IOMMU domain, §8).
+pub(crate) fn return_pin(dma: &mut Dma, r: &Released, accounting: bool) {
+    r.space.space().unpin_run(&PinnedRun {
+        pa: io_pgtable::PhysAddr(r.pa),
+        npages: 1,
+        reserved: false,
+    });
+    if accounting {
+        dma.mm.uncharge(1);
+        dma.locked_vm -= 1;
+    }
+}
 
 /// `VFIO_PIN_PAGES_MAX_ENTRIES`.
 pub const PIN_PAGES_MAX: u64 = PAGE_SIZE / 8;
@@ -144,15 +160,7 @@ impl Type1 {
             return;
         };
         if let Some(r) = dma.pfn_list.drop_ref(at, dev) {
-            r.space.space().unpin_run(&PinnedRun {
-                pa: io_pgtable::PhysAddr(r.pa),
-                npages: 1,
-                reserved: false,
-            });
-            if accounting {
-                dma.mm.uncharge(1);
-                dma.locked_vm -= 1;
-            }
+            return_pin(dma, &r, accounting);
         }
     }
 

@@ -635,15 +635,7 @@ impl Type1 {
     fn release_device_pins(&self, dma: &mut Dma) {
         let accounted = !dma.iommu_mapped;
         for r in dma.pfn_list.drain() {
-            r.space.space().unpin_run(&PinnedRun {
-                pa: io_pgtable::PhysAddr(r.pa),
-                npages: 1,
-                reserved: false,
-            });
-            if accounted {
-                dma.mm.uncharge(1);
-                dma.locked_vm -= 1;
-            }
+            crate::pin::return_pin(dma, &r, accounted);
         }
     }
 
