@@ -375,3 +375,71 @@ fn a_device_whose_group_left_the_container_cannot_pin_or_rw() {
         EINVAL
     );
 }
+
+/// §8 and §5.1: after a VADDR update from another owner (only possible without emulated
+/// groups, so the pinning device sits in the IOMMU group), new device pins come from the new
+/// owner while the pins taken before go back to the address space that pinned them. Both kinds
+/// live side by side in one mapping's pin store.
+#[test]
+fn pins_taken_before_and_after_an_owner_change_return_to_their_own_address_spaces() {
+    let h = H::iommu(V2);
+    let dev =
+        h.c.register_device(GroupId(1), Some(Arc::new(coop())))
+            .unwrap();
+    h.map(0, RAM, 128 * SZ_4K, RW).unwrap();
+    let mapped = h.mem.pinned_pages();
+    // Pages 60..68 straddle a 64-page chunk boundary of the pin store.
+    h.step(|c| c.pin_pages(dev, 60 * SZ_4K, 8, PinProt::ReadWrite))
+        .unwrap();
+    assert_eq!(h.mem.pinned_pages(), mapped + 8);
+    h.unmap(0, 128 * SZ_4K, UnmapFlags::VADDR).unwrap();
+    let other_mem = fake_memory();
+    let other = Arc::new(type1::mm::Mm::new(
+        Box::new(other_mem.clone()),
+        None,
+        type1::mm::LockCapability::Limited,
+    ));
+    h.c.set_current_mm(other.clone());
+    // Two owners from here on: the harness's one-owner charge check no longer applies, the
+    // container's own invariants (charges per owner) do.
+    let ok = |r: type1::Result<()>| {
+        r.unwrap();
+        h.c.check_invariants().unwrap();
+    };
+    ok(h.c.map_dma(&type1::MapDma {
+        vaddr: RAM,
+        iova: 0,
+        size: 128 * SZ_4K,
+        flags: MapFlags::VADDR,
+    }));
+    assert_eq!((h.mm.locked_pages(), other.locked_pages()), (0, 128));
+    // New pins: pages 64..68 take another reference, 68..72 are pinned in the new owner.
+    ok(h.c.pin_pages(dev, 64 * SZ_4K, 8, PinProt::Read).map(drop));
+    assert_eq!(h.c.mappings()[0].device_pinned_pages, 12);
+    assert_eq!(
+        (h.mem.pinned_pages(), other_mem.pinned_pages()),
+        (mapped + 8, 4)
+    );
+    ok(h.c.unpin_pages(dev, 60 * SZ_4K, 8));
+    assert_eq!(
+        (h.mem.pinned_pages(), other_mem.pinned_pages()),
+        (mapped + 4, 4),
+        "pages 64..68 still hold their second reference"
+    );
+    ok(h.c.unpin_pages(dev, 64 * SZ_4K, 8));
+    assert_eq!(
+        (h.mem.pinned_pages(), other_mem.pinned_pages()),
+        (mapped, 0)
+    );
+    assert_eq!((h.mem.bad_unpins(), other_mem.bad_unpins()), (0, 0));
+    assert_eq!(h.c.mappings()[0].device_pinned_pages, 0);
+    ok(h.c
+        .unmap_dma(&type1::UnmapDma {
+            iova: 0,
+            size: 128 * SZ_4K,
+            flags: UnmapFlags::empty(),
+            bitmap_pgsize: 0,
+        })
+        .map(drop));
+    assert_eq!((h.mem.pinned_pages(), other.locked_pages()), (0, 0));
+}
