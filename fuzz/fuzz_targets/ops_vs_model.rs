@@ -36,6 +36,13 @@ fn decode(data: &[u8]) -> (Version, bool, Vec<Op>) {
 
 fn run(data: &[u8]) {
     let (version, emulated, ops) = decode(data);
+    #[cfg(not(fuzzing))]
+    if std::env::var_os("TYPE1_FUZZ_PRINT").is_some() {
+        eprintln!("{version:?}, emulated group: {emulated}");
+        for op in &ops {
+            eprintln!("  {op:?}");
+        }
+    }
     let mut r = rig(version, emulated);
     for op in &ops {
         step(&mut r, op);

@@ -206,13 +206,12 @@ impl Type1 {
             .dmas
             .remove(key)
             .ok_or(Error::NotMapped { iova: key })?;
-        // Unmap (recording what the leaves say), then put the mapping back for remove_dma.
+        // Unmap (recording what the leaves say), then finish the removal; unmapping once only.
         self.unmap_unpin(&mut dma);
         let late = dma.bitmap.as_deref().unwrap_or(&[]).iter().any(|&w| w != 0);
         let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
-        let late_bits = if late { dma.bitmap.clone() } else { None };
-        self.dmas.insert(dma);
-        let size = self.remove_dma(key).unwrap_or(0);
+        let late_bits = if late { dma.bitmap.take() } else { None };
+        let size = self.retire_dma(dma);
         if let Some(bits) = late_bits {
             dirty::report_or(dest.user, dest.data, &bits, nbits, bit_offset)?;
         }

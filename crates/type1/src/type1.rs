@@ -622,12 +622,18 @@ impl Type1 {
     pub(crate) fn remove_dma(&mut self, key: u64) -> Option<u64> {
         let mut dma = self.dmas.remove(key)?;
         self.unmap_unpin(&mut dma);
+        Some(self.retire_dma(dma))
+    }
+
+    /// The rest of `vfio_remove_dma` for a mapping already out of the tree and through
+    /// [`Type1::unmap_unpin`]: device pins, the vaddr-invalid count, the slot. Returns its size.
+    pub(crate) fn retire_dma(&mut self, mut dma: Dma) -> u64 {
         self.release_device_pins(&mut dma);
         if dma.vaddr_invalid {
             self.vaddr_invalid_count -= 1;
         }
         self.dma_avail += 1;
-        Some(dma.size)
+        dma.size
     }
 
     /// Drops every device pin of `dma` (only reached when a mapping goes without its devices

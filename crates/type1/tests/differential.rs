@@ -62,3 +62,52 @@ proptest! {
         for op in &ops { step(&mut r, op); }
     }
 }
+
+/// Found by the `ops_vs_model` fuzzer (with debug assertions): an UNMAP with
+/// `GET_DIRTY_BITMAP` unmapped the mapping from the IOMMU domain twice (once to harvest, once in
+/// `remove_dma`); the second unmap found nothing and broke the "domain held the whole mapping"
+/// assertion. Runs its check in debug builds; the sequence itself must match the model in all.
+#[test]
+fn unmap_with_bitmap_while_tracking_unmaps_each_domain_once() {
+    let mut r = rig(Version::V2, true);
+    for op in [
+        Op::Map {
+            slot: 20,
+            src: 0,
+            off: 4,
+            pages: 18,
+            flags: 3,
+        },
+        Op::Start,
+        Op::Map {
+            slot: 0,
+            src: 0,
+            off: 0,
+            pages: 1,
+            flags: 3,
+        },
+        Op::Map {
+            slot: 20,
+            src: 1,
+            off: 4,
+            pages: 18,
+            flags: 3,
+        },
+        Op::Unmap {
+            at: 0,
+            pages: 6,
+            flags: 1,
+        },
+        Op::Map {
+            slot: 20,
+            src: 0,
+            off: 1,
+            pages: 12,
+            flags: 3,
+        },
+        Op::Detach,
+        Op::Stop,
+    ] {
+        step(&mut r, &op);
+    }
+}
