@@ -205,10 +205,17 @@ impl Model {
         let full = self.iommu_attached && !self.iommu_pinned_scope;
         for p in 0..m.size / PAGE {
             let at = key + p * PAGE;
-            if full || self.pins.contains_key(&at) || self.dirty.contains(&at) {
+            let pinned = self.pins.contains_key(&at);
+            if full || pinned || self.dirty.contains(&at) {
                 bits.insert((at - base) / PAGE);
             }
-            self.dirty.remove(&at);
+            // §7: the bitmap is cleared and re-populated from the pinned pages, so a page pinned
+            // now is reported once more even if it is unpinned before the next report.
+            if pinned {
+                self.dirty.insert(at);
+            } else {
+                self.dirty.remove(&at);
+            }
         }
     }
 
