@@ -181,6 +181,9 @@ pub fn run(
     let writes = devs.writes.clone();
     let stats = devs.stop()?;
     let extra = std::mem::take(&mut *vdirty.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    if cfg.drop_dirty_bit {
+        stale_page_for_the_fault(&c)?;
+    }
     round_no += 1;
     let mut r = copy_round(
         &c,
@@ -230,6 +233,31 @@ pub fn run(
         verify_us,
         total_ms: u64::try_from(t_start.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// Test-only fault, part one: after the devices stopped, one more tracked device write (flipping
+/// the first 8 bytes of the first mapped page through `dma_rw`), so the final round surely has a
+/// dirty page whose copy is stale; `copy_round` then drops a stale page's bit. Without this the
+/// fault depended on the devices' timing and could find nothing to drop.
+fn stale_page_for_the_fault(c: &Container) -> Result<()> {
+    let iova = c
+        .mappings()
+        .first()
+        .map(|m| m.iova)
+        .context("no mapping left for the fault")?;
+    let dev = c.register_device(type1::GroupId(2), None)?;
+    let mut b = [0u8; 8];
+    let r = c
+        .dma_rw(dev, iova, &mut b, type1::RwDirection::Read)
+        .and_then(|()| {
+            for x in &mut b {
+                *x = !*x;
+            }
+            c.dma_rw(dev, iova, &mut b, type1::RwDirection::Write)
+        });
+    c.unregister_device(dev)?;
+    r?;
+    Ok(())
 }
 
 fn micros(t: Instant) -> u64 {
