@@ -77,10 +77,9 @@ impl Type1 {
         let shift = self.min_pgsize().trailing_zeros();
         if let Some(dma) = self.dmas.get_mut(key) {
             let iova = dma.iova;
-            let pins: Vec<u64> = dma.pfn_list.iter().map(|p| p.iova).collect();
             if let Some(bm) = dma.bitmap.as_mut() {
-                for at in pins {
-                    dirty::set_bits(bm, (at - iova) >> shift, 1);
+                for p in dma.pfn_list.iter() {
+                    dirty::set_bits(bm, (p.iova - iova) >> shift, 1);
                 }
             }
         }
