@@ -48,7 +48,7 @@ pub struct Dma {
     /// Pages pinned by devices (`dma->pfn_list`), stored densely ([`PinSet`]).
     pub pfn_list: PinSet,
     /// Dirty bitmap (one bit per minimum IOMMU page) while tracking is on.
-    pub bitmap: Option<Vec<u64>>,
+    pub bitmap: Option<Box<[u64]>>,
 }
 
 impl Dma {

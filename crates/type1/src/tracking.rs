@@ -104,7 +104,7 @@ impl Type1 {
             self.bitmap_allocated();
         }
         for (dma, bm) in self.dmas.iter_mut().zip(bitmaps) {
-            dma.bitmap = Some(bm);
+            dma.bitmap = Some(bm.into_boxed_slice());
         }
         for key in self.dmas.keys() {
             self.populate_from_pins(key);

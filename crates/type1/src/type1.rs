@@ -457,7 +457,7 @@ impl Type1 {
         if self.dirty_tracking {
             match self.bitmap_for(&dma) {
                 Ok(b) => {
-                    dma.bitmap = Some(b);
+                    dma.bitmap = Some(b.into_boxed_slice());
                     self.bitmap_allocated();
                 }
                 Err(e) => {
