@@ -47,10 +47,8 @@ impl Type1 {
             return Err(Error::NotV2);
         }
         let size = npage * PAGE_SIZE;
-        let last = iova
-            .checked_add(size - 1)
+        iova.checked_add(size - 1)
             .ok_or(Error::Overflow { start: iova, size })?;
-        let _ = last;
         if self.vaddr_invalid_count > 0 {
             return Err(Error::VaddrInvalid);
         }
@@ -63,21 +61,20 @@ impl Type1 {
         }
         let accounting = self.domains.is_empty();
         let mut pas = Vec::with_capacity(crate::to_usize(npage));
-        let mut done: Vec<u64> = Vec::with_capacity(crate::to_usize(npage));
         let mut fresh: Vec<u64> = Vec::new();
         for i in 0..npage {
             let at = iova + i * PAGE_SIZE;
             match self.pin_one(dev.id, at, prot, accounting) {
                 Ok((pa, new)) => {
                     pas.push(pa);
-                    done.push(at);
                     if new {
                         fresh.push(at);
                     }
                 }
                 Err(e) => {
-                    for &at in done.iter().rev() {
-                        self.unpin_one(dev.id, at, accounting);
+                    // Pages 0..i were pinned by this call: undo them, last first.
+                    for j in (0..i).rev() {
+                        self.unpin_one(dev.id, iova + j * PAGE_SIZE, accounting);
                     }
                     return Err(e);
                 }
