@@ -50,6 +50,7 @@ pub mod pinset;
 mod tracking;
 mod type1;
 pub mod uapi;
+pub mod usercopy;
 
 pub use container::{Container, MappingInfo, Snapshot};
 

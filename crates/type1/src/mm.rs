@@ -354,46 +354,17 @@ impl AddressSpace for ProcessMemory {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Read,
-    Write,
-}
+pub(crate) use crate::usercopy::Direction;
 
-/// Copies between `local` and this process's `remote` address with `process_vm_readv/writev`,
-/// which reports a bad remote address as an error instead of faulting.
+/// Copies between `local` and this process's `remote` address without dereferencing `remote`
+/// (see [`crate::usercopy`]: `process_vm_readv/writev`, or a pipe under seccomp).
 pub(crate) fn process_vm(
     remote: u64,
     local: *mut u8,
     len: usize,
     dir: Direction,
 ) -> Result<(), u64> {
-    if len == 0 {
-        return Ok(());
-    }
-    let local_iov = libc::iovec {
-        iov_base: local.cast(),
-        iov_len: len,
-    };
-    let remote_iov = libc::iovec {
-        iov_base: remote as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: `local` points to `len` bytes the caller owns (readable for Write, writable for
-    // Read); the kernel validates the remote range and fails instead of faulting. The pid is
-    // our own, which needs no ptrace permission.
-    let n = unsafe {
-        let pid = libc::getpid();
-        match dir {
-            Direction::Read => libc::process_vm_readv(pid, &local_iov, 1, &remote_iov, 1, 0),
-            Direction::Write => libc::process_vm_writev(pid, &local_iov, 1, &remote_iov, 1, 0),
-        }
-    };
-    match usize::try_from(n) {
-        Ok(done) if done == len => Ok(()),
-        Ok(done) => Err(remote + done as u64),
-        Err(_) => Err(remote),
-    }
+    crate::usercopy::copy(remote, local, len, dir)
 }
 
 /// How a fake region's pages sit in physical memory.

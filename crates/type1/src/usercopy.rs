@@ -1,0 +1,269 @@
+//! `copy_from_user` / `copy_to_user` for this process's own memory, without ever dereferencing a
+//! pointer the host program handed us.
+//!
+//! The kernel checks a user pointer by taking the page fault and returning `EFAULT`. A userspace
+//! library cannot take the fault, so it asks the kernel to do the copy:
+//! - first choice, `process_vm_readv`/`process_vm_writev` on our own pid: one system call, which
+//!   honours page protections (a read-only page cannot be written) and fails instead of faulting;
+//! - fallback, when a seccomp filter forbids those calls (`EPERM` or `ENOSYS`): a private pipe.
+//!   Writing user memory into the pipe is `copy_from_user` (`pipe_write`), reading the pipe into
+//!   user memory is `copy_to_user` (`pipe_read`), with the same `EFAULT` rules. The pipe is
+//!   non-blocking (a fault can never leave us waiting), used one page at a time under a lock,
+//!   drained after a partial copy, re-created after `fork` (the child must not share it with the
+//!   parent) and whenever its fds stop being the pipe we made (a host program that closes or
+//!   reuses fd numbers it does not own cannot make us write into its files).
+//!
+//! The choice is made once per process, on the first refusal, and stays.
+//!
+//! Ranges are `[addr, addr + len)`; errors carry the first address that could not be copied.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// Which direction a copy goes, seen from the user memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// User memory → our buffer (`copy_from_user`).
+    Read,
+    /// Our buffer → user memory (`copy_to_user`).
+    Write,
+}
+
+/// The copy method in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Method {
+    /// `process_vm_readv`/`process_vm_writev`.
+    VmCalls = 0,
+    /// The pipe fallback.
+    Pipe = 1,
+}
+
+static METHOD: AtomicU8 = AtomicU8::new(Method::VmCalls as u8);
+
+/// Bytes moved through the pipe per step: one page, far below the pipe's capacity.
+const PIPE_STEP: usize = 4096;
+
+/// The fallback pipe: its fds, their identity, and the process that made it.
+#[derive(Debug)]
+struct Pipe {
+    rd: i32,
+    wr: i32,
+    id: [(u64, u64); 2],
+    pid: i32,
+}
+
+static PIPE: Mutex<Option<Pipe>> = Mutex::new(None);
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `(st_dev, st_ino)` of an fd, by raw system call.
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: `stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `struct stat` to a valid, exclusively borrowed buffer.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &raw mut st) };
+    (r == 0).then_some((st.st_dev, st.st_ino))
+}
+
+impl Pipe {
+    fn new() -> Option<Pipe> {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two fds to a valid array.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pipe2,
+                fds.as_mut_ptr(),
+                libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+        Some(Pipe {
+            rd: fds[0],
+            wr: fds[1],
+            id: [identity(fds[0])?, identity(fds[1])?],
+            // SAFETY: getpid has no preconditions.
+            pid: unsafe { libc::getpid() },
+        })
+    }
+
+    /// True if the fds are still the pipe we made, in this process.
+    fn valid(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        self.pid == unsafe { libc::getpid() }
+            && identity(self.rd) == Some(self.id[0])
+            && identity(self.wr) == Some(self.id[1])
+    }
+
+    /// Empties the pipe (after a partial copy left bytes in it).
+    fn drain(&self) {
+        let mut scratch = [0u8; PIPE_STEP];
+        loop {
+            // SAFETY: reads into our own buffer of PIPE_STEP bytes.
+            let n = unsafe { libc::syscall(libc::SYS_read, self.rd, scratch.as_mut_ptr(), PIPE_STEP) };
+            if n <= 0 {
+                break;
+            }
+        }
+    }
+
+    /// Moves `len` bytes from `src` to `dst` through the pipe; returns how many arrived.
+    /// One of the two is user memory; the kernel checks it.
+    fn transfer(&self, src: u64, dst: u64, len: usize) -> usize {
+        // SAFETY: write(2) reads `len` bytes at `src`; a bad user address fails with EFAULT
+        // or a short count instead of faulting.
+        let w = unsafe { libc::syscall(libc::SYS_write, self.wr, src, len) };
+        let Ok(w) = usize::try_from(w) else { return 0 };
+        if w == 0 {
+            return 0;
+        }
+        // SAFETY: read(2) writes at most `w` bytes at `dst`; a bad user address fails with
+        // EFAULT or a short count instead of faulting.
+        let r = unsafe { libc::syscall(libc::SYS_read, self.rd, dst, w) };
+        let r = usize::try_from(r).unwrap_or(0);
+        if r < w {
+            self.drain();
+        }
+        r
+    }
+}
+
+fn vm_calls(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<usize, i32> {
+    let local_iov = libc::iovec {
+        iov_base: local.cast(),
+        iov_len: len,
+    };
+    let remote_iov = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: len,
+    };
+    let nr = match dir {
+        Direction::Read => libc::SYS_process_vm_readv,
+        Direction::Write => libc::SYS_process_vm_writev,
+    };
+    // SAFETY: `local` points to `len` bytes the caller owns (readable for Write, writable for
+    // Read); the kernel validates the remote range and fails instead of faulting. The pid is
+    // our own, which needs no ptrace permission.
+    let n = unsafe {
+        libc::syscall(
+            nr,
+            libc::getpid(),
+            &raw const local_iov,
+            1usize,
+            &raw const remote_iov,
+            1usize,
+            0usize,
+        )
+    };
+    usize::try_from(n).map_err(|_| errno())
+}
+
+fn pipe_copy(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<(), u64> {
+    let mut slot = PIPE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !slot.as_ref().is_some_and(Pipe::valid) {
+        // Our fds were closed or reused by the host program, or we are a forked child: the
+        // old numbers are not ours to close any more.
+        *slot = Pipe::new();
+    }
+    let Some(pipe) = slot.as_ref() else {
+        return Err(remote);
+    };
+    let mut done = 0usize;
+    while done < len {
+        let step = PIPE_STEP.min(len - done);
+        let user = remote + done as u64;
+        let ours = local as u64 + done as u64;
+        let (src, dst) = match dir {
+            Direction::Read => (user, ours),
+            Direction::Write => (ours, user),
+        };
+        let n = pipe.transfer(src, dst, step);
+        done += n;
+        if n < step {
+            return Err(remote + done as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes between our buffer `local` and this process's address `remote`.
+///
+/// # Errors
+/// `Err(addr)`: the first user address that could not be copied (`EFAULT`).
+pub(crate) fn copy(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<(), u64> {
+    if len == 0 {
+        return Ok(());
+    }
+    if METHOD.load(Ordering::Relaxed) == Method::VmCalls as u8 {
+        match vm_calls(remote, local, len, dir) {
+            Ok(done) if done == len => return Ok(()),
+            Ok(done) => return Err(remote + done as u64),
+            Err(libc::EPERM | libc::ENOSYS) => {
+                METHOD.store(Method::Pipe as u8, Ordering::Relaxed);
+            }
+            Err(_) => return Err(remote),
+        }
+    }
+    pipe_copy(remote, local, len, dir)
+}
+
+/// `copy_from_user`: fills `buf` from this process's address `addr`.
+///
+/// # Errors
+/// `Err(addr)` of the first byte that cannot be read.
+pub fn copy_from_process(addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+    copy(addr, buf.as_mut_ptr(), buf.len(), Direction::Read)
+}
+
+/// `copy_to_user`: writes `data` at this process's address `addr` (read-only memory fails).
+///
+/// # Errors
+/// `Err(addr)` of the first byte that cannot be written.
+pub fn copy_to_process(addr: u64, data: &[u8]) -> Result<(), u64> {
+    copy(addr, data.as_ptr().cast_mut(), data.len(), Direction::Write)
+}
+
+/// True once a refusal of `process_vm_readv`/`writev` switched this process to the pipe.
+#[must_use]
+pub fn using_pipe_fallback() -> bool {
+    METHOD.load(Ordering::Relaxed) == Method::Pipe as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_method<R>(m: Method, f: impl FnOnce() -> R) -> R {
+        let old = METHOD.swap(m as u8, Ordering::SeqCst);
+        let r = f();
+        METHOD.store(old, Ordering::SeqCst);
+        r
+    }
+
+    fn checks() {
+        let src = vec![7u8; 3 * PIPE_STEP + 5];
+        let mut dst = vec![0u8; src.len()];
+        copy_from_process(src.as_ptr() as u64, &mut dst).unwrap();
+        assert_eq!(src, dst);
+        let mut out = vec![0u8; 10];
+        copy_to_process(out.as_mut_ptr() as u64, &[1; 10]).unwrap();
+        assert_eq!(out, [1; 10]);
+        // A pointer into the first page is never mapped: EFAULT at that address.
+        let mut b = [0u8; 8];
+        assert_eq!(copy_from_process(16, &mut b), Err(16));
+        assert_eq!(copy_to_process(16, &b), Err(16));
+        // Read-only memory cannot be written (copy_to_user honours protections).
+        let ro: &'static [u8] = b"read-only bytes";
+        assert_eq!(copy_to_process(ro.as_ptr() as u64, b"x"), Err(ro.as_ptr() as u64));
+    }
+
+    #[test]
+    fn both_methods_copy_and_report_the_first_bad_address() {
+        with_method(Method::VmCalls, checks);
+        with_method(Method::Pipe, checks);
+    }
+}
