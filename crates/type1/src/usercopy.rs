@@ -8,17 +8,18 @@
 //! - fallback, when a seccomp filter forbids those calls (`EPERM` or `ENOSYS`): a private pipe.
 //!   Writing user memory into the pipe is `copy_from_user` (`pipe_write`), reading the pipe into
 //!   user memory is `copy_to_user` (`pipe_read`), with the same `EFAULT` rules. The pipe is
-//!   non-blocking (a fault can never leave us waiting), used one page at a time under a lock,
-//!   drained after a partial copy, re-created after `fork` (the child must not share it with the
-//!   parent) and whenever its fds stop being the pipe we made (a host program that closes or
-//!   reuses fd numbers it does not own cannot make us write into its files).
+//!   non-blocking (a fault can never leave us waiting), one per thread (no lock, so `fork` from
+//!   another thread cannot leave it locked in the child), used one page at a time, drained after
+//!   a partial copy, re-created after `fork` (the child must not share it with the parent) and
+//!   whenever its fds stop being the pipe we made (a host program that closes or reuses fd
+//!   numbers it does not own cannot make us write into its files).
 //!
 //! The choice is made once per process, on the first refusal, and stays.
 //!
 //! Ranges are `[addr, addr + len)`; errors carry the first address that could not be copied.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
 
 /// Which direction a copy goes, seen from the user memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,9 @@ struct Pipe {
     pid: i32,
 }
 
-static PIPE: Mutex<Option<Pipe>> = Mutex::new(None);
+thread_local! {
+    static PIPE: RefCell<Option<Pipe>> = const { RefCell::new(None) };
+}
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -91,12 +94,15 @@ impl Pipe {
         })
     }
 
-    /// True if the fds are still the pipe we made, in this process.
+    /// True if the fds are still the pipe we made (in this process or an ancestor).
+    fn ours(&self) -> bool {
+        identity(self.rd) == Some(self.id[0]) && identity(self.wr) == Some(self.id[1])
+    }
+
+    /// True if the pipe is ours and not shared with a parent process.
     fn valid(&self) -> bool {
         // SAFETY: getpid has no preconditions.
-        self.pid == unsafe { libc::getpid() }
-            && identity(self.rd) == Some(self.id[0])
-            && identity(self.wr) == Some(self.id[1])
+        self.pid == unsafe { libc::getpid() } && self.ours()
     }
 
     /// Empties the pipe (after a partial copy left bytes in it).
@@ -104,7 +110,8 @@ impl Pipe {
         let mut scratch = [0u8; PIPE_STEP];
         loop {
             // SAFETY: reads into our own buffer of PIPE_STEP bytes.
-            let n = unsafe { libc::syscall(libc::SYS_read, self.rd, scratch.as_mut_ptr(), PIPE_STEP) };
+            let n =
+                unsafe { libc::syscall(libc::SYS_read, self.rd, scratch.as_mut_ptr(), PIPE_STEP) };
             if n <= 0 {
                 break;
             }
@@ -129,6 +136,19 @@ impl Pipe {
             self.drain();
         }
         r
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if self.ours() {
+            // SAFETY: both fds are the pipe we created (checked just now); closing our own
+            // copies never touches the host program's files.
+            unsafe {
+                libc::syscall(libc::SYS_close, self.rd);
+                libc::syscall(libc::SYS_close, self.wr);
+            }
+        }
     }
 }
 
@@ -162,16 +182,13 @@ fn vm_calls(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<u
     usize::try_from(n).map_err(|_| errno())
 }
 
-fn pipe_copy(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<(), u64> {
-    let mut slot = PIPE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !slot.as_ref().is_some_and(Pipe::valid) {
-        // Our fds were closed or reused by the host program, or we are a forked child: the
-        // old numbers are not ours to close any more.
-        *slot = Pipe::new();
-    }
-    let Some(pipe) = slot.as_ref() else {
-        return Err(remote);
-    };
+fn pipe_copy_with(
+    pipe: &Pipe,
+    remote: u64,
+    local: *mut u8,
+    len: usize,
+    dir: Direction,
+) -> Result<(), u64> {
     let mut done = 0usize;
     while done < len {
         let step = PIPE_STEP.min(len - done);
@@ -188,6 +205,30 @@ fn pipe_copy(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<
         }
     }
     Ok(())
+}
+
+fn pipe_copy(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<(), u64> {
+    let r = PIPE.try_with(|slot| {
+        let Ok(mut slot) = slot.try_borrow_mut() else {
+            // Re-entered on this thread (a signal handler): a pipe of its own for this copy.
+            let pipe = Pipe::new().ok_or(remote)?;
+            return pipe_copy_with(&pipe, remote, local, len, dir);
+        };
+        if !slot.as_ref().is_some_and(Pipe::valid) {
+            // Closed or reused by the host program, or inherited from the parent after fork.
+            *slot = Pipe::new();
+        }
+        let pipe = slot.as_ref().ok_or(remote)?;
+        pipe_copy_with(pipe, remote, local, len, dir)
+    });
+    match r {
+        Ok(r) => r,
+        // The thread is exiting (its pipe is gone): a pipe of its own for this copy.
+        Err(_) => {
+            let pipe = Pipe::new().ok_or(remote)?;
+            pipe_copy_with(&pipe, remote, local, len, dir)
+        }
+    }
 }
 
 /// Copies `len` bytes between our buffer `local` and this process's address `remote`.
@@ -258,7 +299,10 @@ mod tests {
         assert_eq!(copy_to_process(16, &b), Err(16));
         // Read-only memory cannot be written (copy_to_user honours protections).
         let ro: &'static [u8] = b"read-only bytes";
-        assert_eq!(copy_to_process(ro.as_ptr() as u64, b"x"), Err(ro.as_ptr() as u64));
+        assert_eq!(
+            copy_to_process(ro.as_ptr() as u64, b"x"),
+            Err(ro.as_ptr() as u64)
+        );
     }
 
     #[test]
