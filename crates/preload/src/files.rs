@@ -1,22 +1,51 @@
-//! Fake VFIO files: the fd table and the container and group objects behind it, with the
-//! kernel's semantics (spec type1.md §3 and `drivers/vfio/group.c`).
+//! Fake VFIO files: the fd table and the container, group and directory objects behind it, with
+//! the kernel's semantics (`drivers/vfio/container.c`, `drivers/vfio/group.c`, v6.18).
 //!
-//! Every fake fd is a real fd (a memfd), so `close`, `dup`, `poll` and `fork` behave; this table
-//! maps it to its object. Objects are reference counted: a container lives on while a group is
-//! set to it even after the container fd is closed; closing the last fd of a group unsets it
-//! from its container, as the kernel's release does.
+//! Every fake fd is a real fd (a memfd named `type1-vfio-*`), so `close`, `dup`, `poll`, `fork`
+//! and `exec` move real descriptors; this table maps the number to its object. Objects are
+//! reference counted: a container lives on while a group is set to it even after the container
+//! fd is closed; closing the last fd of a group unsets it from its container, as the kernel's
+//! release does.
+//!
+//! **Identity.** An entry remembers the memfd's `(st_dev, st_ino)`. Before an fd is served the
+//! identity is checked with one `fstat`, so an fd this library never saw closed (a raw
+//! `syscall(SYS_close)`, glibc's internal close in `fclose`) and reused for another file is
+//! recognised and forgotten: the call goes to the real file.
+//!
+//! **Concurrency.** The table is one mutex, held only to look up, insert or remove (never across
+//! the engine or a system call of the host program), always with every signal blocked (callers
+//! hold [`crate::sys::SignalsBlocked`]). `fork` takes it in the prepare handler and releases it
+//! in both processes, so the child never finds it locked (see [`crate::state`]).
+//! Membership is also kept in the lock-free [`OURS`] set, which is all a call on any other fd
+//! consults.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use type1::uapi::{self, raw};
 use type1::{Container, ContainerConfig, Error, GroupSpec, ProcessUserMemory, UserMemory};
+
+use crate::fdset::FdSet;
+use crate::paths::Node;
+use crate::sys;
+
+/// fds this process serves.
+pub(crate) static OURS: FdSet = FdSet::new();
+/// fds inherited from a parent process (through `fork`) or a previous program image (through
+/// `exec`) that were fake there: every VFIO request on them fails (see the README).
+pub(crate) static INHERITED: FdSet = FdSet::new();
+
+/// The memfd name prefix of fake fds (`/proc/self/fd/N` → `/memfd:type1-vfio-...`).
+pub(crate) const MEMFD_PREFIX: &str = "type1-vfio-";
 
 /// An open `/dev/vfio/vfio`.
 #[derive(Debug)]
 pub struct ContainerFile {
     /// The engine.
     pub c: Container,
+    /// Set when an operation on it panicked: from then on every request fails with `EIO`.
+    pub failed: AtomicBool,
 }
 
 /// An open `/dev/vfio/<N>`.
@@ -50,12 +79,42 @@ pub enum File {
     Container(Arc<ContainerFile>),
     /// A group.
     Group(Arc<GroupFile>),
+    /// A directory (`/dev/vfio` or a sysfs directory), opened for `fdopendir` or `openat`.
+    Dir(Node),
+}
+
+impl File {
+    /// The node this file is an open instance of.
+    pub fn node(&self) -> Node {
+        match self {
+            File::Container(_) => Node::Container,
+            File::Group(g) => Node::Group(g.spec.id.0),
+            File::Dir(n) => n.clone(),
+        }
+    }
+
+    /// The memfd name for a new fd of this kind.
+    pub(crate) fn memfd_name(&self) -> &'static std::ffi::CStr {
+        match self {
+            File::Container(_) => c"type1-vfio-container",
+            File::Group(_) => c"type1-vfio-group",
+            File::Dir(_) => c"type1-vfio-dir",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    file: File,
+    id: (u64, u64),
+    /// The open access mode (`O_RDONLY`, `O_WRONLY` or `O_RDWR`).
+    acc: i32,
 }
 
 /// The fd table and the set of open groups.
 #[derive(Debug, Default)]
 pub struct Files {
-    fds: Mutex<HashMap<i32, File>>,
+    fds: parking_lot::Mutex<HashMap<i32, Entry>>,
     opened: Arc<Mutex<BTreeSet<u32>>>,
 }
 
@@ -64,50 +123,116 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Files {
-    /// The object behind `fd`, if it is fake.
+    /// The object behind `fd`, if it is ours and still the file we created. An fd that was
+    /// closed behind our back (and perhaps reused) is forgotten here.
     pub fn get(&self, fd: i32) -> Option<File> {
-        lock(&self.fds).get(&fd).cloned()
+        self.get_with_mode(fd).map(|(f, _)| f)
     }
 
-    /// True if `fd` is fake.
-    pub fn is_fake(&self, fd: i32) -> bool {
-        lock(&self.fds).contains_key(&fd)
+    /// [`Files::get`] with the open access mode.
+    pub fn get_with_mode(&self, fd: i32) -> Option<(File, i32)> {
+        if !OURS.contains(fd) {
+            return None;
+        }
+        let (file, id, acc) = {
+            let t = self.fds.lock();
+            let e = t.get(&fd)?;
+            (e.file.clone(), e.id, e.acc)
+        };
+        match sys::fd_identity(fd) {
+            Some((dev, ino, _)) if (dev, ino) == id => Some((file, acc)),
+            _ => {
+                drop(file);
+                self.remove(fd);
+                None
+            }
+        }
     }
 
-    /// Records `fd` → `file`, dropping whatever `fd` named before.
-    pub fn insert(&self, fd: i32, file: File) {
-        let old = lock(&self.fds).insert(fd, file);
+    /// Records `fd` → `file` opened with access mode `acc`, dropping whatever `fd` named
+    /// before.
+    pub fn insert(&self, fd: i32, file: File, acc: i32) {
+        let Some((dev, ino, _)) = sys::fd_identity(fd) else {
+            return;
+        };
+        INHERITED.remove(fd);
+        let old = self.fds.lock().insert(
+            fd,
+            Entry {
+                file,
+                id: (dev, ino),
+                acc,
+            },
+        );
+        OURS.insert(fd);
         drop(old);
     }
 
-    /// Forgets `fd` (after a successful close). Dropping the last reference releases the object.
+    /// Forgets `fd`. Dropping the last reference releases the object.
     pub fn remove(&self, fd: i32) {
-        let old = lock(&self.fds).remove(&fd);
+        if !OURS.remove(fd) {
+            return;
+        }
+        let old = self.fds.lock().remove(&fd);
         drop(old);
     }
 
     /// Forgets every fd in `[first, last]`.
     pub fn remove_range(&self, first: u32, last: u32) {
-        let gone: Vec<File> = {
-            let mut t = lock(&self.fds);
-            let keys: Vec<i32> = t
-                .keys()
-                .copied()
-                .filter(|&k| u32::try_from(k).is_ok_and(|k| k >= first && k <= last))
-                .collect();
-            keys.into_iter().filter_map(|k| t.remove(&k)).collect()
+        let fds = OURS.in_range(first, last);
+        let gone: Vec<Entry> = {
+            let mut t = self.fds.lock();
+            fds.iter()
+                .filter_map(|fd| {
+                    OURS.remove(*fd);
+                    t.remove(fd)
+                })
+                .collect()
         };
         drop(gone);
+        for fd in INHERITED.in_range(first, last) {
+            INHERITED.remove(fd);
+        }
+    }
+
+    /// `fork` prepare: holds the table lock across the fork.
+    pub(crate) fn lock_for_fork(&self) {
+        std::mem::forget(self.fds.lock());
+    }
+
+    /// `fork`, parent side: releases the lock taken by [`Files::lock_for_fork`].
+    pub(crate) fn unlock_after_fork(&self) {
+        // SAFETY: `lock_for_fork` locked the mutex on this thread and forgot its guard.
+        unsafe { self.fds.force_unlock() };
+    }
+
+    /// `fork`, child side: every fake fd now belongs to the parent's objects, which this
+    /// process must never touch (their locks may be held by threads that do not exist here):
+    /// they become inherited and the objects are leaked, never dropped. Releases the lock.
+    pub(crate) fn child_after_fork(&self) {
+        {
+            // SAFETY: `lock_for_fork` locked the mutex in the parent and forgot its guard; the
+            // child's only thread is this one.
+            let t = unsafe { &mut *self.fds.data_ptr() };
+            std::mem::forget(std::mem::take(t));
+        }
+        OURS.move_all_into(&INHERITED);
+        if let Ok(mut o) = self.opened.try_lock() {
+            *o = BTreeSet::new();
+        }
+        // SAFETY: as for `unlock_after_fork`.
+        unsafe { self.fds.force_unlock() };
     }
 
     /// A new container object.
     pub fn new_container(cfg: ContainerConfig, mm: Arc<type1::mm::Mm>) -> File {
         File::Container(Arc::new(ContainerFile {
             c: Container::new(cfg, mm),
+            failed: AtomicBool::new(false),
         }))
     }
 
-    /// A new group object, or `EBUSY` if the group is open already.
+    /// A new group object, or `EBUSY` if the group is open already (`vfio_group_fops_open`).
     pub fn new_group(&self, spec: GroupSpec) -> Result<File, i32> {
         let mut o = lock(&self.opened);
         if !o.insert(spec.id.0) {
@@ -121,48 +246,61 @@ impl Files {
     }
 }
 
+/// If `fd` is a fake fd inherited from a parent process or program image, its kind
+/// (`container`, `group`, `dir`); checked against `/proc/self/fd`, so a number reused since
+/// is not mistaken for one.
+pub(crate) fn inherited_kind(fd: i32) -> Option<String> {
+    let link = sys::fd_link(fd)?;
+    let name = link
+        .strip_prefix(b"/memfd:")?
+        .strip_prefix(MEMFD_PREFIX.as_bytes())?;
+    let kind = name.split(|&b| b == b' ').next()?;
+    Some(String::from_utf8_lossy(kind).into_owned())
+}
+
 /// A group fd's ioctl (`vfio_group_fops_unl_ioctl`). Returns the result or an errno.
 pub fn group_ioctl(files: &Files, g: &GroupFile, request: u64, arg: u64) -> Result<i64, i32> {
+    use std::mem::{offset_of, size_of};
     let mut user = ProcessUserMemory;
     match request {
         uapi::VFIO_GROUP_GET_STATUS => {
-            // struct vfio_group_status { __u32 argsz; __u32 flags; }
-            let mut b = [0u8; 8];
+            // `vfio_group_ioctl_get_status`: minsz = offsetofend(flags); argsz < minsz: EINVAL.
+            let minsz = offset_of!(raw::vfio_group_status, flags) + size_of::<u32>();
+            let mut b = [0u8; 4];
             user.read(arg, &mut b).map_err(|_| libc::EFAULT)?;
-            let argsz = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-            if argsz < 8 {
+            let argsz = u32::from_ne_bytes(b);
+            if (argsz as usize) < minsz {
                 return Err(libc::EINVAL);
             }
             let mut flags = raw::VFIO_GROUP_FLAGS_VIABLE;
             if lock(&g.container).is_some() {
                 flags |= raw::VFIO_GROUP_FLAGS_CONTAINER_SET;
             }
-            user.write(arg + 4, &flags.to_ne_bytes())
+            let at = arg + offset_of!(raw::vfio_group_status, flags) as u64;
+            user.write(at, &flags.to_ne_bytes())
                 .map_err(|_| libc::EFAULT)?;
             Ok(0)
         }
         uapi::VFIO_GROUP_SET_CONTAINER => {
+            // `vfio_group_ioctl_set_container` (v6.18): EFAULT, then an fd that is not open is
+            // EBADF, a group that has a container already EINVAL, and an open fd that is not a
+            // container (nor an iommufd) EBADFD.
             let mut b = [0u8; 4];
             user.read(arg, &mut b).map_err(|_| libc::EFAULT)?;
             let fd = i32::from_ne_bytes(b);
-            if fd < 0 {
-                return Err(libc::EINVAL);
+            let target = files.get(fd);
+            if target.is_none() && sys::fd_identity(fd).is_none() {
+                return Err(libc::EBADF);
             }
-            let cf = match files.get(fd) {
-                Some(File::Container(cf)) => cf,
-                Some(File::Group(_)) => return Err(libc::EINVAL),
-                // A real fd that is not a VFIO container, or no fd at all.
-                None => {
-                    return Err(if fd_is_open(fd) {
-                        libc::EINVAL
-                    } else {
-                        libc::EBADF
-                    })
-                }
-            };
             let mut slot = lock(&g.container);
             if slot.is_some() {
                 return Err(libc::EINVAL);
+            }
+            let Some(File::Container(cf)) = target else {
+                return Err(libc::EBADFD);
+            };
+            if cf.failed.load(Ordering::Acquire) {
+                return Err(libc::EIO);
             }
             cf.c.set_group(g.spec.clone()).map_err(|e| e.errno())?;
             *slot = Some(cf);
@@ -193,9 +331,4 @@ pub fn group_ioctl(files: &Files, g: &GroupFile, request: u64, arg: u64) -> Resu
 pub fn container_ioctl(cf: &ContainerFile, request: u64, arg: u64) -> Result<i64, i32> {
     cf.c.ioctl(request, arg, &mut ProcessUserMemory)
         .map_err(|e: Error| e.errno())
-}
-
-fn fd_is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD only queries the descriptor flags.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) >= 0 }
 }

@@ -7,17 +7,25 @@
 //! [`type1::Container::ioctl`], with the calling program's own memory behind `vaddr`.
 //! Group fds implement GET_STATUS, SET_CONTAINER and UNSET_CONTAINER with the kernel's
 //! semantics; GET_DEVICE_FD fails with `ENODEV` (no device model yet). PCI addresses given with
-//! `TYPE1_DEVICES` resolve through sysfs (`readlink`, `realpath`, `stat`) to their group.
+//! `TYPE1_DEVICES` resolve through sysfs (`readlink`, `realpath`, `stat`, `opendir`) to their
+//! group.
 //!
-//! The interposers exist on x86-64 Linux only (see `exports` for why).
+//! The library lives inside someone else's process, so (see `interpose` for the rules each
+//! entry point follows): calls on fds and paths that are not ours cost a lock-free lookup and
+//! go to libc; bad pointers are `EFAULT`, never a crash; no lock is held where a signal handler
+//! could run; `fork` leaves the child with unlocked state; `errno` changes only on failure.
+//!
+//! The interposers exist on x86-64 Linux only (see `interpose` for why).
 
 #![warn(missing_docs)]
 
 pub mod config;
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-mod exports;
+mod fdset;
 pub mod files;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod interpose;
 pub mod paths;
 mod real;
 mod state;
+mod sys;
 mod trace;

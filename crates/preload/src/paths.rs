@@ -1,5 +1,12 @@
-//! The files this library pretends exist: `/dev/vfio/vfio`, `/dev/vfio/<N>` for configured
-//! groups, and the sysfs nodes that lead from a PCI address to its group.
+//! The files this library pretends exist: `/dev/vfio` with `vfio` and the configured groups,
+//! and the sysfs nodes that lead from a PCI address to its group.
+//!
+//! Paths are resolved as the kernel's lookup would for these nodes: repeated slashes and `.`
+//! components are dropped, `..` goes up one component, a trailing slash demands a directory
+//! (`ENOTDIR` on a device node), and a group number is a canonical decimal (no sign, no leading
+//! zero), as the kernel names `/dev/vfio/<N>` with `%d`. Inside `/dev/vfio` every name this
+//! library does not serve is `ENOENT`; under `/sys` only the nodes it serves are answered and
+//! everything else is left to the real file system. Relative paths are never ours.
 
 use crate::config::Config;
 
@@ -15,71 +22,162 @@ pub enum Node {
     Container,
     /// `/dev/vfio/<N>`.
     Group(u32),
-    /// A directory: `/dev/vfio`, `/sys/bus/pci/devices/<BDF>`, `/sys/kernel/iommu_groups/<N>`.
-    Dir,
+    /// `/dev/vfio`.
+    VfioDir,
+    /// `/sys/kernel/iommu_groups/<N>`.
+    GroupDir(u32),
+    /// `/sys/kernel/iommu_groups/<N>/devices`.
+    GroupDevicesDir(u32),
+    /// `/sys/bus/pci/devices/<BDF>` (and `/sys/kernel/iommu_groups/<N>/devices/<BDF>`).
+    DeviceDir(String),
     /// `/sys/bus/pci/devices/<BDF>/iommu_group`: a symlink to the group directory.
     GroupLink(u32),
 }
 
-/// Classifies an absolute path; `None` for anything this library does not serve.
-pub fn classify(cfg: &Config, path: &str) -> Option<Node> {
-    let path = path.trim_end_matches('/');
-    if path == "/dev/vfio" {
-        return Some(Node::Dir);
+impl Node {
+    /// True for directories.
+    #[must_use]
+    pub fn is_dir(&self) -> bool {
+        matches!(
+            self,
+            Node::VfioDir | Node::GroupDir(_) | Node::GroupDevicesDir(_) | Node::DeviceDir(_)
+        )
     }
-    if let Some(rest) = path.strip_prefix("/dev/vfio/") {
-        if rest == "vfio" {
-            return Some(Node::Container);
-        }
-        let n: u32 = rest.parse().ok()?;
-        return cfg.groups.contains_key(&n).then_some(Node::Group(n));
-    }
-    if let Some(rest) = path.strip_prefix("/sys/kernel/iommu_groups/") {
-        let n: u32 = rest.parse().ok()?;
-        return cfg.groups.contains_key(&n).then_some(Node::Dir);
-    }
-    if let Some(rest) = path.strip_prefix("/sys/bus/pci/devices/") {
-        let (bdf, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let n = *cfg.devices.get(bdf)?;
-        return match tail {
-            "" => Some(Node::Dir),
-            "iommu_group" => Some(Node::GroupLink(n)),
-            _ => None,
-        };
-    }
-    None
 }
 
-/// Quick filter: could this path be ours? (Avoids touching the configuration otherwise.)
-pub fn maybe_ours(path: &[u8]) -> bool {
-    path.starts_with(b"/dev/vfio") || path.starts_with(b"/sys/")
+/// The result of resolving a path that is ours.
+pub type Lookup = Result<Node, i32>;
+
+/// The path's components after `.`, `..` and repeated slashes; `None` for relative paths.
+fn components(path: &[u8]) -> Option<(Vec<&[u8]>, bool)> {
+    if path.first() != Some(&b'/') {
+        return None;
+    }
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    // A path ending in `/`, `/.` or `/..` names a directory.
+    let dir_only = path.ends_with(b"/") || path.ends_with(b"/.") || path.ends_with(b"/..");
+    Some((out, dir_only))
+}
+
+/// A canonical decimal `u32` (`0`, or no leading zero), as the kernel prints group numbers.
+fn canonical_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || (s.len() > 1 && s[0] == b'0') || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Resolves an absolute path: `None` if this library does not serve it, else the node or the
+/// errno the kernel's lookup would give.
+#[must_use]
+pub fn classify(cfg: &Config, path: &[u8]) -> Option<Lookup> {
+    let (comps, dir_only) = components(path)?;
+    let node = match comps.as_slice() {
+        [b"dev", b"vfio"] => Ok(Node::VfioDir),
+        [b"dev", b"vfio", b"vfio"] => Ok(Node::Container),
+        [b"dev", b"vfio", n] => match canonical_u32(n) {
+            Some(n) if cfg.groups.contains_key(&n) => Ok(Node::Group(n)),
+            _ => Err(libc::ENOENT),
+        },
+        [b"dev", b"vfio", first, _, ..] => {
+            let first = *first;
+            let exists = first == b"vfio"
+                || canonical_u32(first).is_some_and(|n| cfg.groups.contains_key(&n));
+            Err(if exists { libc::ENOTDIR } else { libc::ENOENT })
+        }
+        [b"sys", b"kernel", b"iommu_groups", n, rest @ ..] => {
+            let n = canonical_u32(n).filter(|n| cfg.groups.contains_key(n))?;
+            match rest {
+                [] => Ok(Node::GroupDir(n)),
+                [b"devices"] => Ok(Node::GroupDevicesDir(n)),
+                [b"devices", bdf] => {
+                    let bdf = std::str::from_utf8(bdf).ok()?;
+                    if cfg.devices.get(bdf) != Some(&n) {
+                        return None;
+                    }
+                    Ok(Node::DeviceDir(bdf.to_string()))
+                }
+                _ => return None,
+            }
+        }
+        [b"sys", b"bus", b"pci", b"devices", bdf, rest @ ..] => {
+            let bdf = std::str::from_utf8(bdf).ok()?;
+            let n = *cfg.devices.get(bdf)?;
+            match rest {
+                [] => Ok(Node::DeviceDir(bdf.to_string())),
+                [b"iommu_group"] => Ok(Node::GroupLink(n)),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(match node {
+        Ok(n) if dir_only && !n.is_dir() && !matches!(n, Node::GroupLink(_)) => Err(libc::ENOTDIR),
+        other => other,
+    })
+}
+
+/// Quick filter on the first bytes of a path: could it be ours?
+#[must_use]
+pub fn maybe_ours(prefix: &[u8]) -> bool {
+    prefix.starts_with(b"/dev") || prefix.starts_with(b"/sys") || prefix.starts_with(b"//")
 }
 
 /// The target `readlink` returns for a group link.
+#[must_use]
 pub fn link_target(n: u32) -> String {
     format!("../../../kernel/iommu_groups/{n}")
 }
 
-/// What `realpath` resolves a node's path to.
-pub fn resolve(cfg: &Config, path: &str) -> Option<String> {
-    match classify(cfg, path)? {
-        Node::GroupLink(n) => Some(format!("/sys/kernel/iommu_groups/{n}")),
-        Node::Dir => {
-            let p = path.trim_end_matches('/');
-            match p.strip_prefix("/sys/bus/pci/devices/") {
-                Some(bdf) => Some(format!(
-                    "/sys/devices/pci{}:{}/{bdf}",
-                    &bdf[..4],
-                    &bdf[5..7]
-                )),
-                None => Some(p.to_string()),
-            }
+/// The canonical path of a node (what `realpath` returns).
+#[must_use]
+pub fn canonical(node: &Node) -> String {
+    match node {
+        Node::Container => "/dev/vfio/vfio".into(),
+        Node::Group(n) => format!("/dev/vfio/{n}"),
+        Node::VfioDir => "/dev/vfio".into(),
+        Node::GroupDir(n) | Node::GroupLink(n) => format!("/sys/kernel/iommu_groups/{n}"),
+        Node::GroupDevicesDir(n) => format!("/sys/kernel/iommu_groups/{n}/devices"),
+        Node::DeviceDir(bdf) => {
+            let (domain, bus) = (
+                bdf.get(..4).unwrap_or("0000"),
+                bdf.get(5..7).unwrap_or("00"),
+            );
+            format!("/sys/devices/pci{domain}:{bus}/{bdf}")
         }
-        Node::Container | Node::Group(_) => Some(path.to_string()),
+    }
+}
+
+/// The entries of a directory node (without `.` and `..`), with their `d_type`.
+#[must_use]
+pub fn entries(cfg: &Config, node: &Node) -> Vec<(String, u8)> {
+    match node {
+        Node::VfioDir => std::iter::once(("vfio".to_string(), libc::DT_CHR))
+            .chain(cfg.groups.keys().map(|n| (n.to_string(), libc::DT_CHR)))
+            .collect(),
+        Node::GroupDir(_) => vec![("devices".into(), libc::DT_DIR)],
+        Node::GroupDevicesDir(n) => cfg
+            .devices
+            .iter()
+            .filter(|(_, g)| *g == n)
+            .map(|(bdf, _)| (bdf.clone(), libc::DT_LNK))
+            .collect(),
+        Node::DeviceDir(_) => vec![("iommu_group".into(), libc::DT_LNK)],
+        _ => Vec::new(),
     }
 }
 
 /// `(st_mode, st_rdev major, minor)` of a node; `follow` resolves the group link.
+#[must_use]
 pub fn mode_of(node: &Node, follow: bool) -> (u32, u32, u32) {
     match node {
         Node::Container => (
@@ -88,9 +186,8 @@ pub fn mode_of(node: &Node, follow: bool) -> (u32, u32, u32) {
             VFIO_CONTAINER_DEV.1,
         ),
         Node::Group(n) => (libc::S_IFCHR | 0o600, VFIO_GROUP_MAJOR, *n),
-        Node::Dir => (libc::S_IFDIR | 0o755, 0, 0),
-        Node::GroupLink(_) if follow => (libc::S_IFDIR | 0o755, 0, 0),
-        Node::GroupLink(_) => (libc::S_IFLNK | 0o777, 0, 0),
+        Node::GroupLink(_) if !follow => (libc::S_IFLNK | 0o777, 0, 0),
+        _ => (libc::S_IFDIR | 0o755, 0, 0),
     }
 }
 
@@ -100,32 +197,66 @@ mod tests {
 
     fn cfg() -> Config {
         Config::from_lookup(&|k| match k {
-            "TYPE1_GROUPS" => Some("7:iommu".into()),
+            "TYPE1_GROUPS" => Some("7:iommu,0:iommu".into()),
             "TYPE1_DEVICES" => Some("0000:00:04.0@7".into()),
             _ => None,
         })
     }
 
+    fn c(p: &str) -> Option<Lookup> {
+        classify(&cfg(), p.as_bytes())
+    }
+
     #[test]
-    fn classification() {
-        let c = cfg();
-        assert_eq!(classify(&c, "/dev/vfio/vfio"), Some(Node::Container));
-        assert_eq!(classify(&c, "/dev/vfio/7"), Some(Node::Group(7)));
-        assert_eq!(classify(&c, "/dev/vfio/8"), None);
-        assert_eq!(classify(&c, "/dev/vfio/"), Some(Node::Dir));
+    fn device_nodes_resolve_like_the_kernels_lookup() {
+        assert_eq!(c("/dev/vfio/vfio"), Some(Ok(Node::Container)));
+        assert_eq!(c("/dev//vfio/./vfio"), Some(Ok(Node::Container)));
+        assert_eq!(c("/dev/vfio/../vfio/7"), Some(Ok(Node::Group(7))));
+        assert_eq!(c("/dev/vfio/0"), Some(Ok(Node::Group(0))));
+        assert_eq!(c("/dev/vfio"), Some(Ok(Node::VfioDir)));
+        assert_eq!(c("/dev/vfio/"), Some(Ok(Node::VfioDir)));
+        assert_eq!(c("/dev/null"), None);
+        assert_eq!(c("dev/vfio/vfio"), None);
+    }
+
+    #[test]
+    fn group_numbers_are_canonical_decimals() {
+        for p in [
+            "/dev/vfio/007",
+            "/dev/vfio/+7",
+            "/dev/vfio/ 7",
+            "/dev/vfio/8",
+            "/dev/vfio/7x",
+        ] {
+            assert_eq!(c(p), Some(Err(libc::ENOENT)), "{p}");
+        }
+    }
+
+    #[test]
+    fn trailing_slash_on_a_device_node_is_enotdir() {
+        assert_eq!(c("/dev/vfio/vfio/"), Some(Err(libc::ENOTDIR)));
+        assert_eq!(c("/dev/vfio/7/."), Some(Err(libc::ENOTDIR)));
+        assert_eq!(c("/dev/vfio/vfio/x"), Some(Err(libc::ENOTDIR)));
+        assert_eq!(c("/dev/vfio/9/x"), Some(Err(libc::ENOENT)));
+    }
+
+    #[test]
+    fn sysfs_nodes() {
         assert_eq!(
-            classify(&c, "/sys/bus/pci/devices/0000:00:04.0/iommu_group"),
-            Some(Node::GroupLink(7))
+            c("/sys/bus/pci/devices/0000:00:04.0/iommu_group"),
+            Some(Ok(Node::GroupLink(7)))
         );
+        assert_eq!(c("/sys/bus/pci/devices/0000:00:05.0/iommu_group"), None);
+        assert_eq!(c("/sys/kernel/iommu_groups/7"), Some(Ok(Node::GroupDir(7))));
         assert_eq!(
-            classify(&c, "/sys/bus/pci/devices/0000:00:05.0/iommu_group"),
-            None
+            c("/sys/kernel/iommu_groups/7/devices/0000:00:04.0"),
+            Some(Ok(Node::DeviceDir("0000:00:04.0".into())))
         );
-        assert_eq!(classify(&c, "/sys/kernel/iommu_groups/7"), Some(Node::Dir));
-        assert_eq!(
-            resolve(&c, "/sys/bus/pci/devices/0000:00:04.0/iommu_group").as_deref(),
-            Some("/sys/kernel/iommu_groups/7")
-        );
+        assert_eq!(c("/sys/kernel/iommu_groups/7/type"), None);
+        assert_eq!(canonical(&Node::GroupLink(7)), "/sys/kernel/iommu_groups/7");
         assert_eq!(link_target(7), "../../../kernel/iommu_groups/7");
+        let e = entries(&cfg(), &Node::VfioDir);
+        let names: Vec<&str> = e.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["vfio", "0", "7"]);
     }
 }

@@ -1,12 +1,25 @@
-//! The library's global state, built once on first use, and the re-entrancy guard.
+//! The library's global state, built once on first use; the re-entrancy flag; and the
+//! process-lifecycle hooks (load, `fork`).
 //!
-//! Building the state may itself call intercepted functions (opening the trace file reads the
-//! file system through our `open`); a thread-local flag makes every interposer pass straight
-//! through to libc while the state is being built, and while this library does its own I/O.
+//! Building the state may itself call intercepted functions (opening the trace file goes
+//! through our `open`); a thread-local flag makes every interposer pass straight through to
+//! libc while the state is being built and while this library does its own I/O.
+//!
+//! **fork.** A child of a multi-threaded program has one thread, and every lock another thread
+//! held at the `fork` stays locked forever in it. So: the prepare handler makes sure the state
+//! exists and takes the fd-table lock (and the Mm lock); the parent releases them; the child
+//! releases them after turning every fake fd into an *inherited* one and forgetting (leaking,
+//! never dropping) the parent's objects, whose engine locks it must never touch. The child gets
+//! a fresh locked-memory account on first use (the kernel's child has its own `mm`, and VFIO's
+//! charges stay with the parent's).
+//!
+//! **exec.** A new program image starts with this library loaded afresh; fake fds that
+//! survived `exec` (no `O_CLOEXEC`) are found by their memfd name at load and marked inherited.
 
 use std::cell::Cell;
-use std::io::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::os::fd::AsRawFd as _;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use io_pgtable::{FlushQueueConfig, InvalidationPolicy};
@@ -14,7 +27,8 @@ use type1::mm::{LockCapability, MlockPolicy, Mm, ProcessMemory};
 use type1::{ContainerConfig, Interrupts};
 
 use crate::config::Config;
-use crate::files::Files;
+use crate::files::{self, Files, INHERITED};
+use crate::sys;
 
 /// Everything the interposers share.
 #[derive(Debug)]
@@ -23,31 +37,50 @@ pub(crate) struct State {
     pub(crate) cfg: Config,
     /// Fake fds.
     pub(crate) files: Files,
-    /// The process's memory and locked-memory account, shared by all containers.
-    pub(crate) mm: Arc<Mm>,
+    /// The process's memory and locked-memory account, shared by all its containers.
+    mm: parking_lot::Mutex<Arc<Mm>>,
     /// Container options.
     pub(crate) ccfg: ContainerConfig,
-    trace: Option<Mutex<std::fs::File>>,
+    trace: Option<Trace>,
     start: Instant,
 }
 
+/// The trace file: written one whole line per `write(2)` on an `O_APPEND` fd.
+#[derive(Debug)]
+struct Trace {
+    file: std::fs::File,
+    id: (u64, u64),
+}
+
 static STATE: OnceLock<State> = OnceLock::new();
+/// The process whose locked-memory account `State::mm` holds.
+static MM_PID: AtomicI32 = AtomicI32::new(0);
 
 thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with interposers passing through on this thread (our own libc calls).
-pub(crate) fn passthrough<R>(f: impl FnOnce() -> R) -> R {
-    let was = BUSY.with(|b| b.replace(true));
-    let r = f();
-    BUSY.with(|b| b.set(was));
-    r
+/// Restores the re-entrancy flag when dropped (also on unwind).
+struct BusyGuard(bool);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        let was = self.0;
+        let _ = BUSY.try_with(|b| b.set(was));
+    }
 }
 
-/// True while this thread is inside the library's own I/O.
+/// Runs `f` with interposers passing through on this thread (our own libc calls).
+pub(crate) fn passthrough<R>(f: impl FnOnce() -> R) -> R {
+    let was = BUSY.try_with(|b| b.replace(true)).unwrap_or(true);
+    let _restore = BusyGuard(was);
+    f()
+}
+
+/// True while this thread is inside the library's own I/O (or exiting).
+#[inline]
 pub(crate) fn busy() -> bool {
-    BUSY.with(Cell::get)
+    BUSY.try_with(Cell::get).unwrap_or(true)
 }
 
 /// `capable(CAP_IPC_LOCK)`: bit 14 of the effective capability set.
@@ -70,21 +103,27 @@ pub(crate) fn state() -> Option<&'static State> {
     Some(STATE.get_or_init(|| passthrough(build)))
 }
 
-fn build() -> State {
-    let cfg = Config::from_lookup(&|k| std::env::var(k).ok());
-    for w in &cfg.warnings {
-        eprintln!("{w}");
-    }
+/// A new locked-memory account for this process.
+fn new_mm(cfg: &Config) -> Arc<Mm> {
     let cap = if has_ipc_lock() {
         LockCapability::Unlimited
     } else {
         LockCapability::Limited
     };
-    let mm = Arc::new(Mm::new(
+    Arc::new(Mm::new(
         Box::new(ProcessMemory::new(MlockPolicy::CheckOnly)),
         cfg.memlock,
         cap,
-    ));
+    ))
+}
+
+fn build() -> State {
+    let cfg = Config::from_lookup(&|k| std::env::var(k).ok());
+    for w in &cfg.warnings {
+        sys::warn(w);
+    }
+    let mm = new_mm(&cfg);
+    MM_PID.store(sys::pid(), Ordering::Release);
     let ccfg = ContainerConfig {
         dma_entry_limit: cfg.dma_entry_limit,
         interrupts: if cfg.allow_unsafe_interrupts {
@@ -101,14 +140,22 @@ fn build() -> State {
         ..ContainerConfig::default()
     };
     let trace = cfg.trace.as_ref().and_then(|p| {
+        use std::os::unix::fs::OpenOptionsExt as _;
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_CLOEXEC)
             .open(p)
         {
-            Ok(f) => Some(Mutex::new(f)),
+            Ok(file) => {
+                let (dev, ino, _) = sys::fd_identity(file.as_raw_fd())?;
+                Some(Trace {
+                    file,
+                    id: (dev, ino),
+                })
+            }
             Err(e) => {
-                eprintln!("type1-preload: cannot open trace file {p}: {e}");
+                sys::warn(&format!("type1-preload: cannot open trace file {p}: {e}"));
                 None
             }
         }
@@ -116,7 +163,7 @@ fn build() -> State {
     State {
         cfg,
         files: Files::default(),
-        mm,
+        mm: parking_lot::Mutex::new(mm),
         ccfg,
         trace,
         start: Instant::now(),
@@ -124,17 +171,33 @@ fn build() -> State {
 }
 
 impl State {
-    /// Appends one JSON line to the trace file, if any.
+    /// This process's locked-memory account (a fresh one in a forked child).
+    pub(crate) fn mm(&self) -> Arc<Mm> {
+        let mut mm = self.mm.lock();
+        let me = sys::pid();
+        if MM_PID.load(Ordering::Acquire) != me {
+            *mm = passthrough(|| new_mm(&self.cfg));
+            MM_PID.store(me, Ordering::Release);
+        }
+        mm.clone()
+    }
+
+    /// Appends one JSON line to the trace file, if any, in one `write(2)`.
     pub(crate) fn trace(&self, record: serde_json::Value) {
         let Some(t) = &self.trace else { return };
-        passthrough(|| {
-            let mut v = record;
-            let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-            v["t_us"] = serde_json::json!(us);
-            if let Ok(mut f) = t.lock() {
-                let _ = writeln!(f, "{v}");
-            }
-        });
+        let fd = t.file.as_raw_fd();
+        // The host program may have closed our fd and reused the number: never write into
+        // a file that is not our trace.
+        if sys::fd_identity(fd).is_none_or(|(dev, ino, _)| (dev, ino) != t.id) {
+            return;
+        }
+        let mut v = record;
+        let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        v["t_us"] = serde_json::json!(us);
+        v["pid"] = serde_json::json!(sys::pid());
+        let mut line = v.to_string();
+        line.push('\n');
+        sys::raw_write(fd, line.as_bytes());
     }
 
     /// True if tracing.
@@ -142,3 +205,62 @@ impl State {
         self.trace.is_some()
     }
 }
+
+extern "C" fn atfork_prepare() {
+    let _ = state();
+    if let Some(s) = STATE.get() {
+        s.files.lock_for_fork();
+        std::mem::forget(s.mm.lock());
+    }
+}
+
+extern "C" fn atfork_parent() {
+    if let Some(s) = STATE.get() {
+        // SAFETY: `atfork_prepare` locked it on this thread and forgot the guard.
+        unsafe { s.mm.force_unlock() };
+        s.files.unlock_after_fork();
+    }
+}
+
+extern "C" fn atfork_child() {
+    if let Some(s) = STATE.get() {
+        // SAFETY: as in the parent; the child's only thread is this one.
+        unsafe { s.mm.force_unlock() };
+        s.files.child_after_fork();
+    }
+}
+
+/// Marks fake fds that survived `exec` as inherited (their memfd names say what they were).
+fn scan_inherited() {
+    passthrough(|| {
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if files::inherited_kind(fd).is_some() {
+                INHERITED.insert(fd);
+            }
+        }
+    });
+}
+
+/// Runs when the library is loaded, before the program's `main`.
+extern "C" fn on_load() {
+    crate::real::resolve_all();
+    scan_inherited();
+    // SAFETY: registers three `extern "C" fn()` handlers that live as long as the process.
+    unsafe {
+        libc::pthread_atfork(
+            Some(atfork_prepare),
+            Some(atfork_parent),
+            Some(atfork_child),
+        );
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

@@ -120,11 +120,13 @@ int main(int argc, char **argv)
     CHECK(ioctl(g, VFIO_GROUP_GET_STATUS, &gs) == 0);
     CHECK((gs.flags & VFIO_GROUP_FLAGS_VIABLE) && !(gs.flags & VFIO_GROUP_FLAGS_CONTAINER_SET));
     EXPECT_ERR(ioctl(g, VFIO_GROUP_UNSET_CONTAINER), EINVAL);
+    /* vfio_group_ioctl_set_container (v6.18): an fd that is not open is EBADF, an open fd
+     * that is neither a container nor an iommufd EBADFD. */
     int bad = -1;
-    EXPECT_ERR(ioctl(g, VFIO_GROUP_SET_CONTAINER, &bad), EINVAL);
+    EXPECT_ERR(ioctl(g, VFIO_GROUP_SET_CONTAINER, &bad), EBADF);
     EXPECT_ERR(ioctl(g, VFIO_GROUP_SET_CONTAINER, (int *)8), EFAULT);
     int not_vfio = open("/dev/null", O_RDWR);
-    EXPECT_ERR(ioctl(g, VFIO_GROUP_SET_CONTAINER, &not_vfio), EINVAL);
+    EXPECT_ERR(ioctl(g, VFIO_GROUP_SET_CONTAINER, &not_vfio), EBADFD);
     close(not_vfio);
     CHECK(ioctl(g, VFIO_GROUP_SET_CONTAINER, &c) == 0);
     CHECK(ioctl(g, VFIO_GROUP_GET_STATUS, &gs) == 0 && (gs.flags & VFIO_GROUP_FLAGS_CONTAINER_SET));

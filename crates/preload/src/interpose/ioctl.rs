@@ -1,0 +1,160 @@
+//! `ioctl`: the container and group requests go to the engine and the group model; the VFS's
+//! generic requests behave as for any file; inherited fds fail.
+//!
+//! The VFS handles a few requests itself before the driver sees them (`do_vfs_ioctl`, v6.18):
+//! `FIOCLEX`, `FIONCLEX`, `FIONBIO`, `FIOASYNC`, `FIGETBSZ` are served by the real memfd behind
+//! our fd, which gives the kernel's answer (and the real close-on-exec and non-blocking state);
+//! `FIOQSIZE` is `ENOTTY` on a character device. Everything else is the driver's.
+
+use std::ffi::{c_int, c_ulong, c_void};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{real, serve, Served};
+use crate::fdset::FdSet;
+use crate::files::{self, ContainerFile, File, INHERITED, OURS};
+use crate::state::{state, State};
+use crate::trace;
+
+/// The ioctl type byte of VFIO requests (`VFIO_TYPE`, `';'`).
+const VFIO_TYPE: u64 = type1::uapi::raw::VFIO_TYPE as u64;
+
+/// fds whose inheritance was already reported on stderr.
+static WARNED: FdSet = FdSet::new();
+
+fn ioc_type(request: u64) -> u64 {
+    (request >> 8) & 0xff
+}
+
+/// Requests the VFS serves for every file (`do_vfs_ioctl`).
+fn is_vfs_generic(request: u64) -> bool {
+    matches!(
+        request,
+        r if r == libc::FIOCLEX as u64
+            || r == libc::FIONCLEX as u64
+            || r == libc::FIONBIO as u64
+            || r == libc::FIOASYNC as u64
+            || r == FIGETBSZ
+    )
+}
+
+/// `FIGETBSZ` (`_IO(0x00, 2)`, from `<linux/fs.h>`, not in the libc crate).
+const FIGETBSZ: u64 = 2;
+
+/// `FIOQSIZE` (`_IOR('f', 128, loff_t)` is not in every libc).
+const FIOQSIZE: u64 = 0x5460;
+
+/// The error of any VFIO request on an fd inherited from another process, reported once per fd.
+pub(crate) fn inherited_error(fd: c_int, kind: &str) -> c_int {
+    if !WARNED.contains(fd) {
+        WARNED.insert(fd);
+        crate::sys::warn(&format!(
+            "type1-preload: fd {fd} is a VFIO {kind} fd inherited from another process (fork or \
+             exec); type1 serves each process's containers in that process, so requests on it \
+             fail with EBADFD. Open the container and groups in the process that uses them \
+             (see the README, \"Differences from the kernel\")."
+        ));
+    }
+    libc::EBADFD
+}
+
+/// Serves an inherited fd: `Some(errno)` if it is one.
+pub(crate) fn check_inherited(fd: c_int) -> Option<c_int> {
+    match files::inherited_kind(fd) {
+        Some(kind) => {
+            INHERITED.insert(fd);
+            Some(inherited_error(fd, &kind))
+        }
+        None => {
+            INHERITED.remove(fd);
+            WARNED.remove(fd);
+            None
+        }
+    }
+}
+
+fn engine(cf: &ContainerFile, request: u64, arg: u64) -> Served<i64> {
+    if cf.failed.load(Ordering::Acquire) {
+        return Err(libc::EIO);
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        files::container_ioctl(cf, request, arg)
+    })) {
+        Ok(r) => r,
+        Err(_) => {
+            cf.failed.store(true, Ordering::Release);
+            crate::sys::warn(
+                "type1-preload: internal error in a VFIO container request; the container now \
+                 fails every request with EIO",
+            );
+            Err(libc::EIO)
+        }
+    }
+}
+
+fn driver(s: &State, file: &File, request: u64, arg: u64) -> Served<i64> {
+    match file {
+        File::Container(cf) => engine(cf, request, arg),
+        File::Group(g) => files::group_ioctl(&s.files, g, request, arg),
+        File::Dir(_) => Err(libc::ENOTTY),
+    }
+}
+
+fn fake_ioctl(s: &State, fd: c_int, file: &File, request: u64, arg: u64) -> Served<c_int> {
+    if request == FIOQSIZE && !matches!(file, File::Dir(_)) {
+        return Err(libc::ENOTTY);
+    }
+    let t = Instant::now();
+    let traced = s.tracing() && ioc_type(request) == VFIO_TYPE;
+    let args = traced.then(|| trace::decode(request, arg));
+    let r = driver(s, file, request, arg);
+    if let Some(args) = args {
+        let (result, errno) = match r {
+            Ok(v) => (v, 0),
+            Err(e) => (-1, e),
+        };
+        let mut line = serde_json::json!({
+            "fd": fd,
+            "request": trace::request_name(request),
+            "request_nr": format!("{request:#x}"),
+            "args": args,
+            "result": result,
+            "errno": errno,
+            "duration_ns": u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        });
+        if r.is_ok() {
+            if let Some(out) = trace::decode_out(request, arg) {
+                line["out"] = out;
+            }
+        }
+        s.trace(line);
+    }
+    r.map(|v| c_int::try_from(v).unwrap_or(c_int::MAX))
+}
+
+/// Interposed `ioctl`.
+///
+/// # Safety
+/// As the libc function.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    let req = u64::from(request);
+    if OURS.contains(fd) && !is_vfs_generic(req) {
+        let r = serve(-1, || {
+            let s = state()?;
+            let file = s.files.get(fd)?;
+            Some(fake_ioctl(s, fd, &file, req, arg as u64))
+        });
+        if let Some(r) = r {
+            return r;
+        }
+    } else if (INHERITED.contains(fd) || ioc_type(req) == VFIO_TYPE)
+        && !is_vfs_generic(req)
+        && !crate::state::busy()
+    {
+        if let Some(r) = serve(-1, || check_inherited(fd).map(Err)) {
+            return r;
+        }
+    }
+    real!(IOCTL as crate::real::IoctlFn, -1, (fd, request, arg))
+}

@@ -1,0 +1,211 @@
+//! The interposed libc entry points.
+//!
+//! Stable Rust cannot define C-variadic functions, so `open`, `ioctl` and `fcntl` are defined
+//! with fixed arity. On x86-64 (System V) a variadic argument travels in the same register as
+//! the fixed parameter declared here, so reading the optional `mode`/`arg` is exactly what the C
+//! callee would do (garbage when the caller passed none, and then unused). The real functions
+//! are called through variadic pointer types ([`crate::real`]). This module is therefore built
+//! for x86-64 Linux only.
+//!
+//! Rules every entry point follows:
+//! - a call on an fd that is not ours costs one lock-free set lookup and goes to libc;
+//! - a call on a path reads the path through [`type1::usercopy`] (never dereferencing the host
+//!   program's pointer), so a bad pointer is `EFAULT` as from the kernel, never a crash;
+//! - while the library serves a call it blocks every signal (no handler can run on a thread
+//!   that holds our locks) and catches panics (`EIO`; never an unwind into C);
+//! - `errno` is untouched on success and set only on failure; the library's own system calls
+//!   never leak their `errno` into the host program's.
+
+// The entry points are exported by symbol name (`no_mangle`), not by Rust path.
+#![allow(unreachable_pub)]
+
+use std::ffi::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::paths::{self, Lookup, Node};
+use crate::state::{busy, state, State};
+use crate::sys::{self, SignalsBlocked};
+
+mod dir;
+mod fd;
+mod io;
+mod ioctl;
+mod open;
+mod stat;
+mod stdio;
+
+/// Calls the real libc function `$sym` of type `$ty` with `$args`, or fails with `ENOSYS`
+/// (returning `$fail`) if libc has none.
+macro_rules! real {
+    ($sym:ident as $ty:ty, $fail:expr, ($($arg:expr),* $(,)?)) => {{
+        // SAFETY: the symbol has this C type.
+        match unsafe { $crate::real::func::<$ty>(&$crate::real::$sym) } {
+            // SAFETY: the real function with the caller's arguments.
+            Some(f) => unsafe { f($($arg),*) },
+            None => {
+                $crate::sys::set_errno(libc::ENOSYS);
+                $fail
+            }
+        }
+    }};
+}
+pub(crate) use real;
+
+/// What serving a call ourselves gave.
+pub(crate) type Served<R> = Result<R, c_int>;
+
+/// Serves a call that is ours: blocks signals, catches panics (`EIO`), keeps `errno` as it was
+/// on success and sets it on failure. `f` returns `None` if the call turned out not to be ours
+/// after all (the caller then goes to libc, with `errno` as the host program left it).
+pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Option<Served<R>>) -> Option<R> {
+    let saved = sys::errno();
+    let r = {
+        let _mask = SignalsBlocked::new();
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or(Some(Err(libc::EIO)))
+    };
+    match r {
+        None => {
+            sys::set_errno(saved);
+            None
+        }
+        Some(Ok(v)) => {
+            sys::set_errno(saved);
+            Some(v)
+        }
+        Some(Err(e)) => {
+            sys::set_errno(e);
+            Some(fail)
+        }
+    }
+}
+
+/// A path argument, read safely.
+#[derive(Debug)]
+pub(crate) enum PathArg {
+    /// Not one of ours (or unreadable: libc will report it).
+    NotOurs,
+    /// The pointer cannot be read: `EFAULT`.
+    Fault,
+    /// A path that may be ours (without its NUL).
+    Maybe(Vec<u8>),
+}
+
+/// `PATH_MAX`, the longest path the kernel accepts including its NUL.
+const PATH_MAX: usize = 4096;
+
+/// Reads the NUL-terminated path at `p` without dereferencing it, stopping early when its
+/// first bytes show it cannot be ours.
+pub(crate) fn read_path(p: *const c_char) -> PathArg {
+    if p.is_null() {
+        return PathArg::Fault;
+    }
+    let addr = p as u64;
+    let mut out: Vec<u8> = Vec::new();
+    let mut at = addr;
+    loop {
+        // Never read across a page boundary in one step: the next page may be unmapped even
+        // though the string ends before it.
+        let to_page_end = 4096 - (at % 4096);
+        let want = if out.is_empty() {
+            to_page_end.min(16)
+        } else {
+            to_page_end.min(256)
+        };
+        let mut buf = [0u8; 256];
+        let Ok(want) = usize::try_from(want) else {
+            return PathArg::Fault;
+        };
+        if type1::usercopy::copy_from_process(at, &mut buf[..want]).is_err() {
+            return PathArg::Fault;
+        }
+        let chunk = &buf[..want];
+        let end = chunk.iter().position(|&b| b == 0);
+        out.extend_from_slice(&chunk[..end.unwrap_or(want)]);
+        if !paths::maybe_ours(&out) && (end.is_some() || out.len() >= 4) {
+            return PathArg::NotOurs;
+        }
+        if end.is_some() {
+            return PathArg::Maybe(out);
+        }
+        if out.len() >= PATH_MAX {
+            return PathArg::NotOurs;
+        }
+        at += want as u64;
+    }
+}
+
+/// The state and the resolved node of the path at `p` relative to `dirfd` (`AT_FDCWD` or one of
+/// our directory fds), when it is ours.
+pub(crate) enum Target {
+    /// Not ours: go to libc.
+    Real,
+    /// The path pointer is bad.
+    Fault,
+    /// Ours: the node, or the errno of its lookup.
+    Ours(&'static State, Lookup),
+}
+
+/// Resolves `p` (relative to `dirfd` when it is relative).
+pub(crate) fn target(dirfd: c_int, p: *const c_char) -> Target {
+    if busy() {
+        return Target::Real;
+    }
+    let path = match read_path(p) {
+        PathArg::Maybe(path) => path,
+        PathArg::Fault => return Target::Fault,
+        PathArg::NotOurs => {
+            // A relative path under one of our directory fds.
+            if dirfd >= 0 && crate::files::OURS.contains(dirfd) {
+                return relative(dirfd, p);
+            }
+            return Target::Real;
+        }
+    };
+    let Some(s) = state() else {
+        return Target::Real;
+    };
+    match paths::classify(&s.cfg, &path) {
+        Some(l) => Target::Ours(s, l),
+        None => Target::Real,
+    }
+}
+
+fn relative(dirfd: c_int, p: *const c_char) -> Target {
+    let Some(s) = state() else {
+        return Target::Real;
+    };
+    let Some(crate::files::File::Dir(dir)) = s.files.get(dirfd) else {
+        return Target::Real;
+    };
+    let mut rel = [0u8; 256];
+    let mut n = 0;
+    // Short names only (our directories hold short names); read byte by byte up to NUL.
+    while n < rel.len() {
+        let mut b = [0u8; 1];
+        if type1::usercopy::copy_from_process(p as u64 + n as u64, &mut b).is_err() {
+            return Target::Fault;
+        }
+        if b[0] == 0 {
+            break;
+        }
+        rel[n] = b[0];
+        n += 1;
+    }
+    if n == 0 || rel[0] == b'/' {
+        return Target::Real;
+    }
+    let mut full = paths::canonical(&dir).into_bytes();
+    full.push(b'/');
+    full.extend_from_slice(&rel[..n]);
+    match paths::classify(&s.cfg, &full) {
+        Some(l) => Target::Ours(s, l),
+        // Inside a fake directory nothing else exists.
+        None => Target::Ours(s, Err(libc::ENOENT)),
+    }
+}
+
+/// The node of an fd of ours, if any.
+pub(crate) fn fd_node(fd: c_int) -> Option<(&'static State, Node)> {
+    let s = state()?;
+    Some((s, s.files.get(fd)?.node()))
+}
