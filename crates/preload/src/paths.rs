@@ -126,6 +126,35 @@ pub fn classify(cfg: &Config, path: &[u8]) -> Option<Lookup> {
     })
 }
 
+/// A path that passes through one of our directories and leaves it with `..` (say
+/// `/dev/vfio/..`): the lexically resolved path, for the real file system to answer, since the
+/// real file system has no `/dev/vfio` to walk through. `None` for any other path.
+#[must_use]
+pub fn escape(cfg: &Config, path: &[u8]) -> Option<Vec<u8>> {
+    if !path.windows(3).any(|w| w == b"/..") {
+        return None;
+    }
+    let (comps, dir_only) = components(path)?;
+    let mut out = Vec::with_capacity(path.len());
+    for c in &comps {
+        out.push(b'/');
+        out.extend_from_slice(c);
+    }
+    if out.is_empty() || dir_only {
+        out.push(b'/');
+    }
+    // Only a path that really went through a fake directory is rewritten.
+    let mut prefix = Vec::new();
+    let through = path.split(|&b| b == b'/').any(|c| {
+        if !prefix.is_empty() || c.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(c);
+        matches!(classify(cfg, &prefix), Some(Ok(ref n)) if n.is_dir())
+    });
+    (through && classify(cfg, &out).is_none()).then_some(out)
+}
+
 /// Quick filter on the first bytes of a path: could it be ours?
 #[must_use]
 pub fn maybe_ours(prefix: &[u8]) -> bool {
@@ -253,6 +282,12 @@ mod tests {
             Some(Ok(Node::DeviceDir("0000:00:04.0".into())))
         );
         assert_eq!(c("/sys/kernel/iommu_groups/7/type"), None);
+        assert_eq!(escape(&cfg(), b"/dev/vfio/.."), Some(b"/dev/".to_vec()));
+        assert_eq!(
+            escape(&cfg(), b"/dev/vfio/../null"),
+            Some(b"/dev/null".to_vec())
+        );
+        assert_eq!(escape(&cfg(), b"/dev/../dev/null"), None);
         assert_eq!(canonical(&Node::GroupLink(7)), "/sys/kernel/iommu_groups/7");
         assert_eq!(link_target(7), "../../../kernel/iommu_groups/7");
         let e = entries(&cfg(), &Node::VfioDir);

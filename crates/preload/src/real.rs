@@ -131,6 +131,12 @@ syms! {
     SEEKDIR = c"seekdir";
     SCANDIR = c"scandir";
     SCANDIR64 = c"scandir64";
+    GETXATTR = c"getxattr";
+    LGETXATTR = c"lgetxattr";
+    FGETXATTR = c"fgetxattr";
+    LISTXATTR = c"listxattr";
+    LLISTXATTR = c"llistxattr";
+    FLISTXATTR = c"flistxattr";
 }
 
 /// `int (const char *, int, ...)`.
@@ -255,3 +261,13 @@ pub(crate) unsafe fn func<F: Copy>(sym: &Sym) -> Option<F> {
 }
 /// `int (DIR *)`.
 pub(crate) type DirfdFn = unsafe extern "C" fn(*mut libc::DIR) -> c_int;
+/// `ssize_t (const char *, const char *, void *, size_t)`.
+pub(crate) type GetxattrFn =
+    unsafe extern "C" fn(*const c_char, *const c_char, *mut c_void, usize) -> isize;
+/// `ssize_t (int, const char *, void *, size_t)`.
+pub(crate) type FgetxattrFn =
+    unsafe extern "C" fn(c_int, *const c_char, *mut c_void, usize) -> isize;
+/// `ssize_t (const char *, char *, size_t)`.
+pub(crate) type ListxattrFn = unsafe extern "C" fn(*const c_char, *mut c_char, usize) -> isize;
+/// `ssize_t (int, char *, size_t)`.
+pub(crate) type FlistxattrFn = unsafe extern "C" fn(c_int, *mut c_char, usize) -> isize;

@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use io_pgtable::{FlushQueueConfig, InvalidationPolicy};
-use type1::mm::{LockCapability, MlockPolicy, Mm, ProcessMemory};
+use type1::mm::{MlockPolicy, Mm, ProcessLimits, ProcessMemory};
 use type1::{ContainerConfig, Interrupts};
 
 use crate::config::Config;
@@ -83,18 +83,6 @@ pub(crate) fn busy() -> bool {
     BUSY.try_with(Cell::get).unwrap_or(true)
 }
 
-/// `capable(CAP_IPC_LOCK)`: bit 14 of the effective capability set.
-fn has_ipc_lock() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << 14) != 0)
-}
-
 /// The state (built on first call). `None` while this thread is inside the library.
 pub(crate) fn state() -> Option<&'static State> {
     if busy() {
@@ -103,17 +91,20 @@ pub(crate) fn state() -> Option<&'static State> {
     Some(STATE.get_or_init(|| passthrough(build)))
 }
 
-/// A new locked-memory account for this process.
-fn new_mm(cfg: &Config) -> Arc<Mm> {
-    let cap = if has_ipc_lock() {
-        LockCapability::Unlimited
-    } else {
-        LockCapability::Limited
+/// A new locked-memory account for this process. RLIMIT_MEMLOCK, CAP_IPC_LOCK and the memory
+/// the process mlock'ed are read live, at each charge and MAP_DMA, as the kernel does
+/// (`type1::mm::ProcessLimits`); a valid `TYPE1_MEMLOCK` replaces RLIMIT_MEMLOCK.
+fn new_mm(_cfg: &Config) -> Arc<Mm> {
+    let limits = match std::env::var("TYPE1_MEMLOCK")
+        .ok()
+        .and_then(|v| crate::config::parse_memlock(&v).ok())
+    {
+        Some(fixed) => ProcessLimits::with_memlock(fixed),
+        None => ProcessLimits::new(),
     };
-    Arc::new(Mm::new(
+    Arc::new(Mm::with_limits(
         Box::new(ProcessMemory::new(MlockPolicy::CheckOnly)),
-        cfg.memlock,
-        cap,
+        Box::new(limits),
     ))
 }
 

@@ -89,6 +89,7 @@ pub unsafe extern "C" fn opendir(path: *const c_char) -> *mut libc::DIR {
     if let Some(r) = r {
         return r;
     }
+    let (path, _redirect) = super::redirect(path);
     real!(
         OPENDIR as crate::real::OpendirFn,
         std::ptr::null_mut(),
@@ -356,6 +357,7 @@ macro_rules! scandir_like {
             if let Some(r) = r {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!(
                 $sym as crate::real::ScandirFn,
                 -1,

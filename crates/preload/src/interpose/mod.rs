@@ -19,7 +19,8 @@
 // The entry points are exported by symbol name (`no_mangle`), not by Rust path.
 #![allow(unreachable_pub)]
 
-use std::ffi::{c_char, c_int};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::paths::{self, Lookup, Node};
@@ -33,6 +34,7 @@ mod ioctl;
 mod open;
 mod stat;
 mod stdio;
+mod xattr;
 
 /// Calls the real libc function `$sym` of type `$ty` with `$args`, or fails with `ENOSYS`
 /// (returning `$fail`) if libc has none.
@@ -145,8 +147,29 @@ pub(crate) enum Target {
     Ours(&'static State, Lookup),
 }
 
+thread_local! {
+    /// A rewritten path for the real function that follows (see [`paths::escape`]).
+    static REDIRECT: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// The path the real function must be given: `p`, or the rewritten path [`target`] left for
+/// this thread, which the returned `CString` keeps alive.
+pub(crate) fn redirect(p: *const c_char) -> (*const c_char, Option<CString>) {
+    let c = REDIRECT
+        .try_with(|r| r.try_borrow_mut().ok().and_then(|mut r| r.take()))
+        .ok()
+        .flatten();
+    match c {
+        Some(c) => (c.as_ptr(), Some(c)),
+        None => (p, None),
+    }
+}
+
 /// Resolves `p` (relative to `dirfd` when it is relative).
 pub(crate) fn target(dirfd: c_int, p: *const c_char) -> Target {
+    // A signal handler's call cannot inherit a rewrite meant for the interrupted call: the
+    // slot is taken by the real call that immediately follows `target` on this thread.
+    let _ = REDIRECT.try_with(|r| r.try_borrow_mut().map(|mut r| r.take()));
     if busy() {
         return Target::Real;
     }
@@ -166,7 +189,12 @@ pub(crate) fn target(dirfd: c_int, p: *const c_char) -> Target {
     };
     match paths::classify(&s.cfg, &path) {
         Some(l) => Target::Ours(s, l),
-        None => Target::Real,
+        None => {
+            if let Some(c) = paths::escape(&s.cfg, &path).and_then(|p| CString::new(p).ok()) {
+                let _ = REDIRECT.try_with(|r| r.try_borrow_mut().map(|mut r| *r = Some(c)));
+            }
+            Target::Real
+        }
     }
 }
 

@@ -86,6 +86,7 @@ macro_rules! open_like {
             if let Some(r) = try_open(libc::AT_FDCWD, path, flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!($sym as crate::real::OpenFn, -1, (path, flags, mode))
         }
     };
@@ -110,6 +111,7 @@ macro_rules! openat_like {
             if let Some(r) = try_open(dirfd, path, flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!(
                 $sym as crate::real::OpenatFn,
                 -1,
@@ -133,6 +135,7 @@ macro_rules! open2_like {
             if let Some(r) = try_open(libc::AT_FDCWD, path, flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!($sym as crate::real::Open2Fn, -1, (path, flags))
         }
     };
@@ -152,6 +155,7 @@ macro_rules! openat2_like {
             if let Some(r) = try_open(dirfd, path, flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!($sym as crate::real::Openat2Fn, -1, (dirfd, path, flags))
         }
     };

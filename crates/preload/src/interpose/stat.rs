@@ -94,6 +94,7 @@ macro_rules! stat_like {
             if let Some(r) = path_stat(libc::AT_FDCWD, path, buf, $flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!($sym as crate::real::StatFn, -1, (path, buf))
         }
     };
@@ -120,6 +121,7 @@ macro_rules! fstatat_like {
             if let Some(r) = path_stat(dirfd, path, buf, flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!(
                 $sym as crate::real::FstatatFn,
                 -1,
@@ -176,6 +178,7 @@ macro_rules! xstat_like {
             if let Some(r) = path_stat(libc::AT_FDCWD, path, buf, $flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!($sym as crate::real::XstatFn, -1, (ver, path, buf))
         }
     };
@@ -222,6 +225,7 @@ macro_rules! fxstatat_like {
             if let Some(r) = path_stat(dirfd, path, buf, flags) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!(
                 $sym as crate::real::FxstatatFn,
                 -1,
@@ -286,6 +290,7 @@ pub unsafe extern "C" fn statx(
     if let Some(r) = r {
         return r;
     }
+    let (path, _redirect) = super::redirect(path);
     real!(
         STATX as crate::real::StatxFn,
         -1,
@@ -324,6 +329,7 @@ macro_rules! access_like {
             if let Some(r) = path_access(libc::AT_FDCWD, path, mode) {
                 return r;
             }
+            let (path, _redirect) = super::redirect(path);
             real!($sym as crate::real::AccessFn, -1, (path, mode))
         }
     };
@@ -347,6 +353,7 @@ pub unsafe extern "C" fn faccessat(
     if let Some(r) = path_access(dirfd, path, mode) {
         return r;
     }
+    let (path, _redirect) = super::redirect(path);
     real!(
         FACCESSAT as crate::real::FaccessatFn,
         -1,
@@ -392,6 +399,7 @@ pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: u
     if let Some(r) = path_readlink(libc::AT_FDCWD, path, buf, size) {
         return r;
     }
+    let (path, _redirect) = super::redirect(path);
     real!(READLINK as crate::real::ReadlinkFn, -1, (path, buf, size))
 }
 
@@ -424,6 +432,7 @@ pub unsafe extern "C" fn readlinkat(
     if let Some(r) = path_readlink(dirfd, path, buf, size) {
         return r;
     }
+    let (path, _redirect) = super::redirect(path);
     real!(
         READLINKAT as crate::real::ReadlinkatFn,
         -1,
@@ -474,6 +483,7 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
     if let Some(r) = r {
         return r;
     }
+    let (path, _redirect) = super::redirect(path);
     real!(
         REALPATH as crate::real::RealpathFn,
         std::ptr::null_mut(),

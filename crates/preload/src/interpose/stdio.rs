@@ -82,6 +82,7 @@ macro_rules! fopen_like {
             if let Some(f) = try_fopen(path, mode) {
                 return f;
             }
+            let (path, _redirect) = super::redirect(path);
             real!(
                 $sym as crate::real::FopenFn,
                 std::ptr::null_mut(),
