@@ -5,12 +5,16 @@
 //! `vfio_pci_config.c`, `vfio_pci_intrs.c`, `vfio_pci_rdwr.c`): a program holding a device built
 //! here sees what it would see on a device fd of a real function bound to vfio-pci.
 //!
-//! - [`pci`]: the type-0 header, the capability-list builder and config-space virtualisation.
+//! - [`pci`]: the type-0 header, the capability-list builder and config-space virtualisation;
+//! - [`region`]: region indexes and offsets, region info with its capability chain, mmap rules;
+//! - [`memfd`]: the device's file, where mmap-able BARs live at their region offsets.
 
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod memfd;
 pub mod pci;
+pub mod region;
 
 pub use error::{Error, Result};
 
