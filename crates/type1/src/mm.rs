@@ -13,7 +13,10 @@
 //!   keeps a ledger of pins so tests can prove nothing leaks.
 //!
 //! [`Mm`] is the kernel's `mm_struct` as far as type1 cares: an address space plus the
-//! `locked_vm` charge, its limit (RLIMIT_MEMLOCK) and the lock capability (CAP_IPC_LOCK).
+//! `locked_vm` charge, checked at each charge against the limit (RLIMIT_MEMLOCK) and the memory
+//! the process locked by itself, unless the mapping was made with the lock capability
+//! (CAP_IPC_LOCK). Where those three come from is a [`LockLimits`]: read live from this process
+//! ([`ProcessLimits`]) or fixed ([`FixedLimits`]).
 //! Addresses are byte addresses; runs are `(pa, npages)` of `page_size()` pages.
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +27,11 @@ use std::sync::{Mutex, MutexGuard};
 use io_pgtable::PhysAddr;
 
 use crate::error::{Error, Result};
+
+mod gup;
+mod limits;
+
+pub use limits::{process_memlock_limit, FixedLimits, LockLimits, ProcessLimits};
 
 /// The access a pin needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +70,14 @@ pub trait AddressSpace: Send + Sync + Debug {
     /// Releases a run returned by [`AddressSpace::pin_run`] (`put_pfn`).
     fn unpin_run(&self, run: &PinnedRun);
 
+    /// Pages of the pins this address space holds that the operating system already counts as
+    /// locked memory of the process (`VmLck`), e.g. because [`MlockPolicy::Lock`] `mlock`ed them.
+    /// [`Mm::charge`] subtracts them from [`LockLimits::mlocked_bytes`] so they are not counted
+    /// twice. Default: none.
+    fn os_locked_pages(&self) -> u64 {
+        0
+    }
+
     /// `copy_from_user` in this address space: fills `buf` from `vaddr`.
     ///
     /// # Errors
@@ -97,6 +113,9 @@ impl<T: AddressSpace + ?Sized> AddressSpace for std::sync::Arc<T> {
     fn unpin_run(&self, run: &PinnedRun) {
         (**self).unpin_run(run);
     }
+    fn os_locked_pages(&self) -> u64 {
+        (**self).os_locked_pages()
+    }
     fn read(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), u64> {
         (**self).read(vaddr, buf)
     }
@@ -124,41 +143,38 @@ pub enum LockCapability {
 #[derive(Debug)]
 pub struct Mm {
     space: Box<dyn AddressSpace>,
-    limit_pages: Option<u64>,
-    capability: LockCapability,
+    limits: Box<dyn LockLimits>,
     locked: AtomicU64,
     pending: AtomicU64,
 }
 
-/// RLIMIT_MEMLOCK of this process in bytes, `None` if unlimited.
-#[must_use]
-pub fn process_memlock_limit() -> Option<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` to a valid pointer.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
-    if r != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
-        None
-    } else {
-        Some(rl.rlim_cur)
-    }
-}
-
 impl Mm {
-    /// An owner of `space` with a locked-memory limit of `limit_bytes` (`None`: unlimited).
+    /// An owner of `space` with a fixed locked-memory limit of `limit_bytes` (`None`:
+    /// unlimited) and a fixed capability: for tests, benches and fake address spaces. A real
+    /// process uses [`Mm::with_limits`] and [`ProcessLimits`].
     #[must_use]
     pub fn new(
         space: Box<dyn AddressSpace>,
         limit_bytes: Option<u64>,
         capability: LockCapability,
     ) -> Self {
-        let page = space.page_size();
+        Mm::with_limits(
+            space,
+            Box::new(FixedLimits {
+                memlock_bytes: limit_bytes,
+                capability,
+                mlocked_bytes: 0,
+            }),
+        )
+    }
+
+    /// An owner of `space` whose limit, capability and self-locked memory are read from
+    /// `limits` whenever the accounting needs them.
+    #[must_use]
+    pub fn with_limits(space: Box<dyn AddressSpace>, limits: Box<dyn LockLimits>) -> Self {
         Mm {
             space,
-            limit_pages: limit_bytes.map(|b| b / page),
-            capability,
+            limits,
             locked: AtomicU64::new(0),
             pending: AtomicU64::new(0),
         }
@@ -170,13 +186,20 @@ impl Mm {
         &*self.space
     }
 
-    /// The lock capability.
+    /// Where the limits come from.
     #[must_use]
-    pub fn capability(&self) -> LockCapability {
-        self.capability
+    pub fn limits(&self) -> &dyn LockLimits {
+        &*self.limits
     }
 
-    /// Pages currently charged (`locked_vm`).
+    /// The lock capability *now* (`capable(CAP_IPC_LOCK)`): MAP_DMA records it in each new
+    /// mapping (`vfio_dma_do_map`), which then charges with the recorded value.
+    #[must_use]
+    pub fn capability(&self) -> LockCapability {
+        self.limits.capability()
+    }
+
+    /// Pages currently charged (`locked_vm`, without memory the process locked by itself).
     #[must_use]
     pub fn locked_pages(&self) -> u64 {
         self.locked.load(Ordering::SeqCst)
@@ -188,25 +211,49 @@ impl Mm {
         self.pending.load(Ordering::SeqCst)
     }
 
-    /// `__account_locked_vm(mm, n, inc=true, ..., lock_cap)`.
+    /// `__account_locked_vm(mm, n, inc=true, ..., lock_cap)`: without the capability the limit
+    /// is read now, and the charge must fit beside our other charges *and* the memory the
+    /// process locked by itself (both are `mm->locked_vm` in the kernel).
     ///
     /// # Errors
-    /// [`Error::LockedMemoryLimit`] if the charge would exceed the limit without the capability.
+    /// [`Error::LockedMemoryLimit`] if the charge would exceed the limit without the capability;
+    /// `locked` then counts our charges plus the self-locked pages.
     pub fn charge(&self, pages: u64, capability: LockCapability) -> Result<()> {
         if pages == 0 {
             return Ok(());
         }
-        let limit = match (capability, self.limit_pages) {
-            (LockCapability::Limited, Some(limit)) => limit,
-            _ => u64::MAX,
+        let page = self.space.page_size();
+        let limit = match capability {
+            LockCapability::Limited => self.limits.memlock_bytes().map(|b| b / page),
+            LockCapability::Unlimited => None,
         };
+        let Some(limit) = limit else {
+            return self
+                .locked
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_add(pages))
+                .map(|_| ())
+                .map_err(|locked| Error::LockedMemoryLimit {
+                    locked,
+                    more: pages,
+                    limit: u64::MAX,
+                });
+        };
+        // The self-locked memory is read only when our own charges leave room for the
+        // request: a charge that fails on them alone needs no /proc read.
+        let own = self.locked.load(Ordering::SeqCst);
+        let others = if own.saturating_add(pages) > limit {
+            0
+        } else {
+            (self.limits.mlocked_bytes() / page).saturating_sub(self.space.os_locked_pages())
+        };
+        let room = limit.saturating_sub(others);
         self.locked
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |locked| {
-                locked.checked_add(pages).filter(|&n| n <= limit)
+                locked.checked_add(pages).filter(|&n| n <= room)
             })
             .map(|_| ())
             .map_err(|locked| Error::LockedMemoryLimit {
-                locked,
+                locked: locked.saturating_add(others),
                 more: pages,
                 limit,
             })
@@ -244,43 +291,137 @@ pub enum MlockPolicy {
     Lock,
 }
 
-/// This process's memory.
+/// This process's memory, pinned by the kernel's rules for long-term pins (see the `gup`
+/// module: `check_vma_flags` in mm/gup.c and vfio's `VM_PFNMAP` fallback), read from
+/// `/proc/self/maps` at every pin: nothing about the mappings is cached.
 #[derive(Debug, Default)]
 pub struct ProcessMemory {
     mlock: MlockPolicy,
+    /// Pages this address space `mlock`ed and has not `munlock`ed ([`MlockPolicy::Lock`]).
+    mlocked: AtomicU64,
+    /// Ranges the owner declared PFNMAP-like: `start → end`, disjoint and not touching.
+    reserved: Mutex<BTreeMap<u64, u64>>,
 }
 
-/// One line of `/proc/self/maps`: `[start, end)` and its permissions.
-#[derive(Debug, Clone, Copy)]
-struct Vma {
-    start: u64,
-    end: u64,
-    read: bool,
-    write: bool,
-}
-
-fn parse_maps(maps: &str) -> Vec<Vma> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let perms = fields.next()?.as_bytes();
-            let (s, e) = range.split_once('-')?;
-            Some(Vma {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                read: perms.first() == Some(&b'r'),
-                write: perms.get(1) == Some(&b'w'),
-            })
-        })
-        .collect()
+/// The pages of `[at, ..)` and whether they are marked reserved: `(reserved, end of that
+/// state)`, never past `limit`.
+fn mark_at(marks: &BTreeMap<u64, u64>, at: u64, limit: u64) -> (bool, u64) {
+    if let Some((_, &end)) = marks.range(..=at).next_back() {
+        if at < end {
+            return (true, end.min(limit));
+        }
+    }
+    let next = marks.range(at..).next().map_or(limit, |(&s, _)| s);
+    (false, next.min(limit))
 }
 
 impl ProcessMemory {
     /// This process's memory with the given mlock policy.
     #[must_use]
     pub fn new(mlock: MlockPolicy) -> Self {
-        ProcessMemory { mlock }
+        ProcessMemory {
+            mlock,
+            ..ProcessMemory::default()
+        }
+    }
+
+    fn marks(&self) -> MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.reserved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Declares `[start, start + len)` a PFNMAP-like area (e.g. a device BAR backed by a memfd):
+    /// pins there give reserved pages, never pinned, `mlock`ed nor charged, and refused to
+    /// `vfio_pin_pages` (as a `VM_PFNMAP` area is in the kernel). The pages must still be
+    /// mapped with the protection a pin asks for. Overlapping or adjacent marks merge; a zero
+    /// or wrapping length does nothing. Pins taken before the call keep their kind.
+    pub fn mark_reserved(&self, start: u64, len: u64) {
+        let Some(mut end) = start.checked_add(len).filter(|_| len > 0) else {
+            return;
+        };
+        let mut start = start;
+        let mut m = self.marks();
+        let touching: Vec<(u64, u64)> = m
+            .range(..=end)
+            .rev()
+            .take_while(|&(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            m.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        m.insert(start, end);
+    }
+
+    /// Removes `[start, start + len)` from the reserved marks (parts outside any mark are
+    /// ignored).
+    pub fn unmark_reserved(&self, start: u64, len: u64) {
+        let Some(end) = start.checked_add(len).filter(|_| len > 0) else {
+            return;
+        };
+        let mut m = self.marks();
+        let hit: Vec<(u64, u64)> = m
+            .range(..end)
+            .rev()
+            .take_while(|&(_, &e)| e > start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in hit {
+            m.remove(&s);
+            if s < start {
+                m.insert(s, start);
+            }
+            if e > end {
+                m.insert(end, e);
+            }
+        }
+    }
+
+    /// The marked ranges, `[start, end)`, in order.
+    #[must_use]
+    pub fn reserved_ranges(&self) -> Vec<(u64, u64)> {
+        self.marks().iter().map(|(&s, &e)| (s, e)).collect()
+    }
+
+    /// The longest run at `vaddr` whose areas all give the same verdict (pinned or reserved).
+    fn scan(
+        &self,
+        maps: &str,
+        vaddr: u64,
+        want_end: u64,
+        access: PinAccess,
+    ) -> Option<(u64, gup::Verdict)> {
+        let marks = self.marks().clone();
+        let probe = gup::LiveProbe;
+        let mut at = vaddr;
+        let mut kind = None;
+        for line in maps.lines().filter_map(gup::parse_maps_line) {
+            if at >= want_end || line.start > at {
+                break;
+            }
+            if line.end <= at {
+                continue;
+            }
+            let area_end = line.end.min(want_end);
+            let mut plain = None;
+            while at < area_end {
+                let (marked, piece_end) = mark_at(&marks, at, area_end);
+                let v = if marked {
+                    gup::pfnmap_verdict(&line, access)
+                } else {
+                    *plain.get_or_insert_with(|| gup::verdict(&line, access, &probe))
+                };
+                if v == gup::Verdict::Fault || kind.is_some_and(|k| k != v) {
+                    return kind.map(|k| (at, k));
+                }
+                kind = Some(v);
+                at = piece_end;
+            }
+        }
+        kind.map(|k| (at, k))
     }
 }
 
@@ -288,38 +429,35 @@ impl AddressSpace for ProcessMemory {
     fn pin_run(&self, vaddr: u64, max_pages: u64, access: PinAccess) -> Result<PinnedRun, u64> {
         let page = self.page_size();
         let maps = std::fs::read_to_string("/proc/self/maps").map_err(|_| vaddr)?;
-        let vmas = parse_maps(&maps);
         let want_end = vaddr.saturating_add(max_pages.saturating_mul(page));
-        // Follow adjacent VMAs: the run is virtually (hence "physically") contiguous.
-        let mut at = vaddr;
-        while at < want_end {
-            let Some(v) = vmas.iter().find(|v| v.start <= at && at < v.end) else {
-                break;
-            };
-            let ok = v.read && (access == PinAccess::Read || v.write);
-            if !ok {
-                break;
-            }
-            at = v.end.min(want_end);
-        }
-        if at == vaddr {
+        // Adjacent areas continue the run: it is virtually (hence "physically") contiguous.
+        let Some((at, kind)) = self.scan(&maps, vaddr, want_end, access) else {
+            return Err(vaddr);
+        };
+        let npages = (at - vaddr) / page;
+        if npages == 0 {
             return Err(vaddr);
         }
-        let npages = (at - vaddr) / page;
-        if self.mlock == MlockPolicy::Lock {
-            let len = usize::try_from(at - vaddr).map_err(|_| vaddr)?;
+        let reserved = kind == gup::Verdict::Reserved;
+        if self.mlock == MlockPolicy::Lock && !reserved {
+            let len = usize::try_from(npages * page).map_err(|_| vaddr)?;
             // SAFETY: mlock only changes residency of pages that the check above found mapped;
             // it does not access memory through the pointer.
             let r = unsafe { libc::mlock(vaddr as *const libc::c_void, len) };
             if r != 0 {
                 return Err(vaddr);
             }
+            self.mlocked.fetch_add(npages, Ordering::SeqCst);
         }
         Ok(PinnedRun {
             pa: PhysAddr(vaddr),
             npages,
-            reserved: false,
+            reserved,
         })
+    }
+
+    fn os_locked_pages(&self) -> u64 {
+        self.mlocked.load(Ordering::SeqCst)
     }
 
     fn read(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), u64> {
@@ -345,11 +483,16 @@ impl AddressSpace for ProcessMemory {
     }
 
     fn unpin_run(&self, run: &PinnedRun) {
-        if self.mlock == MlockPolicy::Lock {
+        if self.mlock == MlockPolicy::Lock && !run.reserved {
             if let Ok(len) = usize::try_from(run.npages * self.page_size()) {
                 // SAFETY: munlock does not access memory; unlocking an unmapped range only fails.
                 unsafe { libc::munlock(run.pa.raw() as *const libc::c_void, len) };
             }
+            let _ = self
+                .mlocked
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(run.npages))
+                });
         }
     }
 }
@@ -750,6 +893,145 @@ mod tests {
         let text = process_memory_checks_mapping_and_write_permission as *const () as u64 & !4095;
         assert_eq!(pm.pin_run(text, 1, PinAccess::Write), Err(text));
         pm.pin_run(text, 1, PinAccess::Read).unwrap();
+    }
+
+    /// Limits a test changes while an [`Mm`] uses them.
+    #[derive(Debug)]
+    struct Adjustable(Mutex<FixedLimits>);
+
+    impl Adjustable {
+        fn new(pages: u64) -> std::sync::Arc<Self> {
+            std::sync::Arc::new(Adjustable(Mutex::new(FixedLimits {
+                memlock_bytes: Some(pages * FAKE_PAGE),
+                capability: LockCapability::Limited,
+                mlocked_bytes: 0,
+            })))
+        }
+        fn set(&self, f: impl FnOnce(&mut FixedLimits)) {
+            f(&mut self.0.lock().unwrap());
+        }
+    }
+
+    impl LockLimits for Adjustable {
+        fn memlock_bytes(&self) -> Option<u64> {
+            self.0.lock().unwrap().memlock_bytes
+        }
+        fn capability(&self) -> LockCapability {
+            self.0.lock().unwrap().capability
+        }
+        fn mlocked_bytes(&self) -> u64 {
+            self.0.lock().unwrap().mlocked_bytes
+        }
+    }
+
+    fn live_mm(limits: &std::sync::Arc<Adjustable>) -> Mm {
+        Mm::with_limits(Box::new(FakeMemory::new()), Box::new(limits.clone()))
+    }
+
+    mod live_limits {
+        use super::*;
+
+        #[test]
+        fn the_limit_is_read_at_each_charge() {
+            // __account_locked_vm reads task_rlimit(RLIMIT_MEMLOCK) every time.
+            let limits = Adjustable::new(4);
+            let mm = live_mm(&limits);
+            mm.charge(4, LockCapability::Limited).unwrap();
+            assert!(mm.charge(1, LockCapability::Limited).is_err());
+            limits.set(|l| l.memlock_bytes = Some(8 * FAKE_PAGE));
+            mm.charge(4, LockCapability::Limited).unwrap();
+            limits.set(|l| l.memlock_bytes = None);
+            mm.charge(100, LockCapability::Limited).unwrap();
+            assert_eq!(mm.locked_pages(), 108);
+        }
+
+        #[test]
+        fn mlocked_memory_shares_the_limit() {
+            // mlock and vfio both charge mm->locked_vm.
+            let limits = Adjustable::new(10);
+            let mm = live_mm(&limits);
+            limits.set(|l| l.mlocked_bytes = 6 * FAKE_PAGE);
+            assert!(matches!(
+                mm.charge(5, LockCapability::Limited),
+                Err(Error::LockedMemoryLimit {
+                    locked: 6,
+                    more: 5,
+                    limit: 10
+                })
+            ));
+            mm.charge(4, LockCapability::Limited).unwrap();
+            limits.set(|l| l.mlocked_bytes = 0);
+            mm.charge(6, LockCapability::Limited).unwrap();
+            assert_eq!(mm.locked_pages(), 10);
+        }
+
+        #[test]
+        fn the_capability_is_read_when_asked_and_exempts_the_charge() {
+            let limits = Adjustable::new(1);
+            let mm = live_mm(&limits);
+            assert_eq!(mm.capability(), LockCapability::Limited);
+            limits.set(|l| l.capability = LockCapability::Unlimited);
+            assert_eq!(mm.capability(), LockCapability::Unlimited);
+            mm.charge(50, mm.capability()).unwrap();
+            // A charge made with the capability still counts for later limited charges.
+            assert!(mm.charge(1, LockCapability::Limited).is_err());
+        }
+    }
+
+    mod reserved_marks {
+        use super::*;
+
+        #[test]
+        fn overlapping_and_adjacent_marks_merge() {
+            let pm = ProcessMemory::default();
+            pm.mark_reserved(0x1000, 0x1000);
+            pm.mark_reserved(0x3000, 0x1000);
+            pm.mark_reserved(0x2000, 0x1000);
+            pm.mark_reserved(0x8000, 0x2000);
+            pm.mark_reserved(0x9000, 0x2000);
+            assert_eq!(
+                pm.reserved_ranges(),
+                vec![(0x1000, 0x4000), (0x8000, 0xb000)]
+            );
+        }
+
+        #[test]
+        fn unmark_splits_a_mark() {
+            let pm = ProcessMemory::default();
+            pm.mark_reserved(0x1000, 0x4000);
+            pm.unmark_reserved(0x2000, 0x1000);
+            assert_eq!(
+                pm.reserved_ranges(),
+                vec![(0x1000, 0x2000), (0x3000, 0x5000)]
+            );
+            pm.unmark_reserved(0, 0x10000);
+            assert!(pm.reserved_ranges().is_empty());
+        }
+
+        #[test]
+        fn zero_or_wrapping_lengths_do_nothing() {
+            let pm = ProcessMemory::default();
+            pm.mark_reserved(0x1000, 0);
+            pm.mark_reserved(u64::MAX - 0xfff, 0x2000);
+            assert!(pm.reserved_ranges().is_empty());
+        }
+
+        #[test]
+        fn a_marked_range_pins_as_reserved_and_splits_runs() {
+            // vaddr_get_pfns: a VM_PFNMAP page is reserved; a run never mixes reserved and
+            // ordinary pages (vfio_pin_pages_remote stops where is_invalid_reserved_pfn changes).
+            let pm = ProcessMemory::default();
+            let v = vec![0u8; 5 * 4096];
+            let addr = (v.as_ptr() as u64 + 4095) & !4095;
+            pm.mark_reserved(addr + 4096, 2 * 4096);
+            let r = pm.pin_run(addr, 4, PinAccess::Write).unwrap();
+            assert_eq!((r.npages, r.reserved), (1, false));
+            let r = pm.pin_run(addr + 4096, 3, PinAccess::Write).unwrap();
+            assert_eq!((r.pa.raw(), r.npages, r.reserved), (addr + 4096, 2, true));
+            pm.unmark_reserved(addr, 4 * 4096);
+            let r = pm.pin_run(addr, 4, PinAccess::Write).unwrap();
+            assert_eq!((r.npages, r.reserved), (4, false));
+        }
     }
 
     #[test]

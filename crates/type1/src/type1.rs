@@ -428,6 +428,8 @@ impl Type1 {
         if !self.iova_list.contains(iova, last) {
             return Err(Error::OutsideIovaRange { iova, size });
         }
+        // `dma->lock_cap = capable(CAP_IPC_LOCK)`: read now, at each MAP_DMA, and used by every
+        // later charge for this mapping (pins, replay, emulated pins).
         let lock_cap = mm.capability();
         let mut dma = Dma {
             iova,
@@ -512,12 +514,14 @@ impl Type1 {
         let Some(dma) = self.dmas.get_mut(key) else {
             return Err(Error::NoMapping { iova });
         };
-        // vfio_change_dma_owner: move the charge to the new owner first.
+        // vfio_change_dma_owner: move the charge to the new owner first, with the capability
+        // the caller has now (`capable(CAP_IPC_LOCK)`), which the mapping keeps from then on.
         if !Arc::ptr_eq(&dma.mm, mm) {
-            mm.charge(dma.locked_vm, mm.capability())?;
+            let lock_cap = mm.capability();
+            mm.charge(dma.locked_vm, lock_cap)?;
             dma.mm.uncharge(dma.locked_vm);
             dma.mm = mm.clone();
-            dma.lock_cap = mm.capability();
+            dma.lock_cap = lock_cap;
         }
         dma.vaddr = vaddr;
         dma.vaddr_invalid = false;
