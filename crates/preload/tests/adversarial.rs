@@ -1,0 +1,268 @@
+//! Adversarial acceptance suite for the drop-in (issue 11): small C programs, one per class,
+//! run under `libtype1_preload.so`, each asserting the kernel's result and errno with the kernel
+//! rule cited at every check (`tests/c/adv_<class>.c`, shared macros in `tests/c/adv_check.h`).
+//!
+//! Every program is built with `gcc -O1 -Wall -Werror` against the system `<linux/vfio.h>`, run
+//! with `TYPE1_GROUPS="7:iommu,8:emulated" TYPE1_DEVICES="0000:00:04.0@7"` under a hard timeout
+//! (a hang is killed and fails), and must exit 0 with stdout exactly `PASS`. Its stderr holds one
+//! summary line (`adv_<class>: N checks`) and whatever the class requires; a failing check
+//! prints the line, expression, result, errno and kernel rule there.
+//!
+//! | class | kernel rules (v6.18) |
+//! |---|---|
+//! | `bad_pointers` | `getname_flags` (EFAULT before lookup); `cp_new_stat`/`cp_statx` copy_to_user; `readlink_copy` copies `min(len, bufsiz)`; `do_readlinkat` bufsiz ≤ 0 → EINVAL; VFIO ioctls: copy_from_user of minsz, `get_user`, `strndup_user`, write-back copy_to_user (UNMAP has already unmapped); no driver → EINVAL (`vfio_fops_unl_ioctl`) |
+//! | `fd_reuse` | a raw-closed number is whatever file reuses it (`pipe_ioctl` → ENOTTY, `/dev/null` → ENOTTY), or EBADF; `vfio_group_ioctl_set_container` on a foreign fd → EBADFD; `vfio_group_fops_release` frees the group |
+//! | `exec` | the documented difference: inherited container/group fds → EBADFD with one stderr line per fd (naming it, "inherited", "README"); own fds work |
+//! | `fortify` | `__open_2`, `__openat_2`, `__open64_2`, `__openat64_2`, `__readlink_chk`, `__realpath_chk`, `stat64`, `fstatat64`, `__xstat` family: one kernel path, same answers |
+//! | `paths` | `walk_component` ENOENT; trailing slash / `O_DIRECTORY` → ENOTDIR; `O_CREAT\|O_EXCL` → EEXIST; `//`, `.`, `..` resolve; PATH_MAX → ENAMETOOLONG; `dcache_readdir`; stdio and dirent over the fake files |
+//! | `vfs` | `do_vfs_ioctl` FIOCLEX/FIONCLEX/FIONBIO/FIOASYNC (no `->fasync` → ENOTTY)/FIOQSIZE; `vfs_read`/`vfs_write`/`vfs_readv` → EINVAL (no `->read`), EBADF for the wrong access mode; `vfs_llseek` → ESPIPE; `do_mmap` → ENODEV |
+//! | `seccomp` | with `process_vm_readv`/`writev` denied (EPERM), the container sequence and the EFAULT rules are unchanged |
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A program that has not exited by then is hung: it is killed and the test fails.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `libtype1_preload.so` of this build.
+fn preload_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for cand in [
+        deps.join("libtype1_preload.so"),
+        deps.join("../libtype1_preload.so"),
+    ] {
+        if cand.is_file() {
+            return cand;
+        }
+    }
+    panic!("libtype1_preload.so not found near {}", deps.display());
+}
+
+/// Compiles `tests/c/<name>.c` with gcc (`-O1 -Wall -Werror`, then `extra`).
+fn build(name: &str, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let dir = std::env::temp_dir().join(format!("type1-adv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let o = Command::new("gcc")
+        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-U_FORTIFY_SOURCE"])
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("gcc is needed to build {name}: {e}"));
+    assert!(
+        o.status.success(),
+        "gcc failed on {name}:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// What a program did.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "status {:?} (signal {:?})\n--- stdout\n{}--- stderr\n{}",
+            self.status.code(),
+            self.status.signal(),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Runs `prog` under the drop-in with the suite's configuration, in its own process group,
+/// killing the group if it has not finished within [`TIMEOUT`].
+fn run_preloaded(prog: &Path, args: &[&str]) -> Run {
+    let mut child = Command::new(prog)
+        .args(args)
+        .env("LD_PRELOAD", preload_lib())
+        .env("TYPE1_GROUPS", "7:iommu,8:emulated")
+        .env("TYPE1_DEVICES", "0000:00:04.0@7")
+        .env_remove("TYPE1_TRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = i32::try_from(child.id()).unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > TIMEOUT {
+            // SAFETY: kill(2) on the process group this test created; no memory is involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!(
+                "{} hung: killed after {TIMEOUT:?}",
+                prog.file_name().unwrap().to_string_lossy()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Leftover children (a fork that outlived its parent) would hold the pipes open.
+    // SAFETY: kill(2) on the process group this test created.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
+    }
+}
+
+/// Exit 0, stdout exactly `PASS`, and the program's summary line on stderr. Returns the other
+/// stderr lines.
+fn assert_pass(name: &str, run: &Run) -> Vec<String> {
+    assert!(
+        run.status.success() && run.stdout == "PASS\n",
+        "{name} failed: {}",
+        run.describe()
+    );
+    let summary = format!("{name}: ");
+    let (ours, rest): (Vec<&str>, Vec<&str>) = run
+        .stderr
+        .lines()
+        .partition(|l| l.starts_with(&summary) && l.ends_with(" checks"));
+    assert_eq!(ours.len(), 1, "{name}: no summary line: {}", run.describe());
+    rest.into_iter().map(str::to_owned).collect()
+}
+
+/// The program passes and the drop-in wrote nothing on stderr.
+fn assert_pass_quiet(name: &str, run: &Run) {
+    let rest = assert_pass(name, run);
+    assert!(
+        rest.is_empty(),
+        "{name}: unexpected stderr from the library: {rest:?}"
+    );
+}
+
+#[test]
+fn bad_pointers_give_efault_at_every_entry_point_and_never_crash() {
+    let prog = build("adv_bad_pointers", &[]);
+    assert_pass_quiet("adv_bad_pointers", &run_preloaded(&prog, &[]));
+}
+
+#[test]
+fn fd_reused_after_an_unseen_close_answers_as_the_new_file() {
+    let prog = build("adv_fd_reuse", &[]);
+    assert_pass_quiet("adv_fd_reuse", &run_preloaded(&prog, &[]));
+}
+
+/// The fd numbers named by one stderr line among `fds`.
+fn fds_named(line: &str, fds: &[u32]) -> Vec<u32> {
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse::<u32>().ok())
+        .filter(|n| fds.contains(n))
+        .collect()
+}
+
+#[test]
+fn inherited_fds_fail_with_ebadfd_and_one_line_per_fd_after_exec_and_fork() {
+    let prog = build("adv_exec", &[]);
+    let run = run_preloaded(&prog, &[]);
+    let lines = assert_pass("adv_exec", &run);
+    // 40: the container and 41: group 7, inherited through exec; 42: the fork child's dup.
+    let fds = [40, 41, 42];
+    for l in &lines {
+        assert!(
+            l.contains("inherited") && l.contains("README"),
+            "adv_exec: a stderr line that is not an inherited-fd notice: {l:?}\n{}",
+            run.describe()
+        );
+        assert_eq!(
+            fds_named(l, &fds).len(),
+            1,
+            "adv_exec: the line must name exactly one of fds {fds:?}: {l:?}"
+        );
+    }
+    for fd in fds {
+        let n = lines.iter().filter(|l| fds_named(l, &[fd]) == [fd]).count();
+        assert_eq!(
+            n,
+            1,
+            "adv_exec: expected exactly one line for fd {fd}:\n{}",
+            run.describe()
+        );
+    }
+}
+
+#[test]
+fn fortified_lfs_and_legacy_entry_points_match_the_plain_ones() {
+    let prog = build("adv_fortify", &["-O2", "-D_FORTIFY_SOURCE=2"]);
+    // The binary really goes through the fortified and legacy symbols.
+    let nm = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(&prog)
+        .output()
+        .expect("nm (binutils) is needed");
+    let syms = String::from_utf8_lossy(&nm.stdout);
+    for s in [
+        "__open_2",
+        "__openat_2",
+        "__open64_2",
+        "__openat64_2",
+        "__readlink_chk",
+        "__realpath_chk",
+        "stat64",
+        "fstatat64",
+        "__xstat@",
+        "__lxstat@",
+        "__fxstat@",
+        "__fxstatat@",
+        "__xstat64@",
+    ] {
+        assert!(
+            syms.lines().any(|l| l
+                .split_whitespace()
+                .last()
+                .is_some_and(|n| n.starts_with(s))),
+            "adv_fortify does not reference {s}:\n{syms}"
+        );
+    }
+    assert_pass_quiet("adv_fortify", &run_preloaded(&prog, &[]));
+}
+
+#[test]
+fn paths_are_parsed_as_strictly_as_the_kernel_walks_them_and_stdio_dirent_work() {
+    let prog = build("adv_paths", &[]);
+    assert_pass_quiet("adv_paths", &run_preloaded(&prog, &[]));
+}
+
+#[test]
+fn container_and_group_fds_have_the_vfs_behaviour_of_vfio_files() {
+    let prog = build("adv_vfs", &[]);
+    assert_pass_quiet("adv_vfs", &run_preloaded(&prog, &[]));
+}
+
+#[test]
+fn seccomp_denying_process_vm_readv_writev_changes_nothing() {
+    let prog = build("adv_seccomp", &[]);
+    assert_pass_quiet("adv_seccomp", &run_preloaded(&prog, &[]));
+}
