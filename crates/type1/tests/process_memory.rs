@@ -225,17 +225,13 @@ mod live_account {
         );
         let a = Area::anon(4, RW);
         // SAFETY: locks our own mapping; no memory is accessed.
-        assert_eq!(
-            unsafe { libc::mlock(a.addr as *const libc::c_void, a.len) },
-            0
-        );
+        let r = unsafe { libc::mlock(a.addr as *const libc::c_void, a.len) };
+        assert_eq!(r, 0);
         assert!(mm.charge(5, LockCapability::Limited).is_err());
         mm.charge(4, LockCapability::Limited).unwrap();
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::munlock(a.addr as *const libc::c_void, a.len) },
-            0
-        );
+        let r = unsafe { libc::munlock(a.addr as *const libc::c_void, a.len) };
+        assert_eq!(r, 0);
         mm.charge(4, LockCapability::Limited).unwrap();
     }
 
@@ -247,10 +243,8 @@ mod live_account {
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes one rlimit.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut saved) },
-            0
-        );
+        let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut saved) };
+        assert_eq!(r, 0);
         let before = ProcessLimits::new().mlocked_bytes() / PAGE;
         let mm = Mm::with_limits(
             Box::new(ProcessMemory::default()),
