@@ -168,6 +168,15 @@ impl Files {
         drop(old);
     }
 
+    /// Forgets every fd that was closed behind our back (a raw `close` system call, glibc's
+    /// internal close): the kernel would have released its file when it was closed.
+    pub fn sweep(&self) {
+        for fd in OURS.in_range(0, u32::MAX) {
+            // `get` forgets an fd whose identity no longer matches.
+            drop(self.get(fd));
+        }
+    }
+
     /// Forgets `fd`. Dropping the last reference releases the object.
     pub fn remove(&self, fd: i32) {
         if !OURS.remove(fd) {
@@ -264,11 +273,12 @@ pub fn group_ioctl(files: &Files, g: &GroupFile, request: u64, arg: u64) -> Resu
     let mut user = ProcessUserMemory;
     match request {
         uapi::VFIO_GROUP_GET_STATUS => {
-            // `vfio_group_ioctl_get_status`: minsz = offsetofend(flags); argsz < minsz: EINVAL.
+            // `vfio_group_ioctl_get_status`: copy_from_user(minsz = offsetofend(flags)), then
+            // argsz < minsz: EINVAL.
             let minsz = offset_of!(raw::vfio_group_status, flags) + size_of::<u32>();
-            let mut b = [0u8; 4];
-            user.read(arg, &mut b).map_err(|_| libc::EFAULT)?;
-            let argsz = u32::from_ne_bytes(b);
+            let mut b = [0u8; 8];
+            user.read(arg, &mut b[..minsz]).map_err(|_| libc::EFAULT)?;
+            let argsz = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             if (argsz as usize) < minsz {
                 return Err(libc::EINVAL);
             }
@@ -318,13 +328,33 @@ pub fn group_ioctl(files: &Files, g: &GroupFile, request: u64, arg: u64) -> Resu
             Ok(0)
         }
         uapi::VFIO_GROUP_GET_DEVICE_FD => {
-            // The name must be readable; no device model yet: the kernel's "no such device".
-            let mut b = [0u8; 1];
-            user.read(arg, &mut b).map_err(|_| libc::EFAULT)?;
+            // `vfio_group_ioctl_get_device_fd`: `strndup_user(arg, PAGE_SIZE)` (EFAULT if the
+            // string cannot be read, EINVAL if it has no NUL within a page), then the name is
+            // matched against the group's devices; there is no device model yet: ENODEV.
+            let _name = strndup_user(arg, 4096)?;
             Err(libc::ENODEV)
         }
         _ => Err(libc::ENOTTY),
     }
+}
+
+/// `strndup_user`: the NUL-terminated string at `addr`, at most `max` bytes with its NUL.
+fn strndup_user(addr: u64, max: u64) -> Result<Vec<u8>, i32> {
+    let user = ProcessUserMemory;
+    let mut out = Vec::new();
+    let mut at = addr;
+    while (out.len() as u64) < max {
+        let step = (4096 - at % 4096).min(max - out.len() as u64);
+        let mut buf = vec![0u8; usize::try_from(step).map_err(|_| libc::EFAULT)?];
+        user.read(at, &mut buf).map_err(|_| libc::EFAULT)?;
+        if let Some(n) = buf.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..n]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf);
+        at += step;
+    }
+    Err(libc::EINVAL)
 }
 
 /// A container fd's ioctl: the engine's byte-level entry.

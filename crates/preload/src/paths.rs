@@ -158,7 +158,22 @@ pub fn escape(cfg: &Config, path: &[u8]) -> Option<Vec<u8>> {
 /// Quick filter on the first bytes of a path: could it be ours?
 #[must_use]
 pub fn maybe_ours(prefix: &[u8]) -> bool {
-    prefix.starts_with(b"/dev") || prefix.starts_with(b"/sys") || prefix.starts_with(b"//")
+    if prefix.first() != Some(&b'/') {
+        return false;
+    }
+    // Skip the `/`, `.` and `..` a path may start with (`//dev`, `/./dev`, `/../sys`).
+    let rest = &prefix[prefix
+        .iter()
+        .position(|&b| b != b'/' && b != b'.')
+        .unwrap_or(prefix.len())..];
+    let could_be = |name: &[u8]| {
+        if rest.len() < name.len() {
+            name.starts_with(rest)
+        } else {
+            rest.starts_with(name)
+        }
+    };
+    could_be(b"dev") || could_be(b"sys")
 }
 
 /// The target `readlink` returns for a group link.

@@ -95,7 +95,6 @@ syms! {
     READLINK = c"readlink";
     READLINKAT = c"readlinkat";
     REALPATH = c"realpath";
-    CANONICALIZE = c"canonicalize_file_name";
     READ = c"read";
     WRITE = c"write";
     PREAD = c"pread";
@@ -189,8 +188,6 @@ pub(crate) type ReadlinkatFn =
     unsafe extern "C" fn(c_int, *const c_char, *mut c_char, usize) -> isize;
 /// `char *(const char *, char *)`.
 pub(crate) type RealpathFn = unsafe extern "C" fn(*const c_char, *mut c_char) -> *mut c_char;
-/// `char *(const char *)`.
-pub(crate) type CanonFn = unsafe extern "C" fn(*const c_char) -> *mut c_char;
 /// `ssize_t (int, void *, size_t)`.
 pub(crate) type ReadFn = unsafe extern "C" fn(c_int, *mut c_void, usize) -> isize;
 /// `ssize_t (int, const void *, size_t)`.

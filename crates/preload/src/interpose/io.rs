@@ -5,7 +5,7 @@
 //! `release` and the ioctls, so (`vfs_read`/`vfs_write`/`vfs_readv`): an fd not open for
 //! reading (writing) → `EBADF`, else no `->read`/`->read_iter` → `EINVAL`; `vfs_llseek` without
 //! `FMODE_LSEEK` → `ESPIPE`; `do_mmap` without `->mmap` → `ENODEV` (after the length check,
-//! `EINVAL` for 0). A fake directory reads as one (`EISDIR`), and is never writable (`EBADF`).
+//! `EINVAL` for 0, and `EACCES` for a mode the fd was not opened with). A fake directory reads as one (`EISDIR`), and is never writable (`EBADF`).
 //! An inherited fd fails every one of them with `EBADFD`.
 
 use std::ffi::{c_int, c_void};
@@ -119,7 +119,7 @@ macro_rules! lseek_like {
 lseek_like!(lseek, LSEEK);
 lseek_like!(lseek64, LSEEK64);
 
-fn map(fd: c_int, len: usize, flags: c_int) -> Option<*mut c_void> {
+fn map(fd: c_int, len: usize, prot: c_int, flags: c_int) -> Option<*mut c_void> {
     if flags & libc::MAP_ANONYMOUS != 0 || !(OURS.contains(fd) || INHERITED.contains(fd)) {
         return None;
     }
@@ -128,9 +128,16 @@ fn map(fd: c_int, len: usize, flags: c_int) -> Option<*mut c_void> {
             return super::ioctl::check_inherited(fd).map(Err);
         }
         let s = state()?;
-        s.files.get(fd)?;
+        let (_, acc) = s.files.get_with_mode(fd)?;
+        // `do_mmap`: a zero length is EINVAL; a shared writable mapping needs FMODE_WRITE and
+        // every file mapping FMODE_READ (EACCES); only then is the missing ->mmap ENODEV.
+        let ty = flags & libc::MAP_TYPE;
+        let shared = ty == libc::MAP_SHARED || ty == libc::MAP_SHARED_VALIDATE;
+        let no_write = shared && prot & libc::PROT_WRITE != 0 && acc == libc::O_RDONLY;
         Some(if len == 0 {
             Err(libc::EINVAL)
+        } else if no_write || acc == libc::O_WRONLY {
+            Err(libc::EACCES)
         } else {
             Err(libc::ENODEV)
         })
@@ -152,7 +159,7 @@ macro_rules! mmap_like {
             fd: c_int,
             off: i64,
         ) -> *mut c_void {
-            if let Some(r) = map(fd, len, flags) {
+            if let Some(r) = map(fd, len, prot, flags) {
                 return r;
             }
             real!(

@@ -123,7 +123,7 @@ pub(crate) fn read_path(p: *const c_char) -> PathArg {
         let chunk = &buf[..want];
         let end = chunk.iter().position(|&b| b == 0);
         out.extend_from_slice(&chunk[..end.unwrap_or(want)]);
-        if !paths::maybe_ours(&out) && (end.is_some() || out.len() >= 4) {
+        if !paths::maybe_ours(&out) {
             return PathArg::NotOurs;
         }
         if end.is_some() {
@@ -134,6 +134,29 @@ pub(crate) fn read_path(p: *const c_char) -> PathArg {
         }
         at += want as u64;
     }
+}
+
+/// True if the whole NUL-terminated string at `p` (at most `PATH_MAX` bytes) can be read: for
+/// the functions glibc implements in userspace (`realpath`), which would fault on a bad string
+/// where a system call returns `EFAULT`.
+pub(crate) fn string_readable(p: *const c_char) -> bool {
+    let mut at = p as u64;
+    let end = at.saturating_add(PATH_MAX as u64);
+    while at < end {
+        let step = (4096 - at % 4096).min(256);
+        let mut buf = [0u8; 256];
+        let Ok(n) = usize::try_from(step) else {
+            return false;
+        };
+        if type1::usercopy::copy_from_process(at, &mut buf[..n]).is_err() {
+            return false;
+        }
+        if buf[..n].contains(&0) {
+            return true;
+        }
+        at += step;
+    }
+    true
 }
 
 /// The state and the resolved node of the path at `p` relative to `dirfd` (`AT_FDCWD` or one of

@@ -26,6 +26,9 @@ pub(crate) fn open_node(s: &State, node: Lookup, flags: c_int) -> Served<c_int> 
         Node::GroupLink(n) => Node::GroupDir(n),
         n => n,
     };
+    // The kernel released whatever was closed behind our back; so do we, before a group's
+    // exclusive open is judged.
+    s.files.sweep();
     let file = if node.is_dir() {
         if acc != libc::O_RDONLY || flags & libc::O_CREAT != 0 {
             return Err(libc::EISDIR);
@@ -54,12 +57,40 @@ pub(crate) fn open_node(s: &State, node: Lookup, flags: c_int) -> Served<c_int> 
     if fd < 0 {
         return Err(crate::sys::errno());
     }
+    if acc != libc::O_RDWR {
+        reopen_with_mode(fd, acc, mfd_flags != 0);
+    }
     if flags & libc::O_NONBLOCK != 0 {
         // SAFETY: F_SETFL on the fd we just created.
         unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFL, libc::O_NONBLOCK) };
     }
     s.files.insert(fd, file, acc);
     Ok(fd)
+}
+
+/// Gives the memfd `fd` the open access mode `acc` (so `F_GETFL` and `read`/`write` see the
+/// mode the caller asked for): a new open file description through `/proc/self/fd`, moved onto
+/// the same fd number. Best effort: on failure the fd stays read-write.
+fn reopen_with_mode(fd: c_int, acc: c_int, cloexec: bool) {
+    let path = format!("/proc/self/fd/{fd}\0");
+    // SAFETY: a NUL-terminated path; raw system calls on fds this function owns.
+    unsafe {
+        let new = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            acc | libc::O_CLOEXEC,
+        );
+        let Ok(new) = c_int::try_from(new) else {
+            return;
+        };
+        if new < 0 {
+            return;
+        }
+        let dflags = if cloexec { libc::O_CLOEXEC } else { 0 };
+        libc::syscall(libc::SYS_dup3, new, fd, dflags);
+        libc::syscall(libc::SYS_close, new);
+    }
 }
 
 /// Serves an open of `path` (relative to `dirfd`) if it is ours.

@@ -476,8 +476,8 @@ pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) ->
         return std::ptr::null_mut();
     }
     let r = match target(libc::AT_FDCWD, path) {
-        Target::Real => None,
-        Target::Fault => serve(std::ptr::null_mut(), || Some(Err(libc::EFAULT))),
+        Target::Real if super::string_readable(path) => None,
+        Target::Real | Target::Fault => serve(std::ptr::null_mut(), || Some(Err(libc::EFAULT))),
         Target::Ours(_, l) => serve(std::ptr::null_mut(), || Some(realpath_node(l, resolved))),
     };
     if let Some(r) = r {
@@ -511,17 +511,6 @@ pub unsafe extern "C" fn __realpath_chk(
 /// As the libc function.
 #[no_mangle]
 pub unsafe extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
-    if path.is_null() {
-        crate::sys::set_errno(libc::EINVAL);
-        return std::ptr::null_mut();
-    }
-    match target(libc::AT_FDCWD, path) {
-        Target::Real => real!(
-            CANONICALIZE as crate::real::CanonFn,
-            std::ptr::null_mut(),
-            (path)
-        ),
-        // SAFETY: realpath with a NULL buffer, as glibc defines this function.
-        _ => unsafe { realpath(path, std::ptr::null_mut()) },
-    }
+    // SAFETY: glibc defines this function as realpath with a NULL buffer.
+    unsafe { realpath(path, std::ptr::null_mut()) }
 }
