@@ -65,10 +65,8 @@ impl FdSet {
             Some((w, bit)) => {
                 self.words[w].fetch_or(bit, Ordering::AcqRel);
             }
-            None if fd >= 0 => {
-                if self.high().insert(fd) {
-                    self.high_count.fetch_add(1, Ordering::AcqRel);
-                }
+            None if fd >= 0 && self.high().insert(fd) => {
+                self.high_count.fetch_add(1, Ordering::AcqRel);
             }
             None => {}
         }

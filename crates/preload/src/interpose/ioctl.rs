@@ -28,14 +28,14 @@ fn ioc_type(request: u64) -> u64 {
 
 /// Requests the VFS serves for every file (`do_vfs_ioctl`).
 fn is_vfs_generic(request: u64) -> bool {
-    matches!(
-        request,
-        r if r == libc::FIOCLEX as u64
-            || r == libc::FIONCLEX as u64
-            || r == libc::FIONBIO as u64
-            || r == libc::FIOASYNC as u64
-            || r == FIGETBSZ
-    )
+    [
+        libc::FIOCLEX,
+        libc::FIONCLEX,
+        libc::FIONBIO,
+        libc::FIOASYNC,
+        FIGETBSZ,
+    ]
+    .contains(&request)
 }
 
 /// `FIGETBSZ` (`_IO(0x00, 2)`, from `<linux/fs.h>`, not in the libc crate).
@@ -138,7 +138,7 @@ fn fake_ioctl(s: &State, fd: c_int, file: &File, request: u64, arg: u64) -> Serv
 /// As the libc function.
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
-    let req = u64::from(request);
+    let req = request;
     if OURS.contains(fd) && !is_vfs_generic(req) {
         let r = serve(-1, || {
             let s = state()?;
