@@ -44,6 +44,46 @@ const FIGETBSZ: u64 = 2;
 /// `FIOQSIZE` (`_IOR('f', 128, loff_t)` is not in every libc).
 const FIOQSIZE: u64 = 0x5460;
 
+/// `KVM_SET_DEVICE_ATTR`: `_IOW(KVMIO, 0xe1, struct kvm_device_attr)`.
+const KVM_SET_DEVICE_ATTR: u64 = (1 << 30)
+    | ((std::mem::size_of::<kvm_bindings::kvm_device_attr>() as u64) << 16)
+    | ((kvm_bindings::KVMIO as u64) << 8)
+    | 0xe1;
+
+/// A VMM handing one of our group fds to KVM's VFIO pseudo-device (`KVM_DEV_VFIO_FILE` add or
+/// delete, QEMU's `vfio_kvm_device_add_group`): KVM would refuse a memfd (`EINVAL`); there is
+/// no kernel group to tell KVM about (it uses the group for cache-coherency and the SPAPR TCE
+/// table), so the call succeeds without reaching the kernel. `None`: not such a call.
+fn kvm_vfio_file(arg: u64) -> Option<Served<c_int>> {
+    use std::mem::offset_of;
+    use type1::usercopy::copy_from_process;
+    let mut a = [0u8; std::mem::size_of::<kvm_bindings::kvm_device_attr>()];
+    copy_from_process(arg, &mut a).ok()?;
+    let u32_at = |o: usize| u32::from_ne_bytes([a[o], a[o + 1], a[o + 2], a[o + 3]]);
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&a[o..o + 8]);
+        u64::from_ne_bytes(b)
+    };
+    let group = u32_at(offset_of!(kvm_bindings::kvm_device_attr, group));
+    let attr = u64_at(offset_of!(kvm_bindings::kvm_device_attr, attr));
+    let addr = u64_at(offset_of!(kvm_bindings::kvm_device_attr, addr));
+    if group != kvm_bindings::KVM_DEV_VFIO_FILE
+        || !(attr == u64::from(kvm_bindings::KVM_DEV_VFIO_FILE_ADD)
+            || attr == u64::from(kvm_bindings::KVM_DEV_VFIO_FILE_DEL))
+    {
+        return None;
+    }
+    let mut fd = [0u8; 4];
+    copy_from_process(addr, &mut fd).ok()?;
+    let fd = i32::from_ne_bytes(fd);
+    let s = state()?;
+    match s.files.get(fd)? {
+        File::Group(_) => Some(Ok(0)),
+        _ => None,
+    }
+}
+
 /// The error of any VFIO request on an fd inherited from another process, reported once per fd.
 pub(crate) fn inherited_error(fd: c_int, kind: &str) -> c_int {
     if !WARNED.contains(fd) {
@@ -153,6 +193,11 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
         && !crate::state::busy()
     {
         if let Some(r) = serve(-1, || check_inherited(fd).map(Err)) {
+            return r;
+        }
+    }
+    if req == KVM_SET_DEVICE_ATTR && !crate::state::busy() {
+        if let Some(r) = serve(-1, || kvm_vfio_file(arg as u64)) {
             return r;
         }
     }
