@@ -41,6 +41,8 @@ pub(crate) struct State {
     mm: parking_lot::Mutex<Arc<Mm>>,
     /// Container options.
     pub(crate) ccfg: ContainerConfig,
+    /// The `TYPE1_MEMLOCK` override, for the account of a forked child.
+    memlock: Option<Option<u64>>,
     trace: Option<Trace>,
     start: Instant,
 }
@@ -94,11 +96,11 @@ pub(crate) fn state() -> Option<&'static State> {
 /// A new locked-memory account for this process. RLIMIT_MEMLOCK, CAP_IPC_LOCK and the memory
 /// the process mlock'ed are read live, at each charge and MAP_DMA, as the kernel does
 /// (`type1::mm::ProcessLimits`); a valid `TYPE1_MEMLOCK` replaces RLIMIT_MEMLOCK.
-fn new_mm(_cfg: &Config) -> Arc<Mm> {
-    let limits = match std::env::var("TYPE1_MEMLOCK")
-        .ok()
-        .and_then(|v| crate::config::parse_memlock(&v).ok())
-    {
+///
+/// `memlock`: the `TYPE1_MEMLOCK` override (`Some(None)`: unlimited), else RLIMIT_MEMLOCK read
+/// live at each charge.
+fn new_mm(memlock: Option<Option<u64>>) -> Arc<Mm> {
+    let limits = match memlock {
         Some(fixed) => ProcessLimits::with_memlock(fixed),
         None => ProcessLimits::new(),
     };
@@ -113,7 +115,11 @@ fn build() -> State {
     for w in &cfg.warnings {
         sys::warn(w);
     }
-    let mm = new_mm(&cfg);
+    // Read once here: after `fork` the child must not take the environment lock.
+    let memlock = std::env::var("TYPE1_MEMLOCK")
+        .ok()
+        .and_then(|v| crate::config::parse_memlock(&v).ok());
+    let mm = new_mm(memlock);
     MM_PID.store(sys::pid(), Ordering::Release);
     let ccfg = ContainerConfig {
         dma_entry_limit: cfg.dma_entry_limit,
@@ -156,6 +162,7 @@ fn build() -> State {
         files: Files::default(),
         mm: parking_lot::Mutex::new(mm),
         ccfg,
+        memlock,
         trace,
         start: Instant::now(),
     }
@@ -167,7 +174,7 @@ impl State {
         let mut mm = self.mm.lock();
         let me = sys::pid();
         if MM_PID.load(Ordering::Acquire) != me {
-            *mm = passthrough(|| new_mm(&self.cfg));
+            *mm = passthrough(|| new_mm(self.memlock));
             MM_PID.store(me, Ordering::Release);
         }
         mm.clone()
