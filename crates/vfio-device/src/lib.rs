@@ -7,14 +7,36 @@
 //!
 //! - [`pci`]: the type-0 header, the capability-list builder and config-space virtualisation;
 //! - [`region`]: region indexes and offsets, region info with its capability chain, mmap rules;
-//! - [`memfd`]: the device's file, where mmap-able BARs live at their region offsets.
+//! - [`memfd`]: the device's file, where mmap-able BARs live at their region offsets;
+//! - [`irq`]: INTx, MSI, MSI-X, ERR and REQ, `SET_IRQS` with every kernel check, eventfds;
+//! - [`thread`]: device threads, which block every signal;
+//! - [`Device`]: one function behind a device fd: region `pread`/`pwrite` ([`Device::read`],
+//!   [`Device::write`]), the byte-level ioctls ([`Device::ioctl`]), reset, and the mmap-able
+//!   ranges of its file ([`Device::file`], [`Device::mmap_areas`], [`Device::check_mmap`]);
+//! - [`DeviceModel`]: the trait for your own device (documented example there), given a
+//!   [`Dma`] handle and the [`Interrupts`] at creation;
+//! - [`dma`]: device DMA through the group's IOMMU domain or, in an emulated group, by
+//!   pinning and `dma_rw`.
 
 #![warn(missing_docs)]
 
+mod device;
+pub mod dma;
 pub mod error;
+pub mod ioctl;
+pub mod irq;
 pub mod memfd;
+mod model;
 pub mod pci;
 pub mod region;
+pub mod thread;
+
+pub use device::{Device, DeviceSpec, Location, ResetSupport};
+pub use dma::{Dma, DmaError};
+pub use ioctl::{FdKind, GroupFds, NoGroupFds};
+pub use irq::{Delivery, Interrupts, IrqIndex, Level};
+pub use model::{DeviceContext, DeviceModel};
+pub use region::{MapSharing, MmapArea, MsixMmap, RegionIndex, RegionInfo};
 
 pub use error::{Error, Result};
 

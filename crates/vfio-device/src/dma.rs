@@ -1,0 +1,284 @@
+//! Device DMA, routed as the kernel routes it: the only way a device model reaches guest
+//! memory.
+//!
+//! - A device in an IOMMU-backed group DMAs through its group's domain with
+//!   [`type1::DmaEngine`]: IOTLB, then a page walk; permission and translation faults come
+//!   back as [`DmaError::Fault`]; a write marks the leaf's hardware dirty bit, so precise dirty
+//!   tracking reports exactly the written pages.
+//! - A device in an emulated (mdev-style) group is registered on the container with an unmap
+//!   handler (`vfio_register_emulated_iommu_dev`) and pins the pages it writes
+//!   (`vfio_pin_pages`), copies with `vfio_dma_rw`, and unpins; the handler unpins whatever an
+//!   unmap takes away (`dma_unmap` of `vfio_device_ops`).
+//!
+//! Every access first checks the command register's bus-master bit (a function with MASTER
+//! clear cannot DMA). A write is validated over its whole range before any byte is stored
+//! (translation with write access, or pinning for write), so a refused transfer writes nothing;
+//! in an IOMMU domain the pages before the faulting one may be left marked dirty (a false
+//! positive, never a lost write). An unmap racing with a transfer can still cut it short, as
+//! on hardware; after UNMAP returns, no write lands (strict invalidation).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use io_pgtable::{Access, Fault, Iova};
+use type1::{Container, DeviceId, DmaEngine, DmaUnmapHandler, GroupId, PinProt, RwDirection};
+
+/// Why a DMA failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DmaError {
+    /// The command register's bus-master bit is clear.
+    #[error("bus mastering is disabled")]
+    BusMasterOff,
+    /// The device has no DMA path ([`Dma::none`]).
+    #[error("the device has no DMA path")]
+    NoPath,
+    /// The IOMMU refused the access.
+    #[error("IOMMU fault")]
+    Fault(#[source] Fault),
+    /// The container refused the access (emulated group: unmapped, read-only, not pinnable).
+    #[error("the container refused the access (errno {errno})")]
+    Refused {
+        /// The container's errno.
+        errno: i32,
+        /// The first address of the refused range.
+        iova: Iova,
+    },
+    /// Nothing backs a translated physical address, or the group detached.
+    #[error("the access reached no memory")]
+    NoMemory,
+    /// `iova + len` wraps.
+    #[error("DMA range wraps the address space")]
+    Overflow,
+}
+
+/// Pins the emulated path holds while a write is in flight, released by the unmap handler if
+/// an unmap takes their mapping away first.
+#[derive(Debug, Default)]
+struct PinTracker {
+    container: OnceLock<Weak<Container>>,
+    id: OnceLock<DeviceId>,
+    /// `(iova, npage)` batches currently pinned.
+    held: Mutex<Vec<(u64, u64)>>,
+}
+
+impl PinTracker {
+    fn take_in(&self, iova: u64, length: u64) -> Vec<(u64, u64)> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let end = iova.saturating_add(length);
+        let (hit, keep): (Vec<_>, Vec<_>) = held
+            .iter()
+            .partition(|&&(s, n)| s < end && iova < s.saturating_add(n * crate::PAGE_SIZE));
+        *held = keep;
+        hit
+    }
+
+    fn unpin(&self, batches: &[(u64, u64)]) {
+        let (Some(c), Some(id)) = (self.container.get().and_then(Weak::upgrade), self.id.get())
+        else {
+            return;
+        };
+        for &(s, n) in batches {
+            let _ = c.unpin_pages(*id, s, n);
+        }
+    }
+}
+
+impl DmaUnmapHandler for PinTracker {
+    fn dma_unmap(&self, iova: u64, length: u64) {
+        let hit = self.take_in(iova, length);
+        self.unpin(&hit);
+    }
+}
+
+#[derive(Debug)]
+enum Path {
+    None,
+    Iommu(DmaEngine),
+    Emulated {
+        container: Arc<Container>,
+        id: DeviceId,
+        pins: Arc<PinTracker>,
+    },
+}
+
+/// A device's DMA handle. Cheap to share through `Arc`; usable from any thread.
+#[derive(Debug)]
+pub struct Dma {
+    path: Path,
+    bus_master: AtomicBool,
+}
+
+impl Drop for Dma {
+    fn drop(&mut self) {
+        if let Path::Emulated { container, id, .. } = &self.path {
+            let _ = container.unregister_device(*id);
+        }
+    }
+}
+
+impl Dma {
+    /// A device that cannot DMA (every access fails with [`DmaError::NoPath`]).
+    #[must_use]
+    pub fn none() -> Dma {
+        Dma {
+            path: Path::None,
+            bus_master: AtomicBool::new(false),
+        }
+    }
+
+    /// The DMA path of a device in `group` of `container`: the group's IOMMU domain if it is
+    /// IOMMU-backed, else an emulated-device registration with an unmap handler.
+    ///
+    /// # Errors
+    /// The container's error if the group is not attached (`EINVAL`) or no IOMMU is set.
+    pub fn attach(container: &Arc<Container>, group: GroupId) -> type1::Result<Dma> {
+        if let Ok(engine) = container.dma_engine(group) {
+            return Ok(Dma {
+                path: Path::Iommu(engine),
+                bus_master: AtomicBool::new(false),
+            });
+        }
+        let pins = Arc::new(PinTracker::default());
+        let handler: Arc<dyn DmaUnmapHandler> = pins.clone();
+        let id = container.register_device(group, Some(handler))?;
+        let _ = pins.container.set(Arc::downgrade(container));
+        let _ = pins.id.set(id);
+        Ok(Dma {
+            path: Path::Emulated {
+                container: container.clone(),
+                id,
+                pins,
+            },
+            bus_master: AtomicBool::new(false),
+        })
+    }
+
+    /// True for a device in an IOMMU-backed group.
+    #[must_use]
+    pub fn is_iommu(&self) -> bool {
+        matches!(self.path, Path::Iommu(_))
+    }
+
+    pub(crate) fn set_bus_master(&self, on: bool) {
+        self.bus_master.store(on, Ordering::Release);
+    }
+
+    fn check(&self, iova: Iova, len: usize) -> Result<(), DmaError> {
+        if !self.bus_master.load(Ordering::Acquire) {
+            return Err(DmaError::BusMasterOff);
+        }
+        if len > 0 && iova.checked_add(len as u64 - 1).is_none() {
+            return Err(DmaError::Overflow);
+        }
+        Ok(())
+    }
+
+    /// Reads guest memory at `iova` into `buf`.
+    ///
+    /// # Errors
+    /// [`DmaError`]; `buf` may be partly filled.
+    pub fn read(&self, iova: Iova, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.check(iova, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match &self.path {
+            Path::None => Err(DmaError::NoPath),
+            Path::Iommu(e) => e.read(iova.raw(), buf).map_err(engine_error),
+            Path::Emulated { container, id, .. } => container
+                .dma_rw(*id, iova.raw(), buf, RwDirection::Read)
+                .map_err(|e| DmaError::Refused {
+                    errno: e.errno(),
+                    iova,
+                }),
+        }
+    }
+
+    /// Writes `data` to guest memory at `iova`, all or nothing (see the module docs).
+    ///
+    /// # Errors
+    /// [`DmaError`]; nothing is written when the range is refused up front.
+    pub fn write(&self, iova: Iova, data: &[u8]) -> Result<(), DmaError> {
+        self.check(iova, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &self.path {
+            Path::None => Err(DmaError::NoPath),
+            Path::Iommu(e) => {
+                let first = iova.align_down(crate::PAGE_SIZE).raw();
+                let last = iova.raw() + (data.len() as u64 - 1);
+                let mut page = first;
+                while page <= last {
+                    let at = page.max(iova.raw());
+                    e.translate(at, Access::Write).map_err(engine_error)?;
+                    page = match page.checked_add(crate::PAGE_SIZE) {
+                        Some(p) => p,
+                        None => break,
+                    };
+                }
+                e.write(iova.raw(), data).map_err(engine_error)
+            }
+            Path::Emulated {
+                container,
+                id,
+                pins,
+            } => Self::emulated_write(container, *id, pins, iova, data),
+        }
+    }
+
+    fn emulated_write(
+        c: &Container,
+        id: DeviceId,
+        pins: &PinTracker,
+        iova: Iova,
+        data: &[u8],
+    ) -> Result<(), DmaError> {
+        let refused = |e: type1::Error, at: u64| DmaError::Refused {
+            errno: e.errno(),
+            iova: Iova(at),
+        };
+        let first = iova.align_down(crate::PAGE_SIZE).raw();
+        let end = iova.raw() + data.len() as u64;
+        let npages = (end - first).div_ceil(crate::PAGE_SIZE);
+        let mut batches = Vec::new();
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < npages {
+            let n = (npages - done).min(type1::PIN_PAGES_MAX);
+            let at = first + done * crate::PAGE_SIZE;
+            if let Err(e) = c.pin_pages(id, at, n, PinProt::Write) {
+                result = Err(refused(e, at));
+                break;
+            }
+            batches.push((at, n));
+            done += n;
+        }
+        pins.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(batches.iter().copied());
+        if result.is_ok() {
+            let mut buf = data.to_vec();
+            result = c
+                .dma_rw(id, iova.raw(), &mut buf, RwDirection::Write)
+                .map_err(|e| refused(e, iova.raw()));
+        }
+        let mut still = Vec::new();
+        for b in batches {
+            still.extend(pins.take_in(b.0, b.1 * crate::PAGE_SIZE));
+        }
+        pins.unpin(&still);
+        result
+    }
+}
+
+fn engine_error(e: type1::DmaError) -> DmaError {
+    match e {
+        type1::DmaError::Fault(f) => DmaError::Fault(f),
+        type1::DmaError::Memory { .. } | type1::DmaError::Detached => DmaError::NoMemory,
+    }
+}
