@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use type1_preload::config;
+use type1_preload_config as config;
 
 use crate::migrate::Invalidation;
 
@@ -21,7 +21,7 @@ pub enum DirtyModeArg {
 }
 
 /// Options of `type1 run`. Every value is checked with the parser the drop-in reads its
-/// variable with (`type1_preload::config`), before the program starts.
+/// variable with (`type1_preload_config`), before the program starts.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// A group that exists: `N:iommu` or `N:emulated` (repeatable).

@@ -19,7 +19,7 @@
 
 #![warn(missing_docs)]
 
-pub mod config;
+pub use type1_preload_config as config;
 mod fdset;
 pub mod files;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -1,4 +1,5 @@
-//! Configuration from the environment, read once when the library first intercepts a call.
+//! The drop-in's configuration from the environment, read once when `libtype1_preload.so` first
+//! intercepts a call.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
@@ -18,6 +19,8 @@
 //! by [`Config::from_lookup`] and by `type1 run`, which refuses a bad option before it starts
 //! the program. Set by hand, a malformed value is reported once on stderr and replaced by its
 //! default: the host program is never aborted.
+
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 
