@@ -16,7 +16,8 @@
 //! - [`DeviceModel`]: the trait for your own device (documented example there), given a
 //!   [`Dma`] handle and the [`Interrupts`] at creation;
 //! - [`dma`]: device DMA through the group's IOMMU domain or, in an emulated group, by
-//!   pinning and `dma_rw`.
+//!   pinning and `dma_rw`;
+//! - [`testdev`]: the built-in DMA test device (register map there).
 
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod memfd;
 mod model;
 pub mod pci;
 pub mod region;
+pub mod testdev;
 pub mod thread;
 
 pub use device::{Device, DeviceSpec, Location, ResetSupport};
