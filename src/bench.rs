@@ -499,6 +499,16 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         },
         &mut out,
     );
+
+    // Calls on fds that are not ours, with and without the drop-in (child processes).
+    match crate::run::preload_lib() {
+        Ok(lib) => {
+            for f in crate::fd_cost::figures(budget, &lib)? {
+                push(f, &mut out);
+            }
+        }
+        Err(e) => eprintln!("type1 bench: skipping the drop-in's cost: {e:#}"),
+    }
     Ok(out)
 }
 

@@ -7,6 +7,7 @@
 
 mod alloc_count;
 mod bench;
+mod fd_cost;
 
 #[global_allocator]
 static ALLOC: alloc_count::Counting = alloc_count::Counting;
@@ -55,6 +56,9 @@ struct BenchArgs {
     /// Time budget per measured loop, in milliseconds.
     #[arg(long, default_value_t = 400)]
     budget_ms: u64,
+    /// Internal: be the child that loops one libc call and prints ns per call.
+    #[arg(long, hide = true, value_name = "KIND")]
+    fd_call_cost: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -121,6 +125,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_bench(a: &BenchArgs) -> Result<()> {
+    if let Some(kind) = &a.fd_call_cost {
+        let ns = fd_cost::child(kind, std::time::Duration::from_millis(a.budget_ms))?;
+        println!("{ns}");
+        return Ok(());
+    }
     let json = a.json;
     let t = std::time::Instant::now();
     let figures = bench::run(std::time::Duration::from_millis(a.budget_ms), &mut |f| {

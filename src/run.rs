@@ -143,7 +143,7 @@ fn validate(a: &RunArgs) -> Result<()> {
 }
 
 /// Where the drop-in library is: `TYPE1_PRELOAD_LIB`, or beside this executable.
-fn preload_lib() -> Result<PathBuf> {
+pub fn preload_lib() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("TYPE1_PRELOAD_LIB") {
         return Ok(PathBuf::from(p));
     }

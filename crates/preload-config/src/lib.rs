@@ -692,7 +692,7 @@ mod tests {
             assert_eq!(check_iommu((1 << 16) | (1 << 29), 52, &[]), Ok(()));
             let e = check_iommu(DEFAULT_PGSIZES, 52, &[]).unwrap_err();
             assert!(e.contains("4K granule translates at most 48 bits"), "{e}");
-            assert!(check_iommu(1 << 16, 16, &[]).is_err());
+            check_iommu(1 << 16, 16, &[]).unwrap_err();
         }
 
         #[test]
@@ -735,26 +735,26 @@ mod tests {
         #[test]
         fn modes_and_limits_parse_exactly() {
             assert_eq!(parse_dirty_mode("precise"), Ok(DirtyMode::Precise));
-            assert!(parse_dirty_mode("psychic").is_err());
+            parse_dirty_mode("psychic").unwrap_err();
             assert_eq!(parse_invalidation("lazy"), Ok(Invalidation::Lazy));
-            assert!(parse_invalidation("eager").is_err());
+            parse_invalidation("eager").unwrap_err();
             assert_eq!(parse_dma_entry_limit("0"), Ok(0));
-            assert!(parse_dma_entry_limit("4294967296").is_err());
-            assert!(parse_dma_entry_limit("+5").is_err());
+            parse_dma_entry_limit("4294967296").unwrap_err();
+            parse_dma_entry_limit("+5").unwrap_err();
             assert_eq!(parse_bool("yes"), Ok(true));
-            assert!(parse_bool("maybe").is_err());
+            parse_bool("maybe").unwrap_err();
         }
 
         #[test]
         fn groups_and_devices_parse_strictly() {
             assert_eq!(parse_group("7:iommu"), Ok((7, Kind::Iommu)));
-            assert!(parse_group("+7:iommu").is_err());
+            parse_group("+7:iommu").unwrap_err();
             assert!(parse_group("7").unwrap_err().contains("N:iommu"));
             assert_eq!(
                 parse_device("0000:00:04.0@7"),
                 Ok(("0000:00:04.0".to_string(), 7))
             );
-            assert!(parse_device("0000x00:04.0@7").is_err());
+            parse_device("0000x00:04.0@7").unwrap_err();
         }
 
         #[test]
@@ -766,7 +766,7 @@ mod tests {
                 parse_trace(ok.to_str().unwrap()),
                 Ok(ok.to_str().unwrap().to_string())
             );
-            assert!(parse_trace("").is_err());
+            parse_trace("").unwrap_err();
             // A directory cannot be opened for appending (EISDIR).
             assert!(parse_trace(dir.to_str().unwrap())
                 .unwrap_err()
@@ -799,6 +799,6 @@ mod tests {
         assert_eq!(d.table.ias, 52);
         assert_eq!(d.aperture.end, (1 << 52) - 1);
         assert!(d.reserved.is_empty());
-        assert!(io_pgtable::Geometry::new(&d.table).is_ok());
+        io_pgtable::Geometry::new(&d.table).unwrap();
     }
 }
