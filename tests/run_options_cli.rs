@@ -48,7 +48,7 @@ fn page_sizes_that_are_not_powers_of_two_are_refused() {
 #[test]
 fn page_sizes_below_4k_or_malformed_are_refused() {
     assert_refused(&["--pgsizes", "2K"], &["--pgsizes", "smaller than 4K"]);
-    assert_refused(&["--pgsizes", "4K,lots"], &["\"lots\": not a size"]);
+    assert_refused(&["--pgsizes", "4K,lots"], &["\"lots\": that is not a size"]);
 }
 
 #[test]

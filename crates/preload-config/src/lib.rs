@@ -144,7 +144,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
-    let n = number(num).map_err(|_| "not a size (e.g. 4096, 0x1000, 64K, 2M, 1G)".to_string())?;
+    let n = number(num)
+        .map_err(|_| "that is not a size (e.g. 4096, 0x1000, 64K, 2M, 1G)".to_string())?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| "does not fit in 64 bits".to_string())
 }
@@ -644,7 +645,7 @@ mod tests {
             assert!(parse_size("99999999999T").unwrap_err().contains("64 bits"));
             assert!(parse_pgsizes("4K,2X")
                 .unwrap_err()
-                .contains("\"2X\": not a size"));
+                .contains("\"2X\": that is not a size"));
             assert!(parse_size("99999999999999999999")
                 .unwrap_err()
                 .contains("not a size"));
