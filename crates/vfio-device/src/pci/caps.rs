@@ -1,6 +1,6 @@
 //! The capability-list builder: PM, MSI, MSI-X, PCI Express and extended capabilities.
 //!
-//! [`CapabilityList`] lists capabilities in chain order; [`CapabilityList::install`] places them
+//! [`CapabilityList`] lists capabilities in chain order; `CapabilityList::install` places them
 //! dword-aligned from 0x40 (extended ones from 0x100), links `next` pointers, and sets each
 //! byte's write mask the way vfio-pci's permission tables do (`vfio_pm_init_perm`,
 //! `vfio_msi_init_perm`, `init_pci_cap_msix_perm` (all read-only), `init_pci_cap_exp_perm`,
@@ -174,7 +174,7 @@ pub struct CapabilityList {
     ext: Vec<ExtCap>,
 }
 
-/// Where [`CapabilityList::install`] put each capability.
+/// Where `CapabilityList::install` put each capability.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CapLayout {
     /// PM capability offset.

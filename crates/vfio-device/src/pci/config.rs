@@ -1,6 +1,6 @@
 //! Config-space virtualisation, byte by byte, as vfio-pci does it.
 //!
-//! Every byte has a value, a write mask and a write-1-to-clear mask ([`ConfigImage`]): a write
+//! Every byte has a value, a write mask and a write-1-to-clear mask (`ConfigImage`): a write
 //! stores `(old & !wmask) | (new & wmask)` and then clears the RW1C bits written as 1, the
 //! effect of vfio-pci's per-capability permission tables (`struct perm_bits`,
 //! `vfio_default_config_write`, v6.18 `drivers/vfio/pci/vfio_pci_config.c`). Registers whose
@@ -23,7 +23,7 @@
 //!   header and capabilities read 0 and drop writes.
 //!
 //! Ranges here are `(pos, len)` with an exclusive end, checked by the caller
-//! ([`crate::rw`]) against the config size; this module never sees an out-of-range byte.
+//! ([`crate::Device`]) against the config size; this module never sees an out-of-range byte.
 
 use crate::pci::caps::{CapLayout, Flr};
 use crate::pci::header::{FunctionSpec, NUM_BARS};
