@@ -20,12 +20,15 @@
 //! consults.
 
 use std::collections::{BTreeSet, HashMap};
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use type1::uapi::{self, raw};
 use type1::{Container, ContainerConfig, Error, GroupSpec, ProcessUserMemory, UserMemory};
 
+use crate::config::Config;
+use crate::devices::{self, DeviceHandle, GroupDevices};
 use crate::fdset::FdSet;
 use crate::paths::Node;
 use crate::sys;
@@ -36,14 +39,17 @@ pub(crate) static OURS: FdSet = FdSet::new();
 /// `exec`) that were fake there: every VFIO request on them fails (see the README).
 pub(crate) static INHERITED: FdSet = FdSet::new();
 
+/// Set once this process opens a container (the exit trace lines are written only then).
+pub(crate) static EVER_OPENED: AtomicBool = AtomicBool::new(false);
+
 /// The memfd name prefix of fake fds (`/proc/self/fd/N` → `/memfd:type1-vfio-...`).
 pub(crate) const MEMFD_PREFIX: &str = "type1-vfio-";
 
 /// An open `/dev/vfio/vfio`.
 #[derive(Debug)]
 pub struct ContainerFile {
-    /// The engine.
-    pub c: Container,
+    /// The engine (shared with the DMA paths of the devices using it).
+    pub c: Arc<Container>,
     /// Set when an operation on it panicked: from then on every request fails with `EIO`.
     pub failed: AtomicBool,
 }
@@ -55,6 +61,8 @@ pub struct GroupFile {
     pub spec: GroupSpec,
     /// The container it is set to.
     pub container: Mutex<Option<Arc<ContainerFile>>>,
+    /// Its open devices.
+    pub devices: GroupDevices,
     opened: Arc<Mutex<BTreeSet<u32>>>,
 }
 
@@ -81,15 +89,21 @@ pub enum File {
     Group(Arc<GroupFile>),
     /// A directory (`/dev/vfio` or a sysfs directory), opened for `fdopendir` or `openat`.
     Dir(Node),
+    /// A device (a duplicate of the device's memfd).
+    Device(Arc<DeviceHandle>),
+    /// A sysfs attribute file: a memfd holding its contents, read natively.
+    SysFile(Node),
 }
 
 impl File {
-    /// The node this file is an open instance of.
-    pub fn node(&self) -> Node {
+    /// The file system node this file is an open instance of (`None` for a device fd, an
+    /// anonymous inode in the kernel: its `fstat` is the memfd's).
+    pub fn node(&self) -> Option<Node> {
         match self {
-            File::Container(_) => Node::Container,
-            File::Group(g) => Node::Group(g.spec.id.0),
-            File::Dir(n) => n.clone(),
+            File::Container(_) => Some(Node::Container),
+            File::Group(g) => Some(Node::Group(g.spec.id.0)),
+            File::Dir(n) | File::SysFile(n) => Some(n.clone()),
+            File::Device(_) => None,
         }
     }
 
@@ -99,6 +113,8 @@ impl File {
             File::Container(_) => c"type1-vfio-container",
             File::Group(_) => c"type1-vfio-group",
             File::Dir(_) => c"type1-vfio-dir",
+            File::SysFile(_) => c"type1-vfio-sysfs",
+            File::Device(_) => vfio_device::Device::file_name(),
         }
     }
 }
@@ -204,6 +220,27 @@ impl Files {
         }
     }
 
+    /// The distinct containers reachable from open fds (directly, or through a group or a
+    /// device).
+    pub(crate) fn live_containers(&self) -> Vec<Arc<ContainerFile>> {
+        let mut out: Vec<Arc<ContainerFile>> = Vec::new();
+        let t = self.fds.lock();
+        for e in t.values() {
+            let c = match &e.file {
+                File::Container(c) => Some(c.clone()),
+                File::Group(g) => lock(&g.container).clone(),
+                File::Device(h) => Some(h.container.clone()),
+                File::Dir(_) | File::SysFile(_) => None,
+            };
+            if let Some(c) = c {
+                if !out.iter().any(|o| Arc::ptr_eq(o, &c)) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
     /// `fork` prepare: holds the table lock across the fork.
     pub(crate) fn lock_for_fork(&self) {
         std::mem::forget(self.fds.lock());
@@ -235,8 +272,9 @@ impl Files {
 
     /// A new container object.
     pub fn new_container(cfg: ContainerConfig, mm: Arc<type1::mm::Mm>) -> File {
+        EVER_OPENED.store(true, Ordering::Release);
         File::Container(Arc::new(ContainerFile {
-            c: Container::new(cfg, mm),
+            c: Arc::new(Container::new(cfg, mm)),
             failed: AtomicBool::new(false),
         }))
     }
@@ -250,6 +288,7 @@ impl Files {
         Ok(File::Group(Arc::new(GroupFile {
             spec,
             container: Mutex::new(None),
+            devices: GroupDevices::default(),
             opened: self.opened.clone(),
         })))
     }
@@ -268,7 +307,13 @@ pub(crate) fn inherited_kind(fd: i32) -> Option<String> {
 }
 
 /// A group fd's ioctl (`vfio_group_fops_unl_ioctl`). Returns the result or an errno.
-pub fn group_ioctl(files: &Files, g: &GroupFile, request: u64, arg: u64) -> Result<i64, i32> {
+pub fn group_ioctl(
+    files: &Files,
+    cfg: &Config,
+    g: &Arc<GroupFile>,
+    request: u64,
+    arg: u64,
+) -> Result<i64, i32> {
     use std::mem::{offset_of, size_of};
     let mut user = ProcessUserMemory;
     match request {
@@ -317,6 +362,10 @@ pub fn group_ioctl(files: &Files, g: &GroupFile, request: u64, arg: u64) -> Resu
             Ok(0)
         }
         uapi::VFIO_GROUP_UNSET_CONTAINER => {
+            // `vfio_group_ioctl_unset_container`: an open device is a container user.
+            if g.devices.any_open() {
+                return Err(libc::EBUSY);
+            }
             let mut slot = lock(&g.container);
             let Some(cf) = slot.take() else {
                 return Err(libc::EINVAL);
@@ -330,9 +379,21 @@ pub fn group_ioctl(files: &Files, g: &GroupFile, request: u64, arg: u64) -> Resu
         uapi::VFIO_GROUP_GET_DEVICE_FD => {
             // `vfio_group_ioctl_get_device_fd`: `strndup_user(arg, PAGE_SIZE)` (EFAULT if the
             // string cannot be read, EINVAL if it has no NUL within a page), then the name is
-            // matched against the group's devices; there is no device model yet: ENODEV.
-            let _name = strndup_user(arg, 4096)?;
-            Err(libc::ENODEV)
+            // matched against the group's devices (ENODEV); the group must have a container
+            // (`vfio_df_group_open`: EINVAL). The fd has O_CLOEXEC (`get_unused_fd_flags`).
+            let name = strndup_user(arg, 4096)?;
+            let name = String::from_utf8(name).map_err(|_| libc::ENODEV)?;
+            let container = lock(&g.container).clone();
+            let h = devices::open(cfg, g, container, &name)?;
+            let src = h.dev.file().fd().as_raw_fd();
+            // SAFETY: F_DUPFD_CLOEXEC of the device's own memfd; raw, not our fcntl.
+            let fd = unsafe { libc::syscall(libc::SYS_fcntl, src, libc::F_DUPFD_CLOEXEC, 0) };
+            let fd = i32::try_from(fd).map_err(|_| libc::EMFILE)?;
+            if fd < 0 {
+                return Err(sys::errno());
+            }
+            files.insert(fd, File::Device(h), libc::O_RDWR);
+            Ok(i64::from(fd))
         }
         _ => Err(libc::ENOTTY),
     }

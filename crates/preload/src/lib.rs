@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub use type1_preload_config as config;
+pub mod devices;
 mod fdset;
 pub mod files;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

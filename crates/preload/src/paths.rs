@@ -32,9 +32,87 @@ pub enum Node {
     DeviceDir(String),
     /// `/sys/bus/pci/devices/<BDF>/iommu_group`: a symlink to the group directory.
     GroupLink(u32),
+    /// `/sys/bus/pci/devices/<BDF>/driver`: a symlink to the vfio-pci driver.
+    DriverLink(String),
+    /// `/sys/bus/pci/devices/<BDF>/subsystem`: a symlink to the PCI bus.
+    SubsystemLink(String),
+    /// `/sys/kernel/iommu_groups/<N>/devices/<BDF>`: a symlink to the device.
+    DeviceLink(String),
+    /// `/sys/bus/pci/devices/<BDF>/<attribute>`: a regular file.
+    DeviceAttr(String, Attr),
+}
+
+/// A PCI device's sysfs attribute files (`drivers/pci/pci-sysfs.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    /// `vendor`: `0x%04x`.
+    Vendor,
+    /// `device`.
+    Device,
+    /// `subsystem_vendor`.
+    SubsystemVendor,
+    /// `subsystem_device`.
+    SubsystemDevice,
+    /// `class`: `0x%06x`.
+    Class,
+    /// `revision`: `0x%02x`.
+    Revision,
+    /// `config`: the binary config space.
+    Config,
+}
+
+impl Attr {
+    /// Every attribute, with its file name.
+    pub const ALL: [(Attr, &'static str); 7] = [
+        (Attr::Vendor, "vendor"),
+        (Attr::Device, "device"),
+        (Attr::SubsystemVendor, "subsystem_vendor"),
+        (Attr::SubsystemDevice, "subsystem_device"),
+        (Attr::Class, "class"),
+        (Attr::Revision, "revision"),
+        (Attr::Config, "config"),
+    ];
+
+    fn named(name: &[u8]) -> Option<Attr> {
+        Attr::ALL
+            .iter()
+            .find(|(_, n)| n.as_bytes() == name)
+            .map(|(a, _)| *a)
+    }
 }
 
 impl Node {
+    /// True for symbolic links.
+    #[must_use]
+    pub fn is_link(&self) -> bool {
+        matches!(
+            self,
+            Node::GroupLink(_) | Node::DriverLink(_) | Node::SubsystemLink(_) | Node::DeviceLink(_)
+        )
+    }
+
+    /// What `readlink` returns for a link (relative, as sysfs writes them).
+    #[must_use]
+    pub fn link_target(&self) -> Option<String> {
+        match self {
+            Node::GroupLink(n) => Some(link_target(*n)),
+            Node::DriverLink(_) => Some("../../../bus/pci/drivers/vfio-pci".into()),
+            Node::SubsystemLink(_) => Some("../../../bus/pci".into()),
+            Node::DeviceLink(bdf) => Some(format!("../../../../devices/{}/{bdf}", pci_root(bdf))),
+            _ => None,
+        }
+    }
+
+    /// The node a link leads to when it is in our tree.
+    #[must_use]
+    pub fn follow(&self) -> Option<Node> {
+        match self {
+            Node::GroupLink(n) => Some(Node::GroupDir(*n)),
+            Node::DeviceLink(bdf) => Some(Node::DeviceDir(bdf.clone())),
+            _ => None,
+        }
+    }
+
     /// True for directories.
     #[must_use]
     pub fn is_dir(&self) -> bool {
@@ -104,7 +182,7 @@ pub fn classify(cfg: &Config, path: &[u8]) -> Option<Lookup> {
                     if cfg.devices.get(bdf) != Some(&n) {
                         return None;
                     }
-                    Ok(Node::DeviceDir(bdf.to_string()))
+                    Ok(Node::DeviceLink(bdf.to_string()))
                 }
                 _ => return None,
             }
@@ -115,13 +193,16 @@ pub fn classify(cfg: &Config, path: &[u8]) -> Option<Lookup> {
             match rest {
                 [] => Ok(Node::DeviceDir(bdf.to_string())),
                 [b"iommu_group"] => Ok(Node::GroupLink(n)),
+                [b"driver"] => Ok(Node::DriverLink(bdf.to_string())),
+                [b"subsystem"] => Ok(Node::SubsystemLink(bdf.to_string())),
+                [a] => Ok(Node::DeviceAttr(bdf.to_string(), Attr::named(a)?)),
                 _ => return None,
             }
         }
         _ => return None,
     };
     Some(match node {
-        Ok(n) if dir_only && !n.is_dir() && !matches!(n, Node::GroupLink(_)) => Err(libc::ENOTDIR),
+        Ok(n) if dir_only && !n.is_dir() && !n.is_link() => Err(libc::ENOTDIR),
         other => other,
     })
 }
@@ -190,6 +271,16 @@ pub fn canonical(node: &Node) -> String {
         Node::Group(n) => format!("/dev/vfio/{n}"),
         Node::VfioDir => "/dev/vfio".into(),
         Node::GroupDir(n) | Node::GroupLink(n) => format!("/sys/kernel/iommu_groups/{n}"),
+        Node::DriverLink(_) => "/sys/bus/pci/drivers/vfio-pci".into(),
+        Node::SubsystemLink(_) => "/sys/bus/pci".into(),
+        Node::DeviceLink(bdf) => canonical(&Node::DeviceDir(bdf.clone())),
+        Node::DeviceAttr(bdf, a) => {
+            let name = Attr::ALL
+                .iter()
+                .find(|(x, _)| x == a)
+                .map_or("", |(_, n)| n);
+            format!("{}/{name}", canonical(&Node::DeviceDir(bdf.clone())))
+        }
         Node::GroupDevicesDir(n) => format!("/sys/kernel/iommu_groups/{n}/devices"),
         Node::DeviceDir(bdf) => {
             let (domain, bus) = (
@@ -199,6 +290,15 @@ pub fn canonical(node: &Node) -> String {
             format!("/sys/devices/pci{domain}:{bus}/{bdf}")
         }
     }
+}
+
+/// `pci<domain>:<bus>`, the root a device hangs from in `/sys/devices`.
+fn pci_root(bdf: &str) -> String {
+    let (domain, bus) = (
+        bdf.get(..4).unwrap_or("0000"),
+        bdf.get(5..7).unwrap_or("00"),
+    );
+    format!("pci{domain}:{bus}")
 }
 
 /// The entries of a directory node (without `.` and `..`), with their `d_type`.
@@ -215,7 +315,15 @@ pub fn entries(cfg: &Config, node: &Node) -> Vec<(String, u8)> {
             .filter(|(_, g)| *g == n)
             .map(|(bdf, _)| (bdf.clone(), libc::DT_LNK))
             .collect(),
-        Node::DeviceDir(_) => vec![("iommu_group".into(), libc::DT_LNK)],
+        Node::DeviceDir(_) => ["iommu_group", "driver", "subsystem"]
+            .iter()
+            .map(|n| ((*n).to_string(), libc::DT_LNK))
+            .chain(
+                Attr::ALL
+                    .iter()
+                    .map(|(_, n)| ((*n).to_string(), libc::DT_REG)),
+            )
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -230,7 +338,9 @@ pub fn mode_of(node: &Node, follow: bool) -> (u32, u32, u32) {
             VFIO_CONTAINER_DEV.1,
         ),
         Node::Group(n) => (libc::S_IFCHR | 0o600, VFIO_GROUP_MAJOR, *n),
-        Node::GroupLink(_) if !follow => (libc::S_IFLNK | 0o777, 0, 0),
+        n if n.is_link() && !follow => (libc::S_IFLNK | 0o777, 0, 0),
+        Node::DeviceAttr(_, Attr::Config) => (libc::S_IFREG | 0o644, 0, 0),
+        Node::DeviceAttr(..) => (libc::S_IFREG | 0o444, 0, 0),
         _ => (libc::S_IFDIR | 0o755, 0, 0),
     }
 }
@@ -294,7 +404,18 @@ mod tests {
         assert_eq!(c("/sys/kernel/iommu_groups/7"), Some(Ok(Node::GroupDir(7))));
         assert_eq!(
             c("/sys/kernel/iommu_groups/7/devices/0000:00:04.0"),
-            Some(Ok(Node::DeviceDir("0000:00:04.0".into())))
+            Some(Ok(Node::DeviceLink("0000:00:04.0".into())))
+        );
+        assert_eq!(
+            c("/sys/bus/pci/devices/0000:00:04.0/vendor"),
+            Some(Ok(Node::DeviceAttr("0000:00:04.0".into(), Attr::Vendor)))
+        );
+        assert_eq!(c("/sys/bus/pci/devices/0000:00:04.0/resource"), None);
+        assert_eq!(
+            Node::DeviceLink("0000:00:04.0".into())
+                .link_target()
+                .as_deref(),
+            Some("../../../../devices/pci0000:00/0000:00:04.0")
         );
         assert_eq!(c("/sys/kernel/iommu_groups/7/type"), None);
         assert_eq!(escape(&cfg(), b"/dev/vfio/.."), Some(b"/dev/".to_vec()));

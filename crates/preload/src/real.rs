@@ -130,6 +130,10 @@ syms! {
     SEEKDIR = c"seekdir";
     SCANDIR = c"scandir";
     SCANDIR64 = c"scandir64";
+    PREAD_CHK = c"__pread_chk";
+    PREAD64_CHK = c"__pread64_chk";
+    READ_CHK = c"__read_chk";
+    MUNMAP = c"munmap";
     GETXATTR = c"getxattr";
     LGETXATTR = c"lgetxattr";
     FGETXATTR = c"fgetxattr";
@@ -268,3 +272,9 @@ pub(crate) type FgetxattrFn =
 pub(crate) type ListxattrFn = unsafe extern "C" fn(*const c_char, *mut c_char, usize) -> isize;
 /// `ssize_t (int, char *, size_t)`.
 pub(crate) type FlistxattrFn = unsafe extern "C" fn(c_int, *mut c_char, usize) -> isize;
+/// `ssize_t (int, void *, size_t, off_t, size_t)`.
+pub(crate) type PreadChkFn = unsafe extern "C" fn(c_int, *mut c_void, usize, i64, usize) -> isize;
+/// `ssize_t (int, void *, size_t, size_t)`.
+pub(crate) type ReadChkFn = unsafe extern "C" fn(c_int, *mut c_void, usize, usize) -> isize;
+/// `int (void *, size_t)`.
+pub(crate) type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;

@@ -38,7 +38,7 @@ pub(crate) struct State {
     /// Fake fds.
     pub(crate) files: Files,
     /// The process's memory and locked-memory account, shared by all its containers.
-    mm: parking_lot::Mutex<Arc<Mm>>,
+    mm: parking_lot::Mutex<(Arc<Mm>, Arc<ProcessMemory>)>,
     /// Container options.
     pub(crate) ccfg: ContainerConfig,
     /// The `TYPE1_MEMLOCK` override, for the account of a forked child.
@@ -98,16 +98,16 @@ pub(crate) fn state() -> Option<&'static State> {
 /// (`type1::mm::ProcessLimits`); a valid `TYPE1_MEMLOCK` replaces RLIMIT_MEMLOCK.
 ///
 /// `memlock`: the `TYPE1_MEMLOCK` override (`Some(None)`: unlimited), else RLIMIT_MEMLOCK read
-/// live at each charge.
-fn new_mm(memlock: Option<Option<u64>>) -> Arc<Mm> {
+/// live at each charge. The address space is returned too: device BAR mappings are marked
+/// reserved in it.
+fn new_mm(memlock: Option<Option<u64>>) -> (Arc<Mm>, Arc<ProcessMemory>) {
     let limits = match memlock {
         Some(fixed) => ProcessLimits::with_memlock(fixed),
         None => ProcessLimits::new(),
     };
-    Arc::new(Mm::with_limits(
-        Box::new(ProcessMemory::new(MlockPolicy::CheckOnly)),
-        Box::new(limits),
-    ))
+    let space = Arc::new(ProcessMemory::new(MlockPolicy::CheckOnly));
+    let mm = Arc::new(Mm::with_limits(Box::new(space.clone()), Box::new(limits)));
+    (mm, space)
 }
 
 fn build() -> State {
@@ -169,8 +169,9 @@ fn build() -> State {
 }
 
 impl State {
-    /// This process's locked-memory account (a fresh one in a forked child).
-    pub(crate) fn mm(&self) -> Arc<Mm> {
+    /// This process's locked-memory account and address space (fresh ones in a forked
+    /// child: the parent's reserved marks belong to the parent's devices).
+    fn current(&self) -> (Arc<Mm>, Arc<ProcessMemory>) {
         let mut mm = self.mm.lock();
         let me = sys::pid();
         if MM_PID.load(Ordering::Acquire) != me {
@@ -178,6 +179,16 @@ impl State {
             MM_PID.store(me, Ordering::Release);
         }
         mm.clone()
+    }
+
+    /// This process's locked-memory account.
+    pub(crate) fn mm(&self) -> Arc<Mm> {
+        self.current().0
+    }
+
+    /// This process's address space (for the reserved marks of device BAR mappings).
+    pub(crate) fn process_memory(&self) -> Arc<ProcessMemory> {
+        self.current().1
     }
 
     /// Appends one JSON line to the trace file, if any, in one `write(2)`.
@@ -262,3 +273,45 @@ extern "C" fn on_load() {
 #[used]
 #[link_section = ".init_array"]
 static ON_LOAD: extern "C" fn() = on_load;
+
+/// Runs at `exit`: when tracing, one line with what the program left mapped, pinned and
+/// charged, then every fake fd is released as the kernel releases files at exit, and a second
+/// line shows what remains charged (nothing, unless something leaked). Other threads may still
+/// run: the objects they use live on through their own references.
+extern "C" fn on_exit() {
+    let Some(s) = STATE.get() else { return };
+    if !s.tracing()
+        || busy()
+        || MM_PID.load(Ordering::Acquire) != sys::pid()
+        || !crate::files::EVER_OPENED.load(Ordering::Acquire)
+    {
+        return;
+    }
+    let _mask = sys::SignalsBlocked::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let containers = s.files.live_containers();
+        let maps: Vec<_> = containers.iter().flat_map(|c| c.c.mappings()).collect();
+        let mm = s.mm();
+        s.trace(serde_json::json!({
+            "event": "exit",
+            "containers": containers.len(),
+            "mappings": maps.len(),
+            "mapped_bytes": maps.iter().map(|m| m.size).sum::<u64>(),
+            "iommu_pinned_pages": maps.iter().map(|m| m.iommu_pinned_pages).sum::<u64>(),
+            "device_pinned_pages": maps.iter().map(|m| m.device_pinned_pages).sum::<u64>(),
+            "locked_pages": mm.locked_pages(),
+        }));
+        drop(containers);
+        s.files.remove_range(0, u32::MAX);
+        s.trace(serde_json::json!({
+            "event": "released",
+            "locked_pages": mm.locked_pages(),
+            "pending_pages": mm.pending_pages(),
+        }));
+    }));
+    drop(r);
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static ON_EXIT: extern "C" fn() = on_exit;

@@ -8,7 +8,25 @@ use serde_json::{json, Value};
 use type1::uapi::{self, get_u32, get_u64, off, raw};
 use type1::usercopy::copy_from_process;
 
-/// The name of a VFIO request.
+/// The name of a VFIO request on a device fd (numbers 12 and 13 name other requests on a
+/// container fd).
+pub(crate) fn device_request_name(request: u64) -> &'static str {
+    use vfio_device::ioctl as d;
+    match request {
+        d::VFIO_DEVICE_GET_INFO => "VFIO_DEVICE_GET_INFO",
+        d::VFIO_DEVICE_GET_REGION_INFO => "VFIO_DEVICE_GET_REGION_INFO",
+        d::VFIO_DEVICE_GET_IRQ_INFO => "VFIO_DEVICE_GET_IRQ_INFO",
+        d::VFIO_DEVICE_SET_IRQS => "VFIO_DEVICE_SET_IRQS",
+        d::VFIO_DEVICE_RESET => "VFIO_DEVICE_RESET",
+        d::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO => "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO",
+        d::VFIO_DEVICE_PCI_HOT_RESET => "VFIO_DEVICE_PCI_HOT_RESET",
+        d::VFIO_DEVICE_IOEVENTFD => "VFIO_DEVICE_IOEVENTFD",
+        d::VFIO_DEVICE_FEATURE => "VFIO_DEVICE_FEATURE",
+        _ => "unknown",
+    }
+}
+
+/// The name of a VFIO request on a container or group fd.
 pub(crate) fn request_name(request: u64) -> &'static str {
     match request {
         uapi::VFIO_GET_API_VERSION => "VFIO_GET_API_VERSION",

@@ -27,7 +27,11 @@ fn build(name: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("acct-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(name);
+    // One binary per call: tests run in parallel and may build the same program; executing a
+    // file another test's gcc is writing fails with ETXTBSY.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = dir.join(format!("{name}-{n}"));
     let st = Command::new("gcc")
         .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-o"])
         .arg(&out)

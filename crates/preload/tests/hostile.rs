@@ -302,16 +302,33 @@ fn two_processes_tracing_to_one_file_write_whole_lines() {
     assert!(text.ends_with('\n'), "the trace ends in a partial line");
     let mut per_pid: BTreeMap<u64, u64> = BTreeMap::new();
     let mut kinds: BTreeMap<(u64, &str), u64> = BTreeMap::new();
+    let mut released: BTreeMap<u64, u64> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let l: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("line {} does not parse ({e}): {line}", n + 1));
         let pid = l["pid"].as_u64().unwrap_or_else(|| panic!("pid: {l}"));
+        // The two lines each process writes at exit: what it left, then what stays charged
+        // after its files are released (nothing).
+        match l["event"].as_str() {
+            Some("exit") => continue,
+            Some("released") => {
+                released.insert(pid, l["locked_pages"].as_u64().unwrap_or(u64::MAX));
+                continue;
+            }
+            Some(other) => panic!("unknown trace event {other}: {l}"),
+            None => {}
+        }
         *per_pid.entry(pid).or_default() += 1;
         if let Some(kind) = check_trace_line(&l) {
             *kinds.entry((pid, kind)).or_default() += 1;
         }
     }
     assert_eq!(per_pid, issued, "trace lines per pid vs ioctls each issued");
+    let none_left: BTreeMap<u64, u64> = issued.keys().map(|&p| (p, 0)).collect();
+    assert_eq!(
+        released, none_left,
+        "pages still charged after each process's release"
+    );
     assert!(issued.values().all(|&n| n >= 2000), "{issued:?}");
     // Each iteration issues each of the five once: every one was decoded and checked.
     assert_eq!(kinds.len(), 5 * issued.len(), "{kinds:?}");

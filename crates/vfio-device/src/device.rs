@@ -129,7 +129,7 @@ impl Device {
         let f = &spec.function;
         f.validate()?;
         let file = DeviceFile::new(
-            c"vfio-device",
+            Self::file_name(),
             u64::from(NUM_REGIONS) << crate::region::OFFSET_SHIFT,
         )?;
         let mut bar_memory: [Option<Arc<SharedMemory>>; NUM_BARS] = Default::default();
@@ -199,7 +199,7 @@ impl Device {
     /// The name of the device file.
     #[must_use]
     pub fn file_name() -> &'static CStr {
-        c"vfio-device"
+        c"type1-vfio-device"
     }
 
     /// The ranges of the device file a program may `mmap`.

@@ -71,7 +71,7 @@ fn new_dir(s: &State, node: &Node, fd: c_int) -> *mut libc::DIR {
 
 fn opendir_node(s: &State, l: crate::paths::Lookup) -> Served<*mut libc::DIR> {
     let fd = open_node(s, l, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?;
-    let node = s.files.get(fd).map(|f| f.node()).ok_or(libc::EBADF)?;
+    let node = s.files.get(fd).and_then(|f| f.node()).ok_or(libc::EBADF)?;
     Ok(new_dir(s, &node, fd))
 }
 
@@ -256,7 +256,7 @@ fn scan(
     compar: ScanCompar,
 ) -> Served<c_int> {
     let node = match l? {
-        Node::GroupLink(n) => Node::GroupDir(n),
+        n if n.is_link() => n.follow().ok_or(libc::ENOENT)?,
         n if n.is_dir() => n,
         _ => return Err(libc::ENOTDIR),
     };

@@ -132,21 +132,48 @@ fn engine(cf: &ContainerFile, request: u64, arg: u64) -> Served<i64> {
     }
 }
 
+/// The fds of this process as `VFIO_DEVICE_PCI_HOT_RESET` sees them.
+struct TableGroups<'a>(&'a State);
+
+impl vfio_device::ioctl::GroupFds for TableGroups<'_> {
+    fn kind(&self, fd: i32) -> vfio_device::ioctl::FdKind {
+        use vfio_device::ioctl::FdKind;
+        match self.0.files.get(fd) {
+            Some(File::Group(g)) => FdKind::Group(g.spec.id.0),
+            Some(_) => FdKind::NotGroup,
+            None if crate::sys::fd_identity(fd).is_some() => FdKind::NotGroup,
+            None => FdKind::NotOpen,
+        }
+    }
+}
+
 fn driver(s: &State, file: &File, request: u64, arg: u64) -> Served<i64> {
     match file {
         File::Container(cf) => engine(cf, request, arg),
-        File::Group(g) => files::group_ioctl(&s.files, g, request, arg),
-        File::Dir(_) => Err(libc::ENOTTY),
+        File::Group(g) => files::group_ioctl(&s.files, &s.cfg, g, request, arg),
+        File::Device(h) => h
+            .dev
+            .ioctl(request, arg, &mut type1::ProcessUserMemory, &TableGroups(s))
+            .map_err(|e| e.errno()),
+        // Directories and regular sysfs files have no ioctls.
+        File::Dir(_) | File::SysFile(_) => Err(libc::ENOTTY),
     }
 }
 
 fn fake_ioctl(s: &State, fd: c_int, file: &File, request: u64, arg: u64) -> Served<c_int> {
-    if request == FIOQSIZE && !matches!(file, File::Dir(_)) {
+    if request == FIOQSIZE && matches!(file, File::Container(_) | File::Group(_) | File::Device(_))
+    {
         return Err(libc::ENOTTY);
     }
     let t = Instant::now();
     let traced = s.tracing() && ioc_type(request) == VFIO_TYPE;
-    let args = traced.then(|| trace::decode(request, arg));
+    let args = traced.then(|| {
+        if matches!(file, File::Device(_)) {
+            serde_json::json!({ "arg": format!("{arg:#x}") })
+        } else {
+            trace::decode(request, arg)
+        }
+    });
     let r = driver(s, file, request, arg);
     if let Some(args) = args {
         let (result, errno) = match r {
@@ -155,14 +182,18 @@ fn fake_ioctl(s: &State, fd: c_int, file: &File, request: u64, arg: u64) -> Serv
         };
         let mut line = serde_json::json!({
             "fd": fd,
-            "request": trace::request_name(request),
+            "request": if matches!(file, File::Device(_)) {
+                trace::device_request_name(request)
+            } else {
+                trace::request_name(request)
+            },
             "request_nr": format!("{request:#x}"),
             "args": args,
             "result": result,
             "errno": errno,
             "duration_ns": u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
         });
-        if r.is_ok() {
+        if r.is_ok() && !matches!(file, File::Device(_)) {
             if let Some(out) = trace::decode_out(request, arg) {
                 line["out"] = out;
             }

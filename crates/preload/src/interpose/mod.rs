@@ -258,5 +258,5 @@ fn relative(dirfd: c_int, p: *const c_char) -> Target {
 /// The node of an fd of ours, if any.
 pub(crate) fn fd_node(fd: c_int) -> Option<(&'static State, Node)> {
     let s = state()?;
-    Some((s, s.files.get(fd)?.node()))
+    Some((s, s.files.get(fd)?.node()?))
 }

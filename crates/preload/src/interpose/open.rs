@@ -22,8 +22,8 @@ pub(crate) fn open_node(s: &State, node: Lookup, flags: c_int) -> Served<c_int> 
     }
     let acc = flags & libc::O_ACCMODE;
     let node = match node {
-        Node::GroupLink(_) if flags & libc::O_NOFOLLOW != 0 => return Err(libc::ELOOP),
-        Node::GroupLink(n) => Node::GroupDir(n),
+        n if n.is_link() && flags & libc::O_NOFOLLOW != 0 => return Err(libc::ELOOP),
+        n if n.is_link() => n.follow().ok_or(libc::ENOENT)?,
         n => n,
     };
     // The kernel released whatever was closed behind our back; so do we, before a group's
@@ -39,6 +39,11 @@ pub(crate) fn open_node(s: &State, node: Lookup, flags: c_int) -> Served<c_int> 
             return Err(libc::ENOTDIR);
         }
         match node {
+            Node::DeviceAttr(ref bdf, attr) => {
+                let group = *s.cfg.devices.get(bdf).ok_or(libc::ENOENT)?;
+                let bytes = crate::devices::attr_contents(bdf, group, attr).ok_or(libc::EIO)?;
+                return open_sysfile(s, node, &bytes, flags);
+            }
             Node::Container => Files::new_container(s.ccfg.clone(), s.mm()),
             Node::Group(n) => {
                 let spec: GroupSpec = s.cfg.group_spec(n).ok_or(libc::ENOENT)?;
@@ -63,6 +68,29 @@ pub(crate) fn open_node(s: &State, node: Lookup, flags: c_int) -> Served<c_int> 
     if flags & libc::O_NONBLOCK != 0 {
         // SAFETY: F_SETFL on the fd we just created.
         unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    s.files.insert(fd, file, acc);
+    Ok(fd)
+}
+
+/// A sysfs attribute: a memfd holding `bytes`, read natively (position, `pread`, `lseek`).
+fn open_sysfile(s: &State, node: Node, bytes: &[u8], flags: c_int) -> Served<c_int> {
+    let file = File::SysFile(node);
+    let mfd_flags = if flags & libc::O_CLOEXEC != 0 {
+        libc::MFD_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: a NUL-terminated name and valid flags; memfd_create is not interposed.
+    let fd = unsafe { libc::memfd_create(file.memfd_name().as_ptr(), mfd_flags) };
+    if fd < 0 {
+        return Err(crate::sys::errno());
+    }
+    // SAFETY: writes our own buffer to the memfd just created, at offset 0.
+    unsafe { libc::syscall(libc::SYS_pwrite64, fd, bytes.as_ptr(), bytes.len(), 0i64) };
+    let acc = flags & libc::O_ACCMODE;
+    if acc != libc::O_RDWR {
+        reopen_with_mode(fd, acc, mfd_flags != 0);
     }
     s.files.insert(fd, file, acc);
     Ok(fd)

@@ -37,6 +37,10 @@ fn stat_of(node: &Node, follow: bool) -> libc::stat {
     st.st_gid = gid;
     st.st_blksize = 4096;
     st.st_ino = ino_of(node);
+    if let Node::DeviceAttr(..) = node {
+        // sysfs reports a page for attribute files.
+        st.st_size = 4096;
+    }
     st
 }
 
@@ -304,7 +308,7 @@ fn access_node(l: Lookup, mode: c_int) -> Served<c_int> {
     if mode & !(libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
         return Err(libc::EINVAL);
     }
-    if mode & libc::X_OK != 0 && !node.is_dir() && !matches!(node, Node::GroupLink(_)) {
+    if mode & libc::X_OK != 0 && !node.is_dir() && !node.is_link() {
         return Err(libc::EACCES);
     }
     Ok(0)
@@ -368,10 +372,9 @@ fn readlink_node(l: Lookup, buf: *mut c_char, size: usize) -> Served<isize> {
     if isize::try_from(size).is_err() || size == 0 {
         return Err(libc::EINVAL);
     }
-    let Node::GroupLink(n) = node else {
+    let Some(target) = node.link_target() else {
         return Err(libc::EINVAL);
     };
-    let target = paths::link_target(n);
     let len = target.len().min(size);
     copy_to_process(buf as u64, &target.as_bytes()[..len]).map_err(|_| libc::EFAULT)?;
     Ok(isize::try_from(len).unwrap_or(isize::MAX))

@@ -131,13 +131,21 @@ int main(int argc, char **argv)
     CHECK(ioctl(g, VFIO_GROUP_SET_CONTAINER, &c) == 0);
     CHECK(ioctl(g, VFIO_GROUP_GET_STATUS, &gs) == 0 && (gs.flags & VFIO_GROUP_FLAGS_CONTAINER_SET));
     EXPECT_ERR(ioctl(g, VFIO_GROUP_SET_CONTAINER, &c), EINVAL);
-    EXPECT_ERR(ioctl(g, VFIO_GROUP_GET_DEVICE_FD, "0000:00:04.0"), ENODEV);
+    /* vfio_group_ioctl_get_device_fd: the name is looked up first (ENODEV), then opening the
+     * device needs the container's IOMMU driver (vfio_group_use_container: EINVAL). */
+    EXPECT_ERR(ioctl(g, VFIO_GROUP_GET_DEVICE_FD, "0000:00:05.0"), ENODEV);
+    EXPECT_ERR(ioctl(g, VFIO_GROUP_GET_DEVICE_FD, "0000:00:04.0"), EINVAL);
     EXPECT_ERR(ioctl(g, 0x3b99), ENOTTY);
 
     /* SET_IOMMU: types nobody supports fail with ENODEV and leave the container usable. */
     EXPECT_ERR(ioctl(c, VFIO_SET_IOMMU, 6), ENODEV);
     EXPECT_ERR(ioctl(c, VFIO_SET_IOMMU, VFIO_SPAPR_TCE_IOMMU), ENODEV);
     CHECK(ioctl(c, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) == 0);
+    /* An open device is a container user: UNSET_CONTAINER is EBUSY until it closes. */
+    int dev = ioctl(g, VFIO_GROUP_GET_DEVICE_FD, "0000:00:04.0");
+    CHECK(dev >= 0 && (fcntl(dev, F_GETFD) & FD_CLOEXEC));
+    EXPECT_ERR(ioctl(g, VFIO_GROUP_UNSET_CONTAINER), EBUSY);
+    CHECK(close(dev) == 0);
     EXPECT_ERR(ioctl(c, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU), EINVAL);
     EXPECT_ERR(ioctl(c, VFIO_IOMMU_ENABLE), ENOTTY);
     CHECK(ioctl(c, VFIO_CHECK_EXTENSION, VFIO_UPDATE_VADDR) == 1);

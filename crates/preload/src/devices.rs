@@ -1,0 +1,168 @@
+//! Devices behind the fake groups: the emulated PCI functions of `vfio-device`, opened through
+//! `VFIO_GROUP_GET_DEVICE_FD` as vfio-pci presents them (`drivers/vfio/group.c`,
+//! `vfio_main.c`, v6.18).
+//!
+//! - A device is created, attached to its group's container for DMA, when its first fd is
+//!   opened (the kernel's `vfio_df_open` → `open_device`, which resets the function), and
+//!   released when its last fd closes. Further `GET_DEVICE_FD` calls share it.
+//! - Every device fd is a duplicate of the device's memfd (`type1-vfio-device`), so `mmap` of
+//!   an mmap-able BAR maps the very pages the device uses.
+//! - An open device keeps its group in use: `VFIO_GROUP_UNSET_CONTAINER` is `EBUSY` and the
+//!   group stays attached until the device closes (the device file holds the group file, as
+//!   `vfio_device_open_file` does).
+//!
+//! Concurrency: the group's device map is one mutex, taken with signals blocked, never while a
+//! device runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use vfio_device::{Device, Dma, Location};
+
+use crate::config::Config;
+use crate::files::{ContainerFile, GroupFile};
+
+/// One open device: the device and the group (and container) it keeps in use.
+#[derive(Debug)]
+pub struct DeviceHandle {
+    /// The device.
+    pub dev: Arc<Device>,
+    /// Its group (kept open while the device is).
+    pub group: Arc<GroupFile>,
+    /// The container its DMA goes through (kept alive while the device is).
+    pub container: Arc<ContainerFile>,
+    /// Its PCI name.
+    pub name: String,
+}
+
+impl Drop for DeviceHandle {
+    fn drop(&mut self) {
+        // `vfio_df_close` → `close_device`: the function stops (DMA, interrupts, threads).
+        self.dev.release();
+    }
+}
+
+/// The devices of one open group, by name.
+#[derive(Debug, Default)]
+pub struct GroupDevices {
+    open: Mutex<HashMap<String, Weak<DeviceHandle>>>,
+}
+
+impl GroupDevices {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<DeviceHandle>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True while any device of the group is open.
+    pub fn any_open(&self) -> bool {
+        self.map().values().any(|w| w.strong_count() > 0)
+    }
+}
+
+/// `(segment, bus, dev, fn)` of a `DDDD:BB:DD.F` name.
+fn parse_bdf(name: &str) -> Option<(u16, u8, u8, u8)> {
+    let b = name.as_bytes();
+    if b.len() != 12 || b[4] != b':' || b[7] != b':' || b[10] != b'.' {
+        return None;
+    }
+    let seg = u16::from_str_radix(&name[0..4], 16).ok()?;
+    let bus = u8::from_str_radix(&name[5..7], 16).ok()?;
+    let dev = u8::from_str_radix(&name[8..10], 16).ok()?;
+    let func = u8::from_str_radix(&name[11..12], 16).ok()?;
+    (dev < 32 && func < 8).then_some((seg, bus, dev, func))
+}
+
+/// The location of a configured device.
+pub fn location(name: &str, group: u32) -> Option<Location> {
+    let (segment, bus, dev, func) = parse_bdf(name)?;
+    Some(Location {
+        group,
+        segment,
+        bus,
+        devfn: (dev << 3) | func,
+    })
+}
+
+/// `vfio_group_ioctl_get_device_fd` after the name was read: the device named `name` in group
+/// `g`, opened (created on first open). Errors: `ENODEV` for a name not in the group (the
+/// kernel's `vfio_device_get_from_name`), `EINVAL` when the group has no container
+/// (`vfio_df_group_open`), or the device's own errno.
+pub fn open(
+    cfg: &Config,
+    g: &Arc<GroupFile>,
+    container: Option<Arc<ContainerFile>>,
+    name: &str,
+) -> Result<Arc<DeviceHandle>, i32> {
+    if cfg.devices.get(name) != Some(&g.spec.id.0) {
+        return Err(libc::ENODEV);
+    }
+    // `vfio_df_group_open`: a group without a container is EINVAL; `vfio_group_use_container`:
+    // a container without an IOMMU driver too.
+    let container = container.ok_or(libc::EINVAL)?;
+    if !container.c.has_iommu() {
+        return Err(libc::EINVAL);
+    }
+    let mut open = g.devices.map();
+    if let Some(h) = open.get(name).and_then(Weak::upgrade) {
+        return Ok(h);
+    }
+    let loc = location(name, g.spec.id.0).ok_or(libc::ENODEV)?;
+    let dma = Dma::attach(&container.c, g.spec.id).map_err(|e| e.errno())?;
+    let dev = vfio_device::testdev::create(loc, dma).map_err(|e| e.errno())?;
+    let h = Arc::new(DeviceHandle {
+        dev,
+        group: g.clone(),
+        container,
+        name: name.to_string(),
+    });
+    open.insert(name.to_string(), Arc::downgrade(&h));
+    Ok(h)
+}
+
+/// The power-on config space of a configured device (for sysfs `config`), from a device that
+/// is never opened: the identity and capabilities are the model's.
+pub fn power_on_config(name: &str, group: u32) -> Option<Vec<u8>> {
+    let dev = vfio_device::testdev::create(location(name, group)?, Dma::none()).ok()?;
+    let mut buf = vec![0u8; usize::try_from(dev.regions().config_size()).ok()?];
+    let n = dev.config_read(0, &mut buf).ok()?;
+    buf.truncate(n);
+    dev.release();
+    Some(buf)
+}
+
+/// The contents of a sysfs attribute file of a configured device (`drivers/pci/pci-sysfs.c`
+/// formats).
+pub fn attr_contents(name: &str, group: u32, attr: crate::paths::Attr) -> Option<Vec<u8>> {
+    use crate::paths::Attr;
+    let id = vfio_device::testdev::function().identity;
+    Some(
+        match attr {
+            Attr::Vendor => format!("0x{:04x}\n", id.vendor_id),
+            Attr::Device => format!("0x{:04x}\n", id.device_id),
+            Attr::SubsystemVendor => format!("0x{:04x}\n", id.subsystem_vendor_id),
+            Attr::SubsystemDevice => format!("0x{:04x}\n", id.subsystem_id),
+            Attr::Class => format!("0x{:06x}\n", id.class_code),
+            Attr::Revision => format!("0x{:02x}\n", id.revision),
+            Attr::Config => return power_on_config(name, group),
+        }
+        .into_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_names_parse_like_the_kernels_dev_name() {
+        assert_eq!(parse_bdf("0000:00:1f.0"), Some((0, 0, 0x1f, 0)));
+        assert_eq!(parse_bdf("0001:3a:02.7"), Some((1, 0x3a, 2, 7)));
+        assert_eq!(parse_bdf("0000:00:20.0"), None);
+        assert_eq!(parse_bdf("0000:00:1f.8"), None);
+        assert_eq!(parse_bdf("0000:00:1f"), None);
+        let l = location("0000:00:1f.3", 5).unwrap();
+        assert_eq!((l.group, l.bus, l.devfn), (5, 0, (0x1f << 3) | 3));
+    }
+}
