@@ -14,9 +14,9 @@
 //!
 //! **Concurrency.** The table is one mutex, held only to look up, insert or remove (never across
 //! the engine or a system call of the host program), always with every signal blocked (callers
-//! hold [`crate::sys::SignalsBlocked`]). `fork` takes it in the prepare handler and releases it
-//! in both processes, so the child never finds it locked (see [`crate::state`]).
-//! Membership is also kept in the lock-free [`OURS`] set, which is all a call on any other fd
+//! hold `sys::SignalsBlocked`). `fork` takes it in the prepare handler and releases it
+//! in both processes, so the child never finds it locked (see the `state` module).
+//! Membership is also kept in the lock-free `OURS` set, which is all a call on any other fd
 //! consults.
 
 use std::collections::{BTreeSet, HashMap};
