@@ -27,8 +27,10 @@ pub struct RunArgs {
     /// A group that exists: `N:iommu` or `N:emulated` (repeatable).
     #[arg(long = "group", value_name = "N:KIND")]
     pub groups: Vec<String>,
-    /// A PCI device and its group, for sysfs lookups: `0000:00:04.0@N` (repeatable).
-    #[arg(long = "device", value_name = "BDF@N")]
+    /// An emulated PCI device at that address in group N, the program's to open with
+    /// VFIO_GROUP_GET_DEVICE_FD and to find in sysfs: `0000:00:04.0@N[,model=testdev]`
+    /// (repeatable; the default model is the built-in DMA test device).
+    #[arg(long = "device", value_name = "BDF@N[,OPTS]")]
     pub devices: Vec<String>,
     /// Append one JSON line per VFIO ioctl to FILE (created if missing).
     #[arg(long, value_name = "FILE")]

@@ -4,7 +4,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `TYPE1_GROUPS` | groups that exist: `N:iommu,M:emulated` | none (only `/dev/vfio/vfio`) |
-//! | `TYPE1_DEVICES` | PCI devices and their group: `0000:00:04.0@N,...` | none |
+//! | `TYPE1_DEVICES` | PCI devices, their group and options: `0000:00:04.0@N[,model=testdev],...` (each a device in the group: see [`parse_device`]) | none |
 //! | `TYPE1_DMA_ENTRY_LIMIT` | `dma_entry_limit` | 65535 |
 //! | `TYPE1_MEMLOCK` | locked-memory limit in bytes, or `unlimited` | RLIMIT_MEMLOCK |
 //! | `TYPE1_DIRTY_MODE` | `kernel-exact` or `precise` | kernel-exact |
@@ -85,11 +85,33 @@ pub fn parse_group(s: &str) -> Result<(u32, Kind), String> {
     Ok((n, kind))
 }
 
-/// `DDDD:BB:DD.F@N` (one item of `TYPE1_DEVICES` / `--device`).
+/// One device option after `BDF@N`. The only model today is `model=testdev`, the built-in DMA
+/// test device (`vfio_device::testdev`), which is also the default.
+///
+/// # Errors
+/// A message naming the unknown option or value.
+pub fn parse_device_option(o: &str) -> Result<(), String> {
+    match o.trim().split_once('=') {
+        Some(("model", "testdev")) => Ok(()),
+        Some(("model", m)) => Err(format!("unknown device model {m:?} (models: testdev)")),
+        _ => Err(format!(
+            "unknown device option {o:?} (options: model=testdev)"
+        )),
+    }
+}
+
+/// `DDDD:BB:DD.F@N[,key=value...]` (one `--device`): a device at that PCI address in group N,
+/// with options ([`parse_device_option`]).
 ///
 /// # Errors
 /// A message naming what is wrong with `s`.
 pub fn parse_device(s: &str) -> Result<(String, u32), String> {
+    let mut parts = s.split(',');
+    let first = parts.next().unwrap_or_default();
+    for o in parts {
+        parse_device_option(o)?;
+    }
+    let s = first;
     let bad = || format!("{s:?}: expected a PCI address and a group, e.g. 0000:00:04.0@7");
     let (bdf, n) = s.trim().rsplit_once('@').ok_or_else(bad)?;
     let n = parse_decimal(n)
@@ -464,10 +486,21 @@ impl Config {
         });
         read("TYPE1_DEVICES", &mut |v| {
             let mut errs = Vec::new();
+            // Items with `@` are devices; `key=value` items are options of the device before.
+            let mut have_device = false;
             for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !item.contains('@') && item.contains('=') {
+                    match parse_device_option(item) {
+                        Ok(()) if have_device => {}
+                        Ok(()) => errs.push(format!("{item:?}: an option before any device")),
+                        Err(e) => errs.push(e),
+                    }
+                    continue;
+                }
                 match parse_device(item) {
                     Ok((bdf, n)) => {
                         c.devices.insert(bdf, n);
+                        have_device = true;
                     }
                     Err(e) => errs.push(e),
                 }
@@ -578,6 +611,31 @@ pub fn is_bdf(s: &str) -> bool {
         && s.chars()
             .enumerate()
             .all(|(i, ch)| matches!(i, 4 | 7 | 10) || ch.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod device_option_tests {
+    use super::*;
+
+    #[test]
+    fn device_options_follow_their_device() {
+        assert_eq!(
+            parse_device("0000:00:1f.0@5,model=testdev"),
+            Ok(("0000:00:1f.0".into(), 5))
+        );
+        assert!(parse_device("0000:00:1f.0@5,model=nic")
+            .unwrap_err()
+            .contains("unknown device model"));
+        assert!(parse_device("0000:00:1f.0@5,speed=9")
+            .unwrap_err()
+            .contains("unknown device option"));
+        let c = Config::from_lookup(&|k| match k {
+            "TYPE1_DEVICES" => Some("0000:00:1f.0@5,model=testdev,0000:00:1e.0@6".into()),
+            _ => None,
+        });
+        assert_eq!(c.devices.len(), 2);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
 }
 
 #[cfg(test)]
