@@ -5,12 +5,22 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `libtype1_preload.so` built beside the `type1` binary.
+/// `libtype1_preload.so` of this build: beside the `type1` binary, or in `deps/` when the
+/// drop-in was built only as a dependency (as `type1 run` looks for it).
 fn preload_lib() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_type1"));
-    let lib = exe.parent().unwrap().join("libtype1_preload.so");
-    assert!(lib.is_file(), "{} missing", lib.display());
-    lib
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_type1"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let cands = [
+        dir.join("libtype1_preload.so"),
+        dir.join("deps/libtype1_preload.so"),
+    ];
+    cands
+        .iter()
+        .find(|c| c.is_file())
+        .unwrap_or_else(|| panic!("libtype1_preload.so missing from {}", dir.display()))
+        .clone()
 }
 
 fn child(kind: &str, preload: bool) -> std::process::Output {
