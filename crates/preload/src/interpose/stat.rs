@@ -251,12 +251,14 @@ fn put_statx(node: &Node, follow: bool, buf: *mut libc::statx) -> Served<c_int> 
         | libc::STATX_NLINK
         | libc::STATX_UID
         | libc::STATX_GID
-        | libc::STATX_INO;
+        | libc::STATX_INO
+        | libc::STATX_SIZE;
     sx.stx_mode = u16::try_from(st.st_mode).unwrap_or(0);
     sx.stx_nlink = u32::try_from(st.st_nlink).unwrap_or(1);
     sx.stx_uid = st.st_uid;
     sx.stx_gid = st.st_gid;
     sx.stx_ino = st.st_ino;
+    sx.stx_size = u64::try_from(st.st_size).unwrap_or(0);
     sx.stx_blksize = 4096;
     sx.stx_rdev_major = libc::major(st.st_rdev);
     sx.stx_rdev_minor = libc::minor(st.st_rdev);
