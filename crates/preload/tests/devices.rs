@@ -1,0 +1,266 @@
+//! Device acceptance suite (issue 12, scope 4): small C programs, one per class, run under
+//! `libtype1_preload.so` against the built-in DMA test device, each asserting the kernel's result
+//! and errno with the kernel rule cited at every check (`tests/c/dev_<class>.c`, shared setup in
+//! `tests/c/dev_common.h`, macros in `tests/c/adv_check.h`).
+//!
+//! Every program is built with `gcc -O1 -Wall -Werror` against the system `<linux/vfio.h>`
+//! (`dev_fortify` with `-O2 -D_FORTIFY_SOURCE=2`), run with
+//! `TYPE1_GROUPS="5:iommu,6:emulated" TYPE1_DEVICES="0000:00:1f.0@5,0000:00:1e.0@6"` under a
+//! hard timeout (a hang is killed and fails), and must exit 0 with stdout exactly `PASS`, one
+//! summary line on stderr (`dev_<class>: N checks`) and nothing else there.
+//!
+//! | class | kernel rules (v6.18) |
+//! |---|---|
+//! | `open` | `vfio_group_ioctl_get_device_fd`: `strndup_user` (EFAULT), `vfio_device_get_from_name` / `vfio_pci_core_match` (ENODEV, EINVAL for options), `vfio_df_group_open` (no container: EINVAL), `vfio_group_use_container` (no IOMMU: EINVAL), O_CLOEXEC, a new fd per call; `vfio_group_ioctl_unset_container` EBUSY while a device is open; the device file holds the group file |
+//! | `ioctls` | `vfio_pci_ioctl_get_info`, `_get_region_info` (MSIX_MAPPABLE chain), `_get_irq_info`, `vfio_set_irqs_validate_and_prepare` and the handler table, `_reset`, `_get_pci_hot_reset_info`, `_pci_hot_reset`, `vfio_ioctl_device_feature`, unknown requests ENOTTY |
+//! | `config` | `vfio_pci_config_rw` / `vfio_config_do_rw` (EFAULT), `vfio_bar_fixup` (BAR and ROM sizing), bus master clear at open, `vfio_pci_bar_rw` (EINVAL, clipping, EIO with decode off, the MSI-X hole), ROM/VGA/beyond EINVAL; pread, pwrite, pread64, pwrite64, preadv, preadv64, pwritev |
+//! | `mmap` | `vfio_pci_core_mmap` (every EINVAL in order), BAR2 shared with the device's DMA, BAR4 whole; a MAP_DMA of a BAR mmap is VM_PFNMAP (not charged, `TYPE1_MEMLOCK=64K`); the VMA holds the device file |
+//! | `irqs` | `vfio_pci_set_msi_trigger` (enable, loopback, BOOL, unbind, disable, bad fds), the device's own interrupts, `vfio_intx_handler` automask, mask/unmask, the resample eventfd, REQ |
+//! | `dma` | device DMA through the domain (group 5) or pin/dma_rw (group 6): copy with one MSI-X interrupt, faults on unmapped / partly mapped / read-only / just-unmapped IOVAs write nothing |
+//! | `dirty` | `update_user_bitmap` (kernel-exact: every page), precise: the pages the device wrote; emulated: pinned-page dirty scope; strict invalidation against the autonomous writer |
+//! | `sysfs` | pci-sysfs attributes and their formats, `iommu_group` and `driver` links, the group's `devices` link, `config`; values equal the config space read through the device fd |
+//! | `fortify` | `__pread_chk`, `__pread64_chk` reach `vfio_pci_rw` with the same answers |
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A program that has not exited by then is hung: it is killed and the test fails.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `libtype1_preload.so` of this build.
+fn preload_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for cand in [
+        deps.join("libtype1_preload.so"),
+        deps.join("../libtype1_preload.so"),
+    ] {
+        if cand.is_file() {
+            return cand;
+        }
+    }
+    panic!("libtype1_preload.so not found near {}", deps.display());
+}
+
+/// Compiles `tests/c/<name>.c` with gcc (`-O1 -Wall -Werror`, then `extra`).
+fn build(name: &str, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let dir = std::env::temp_dir().join(format!("type1-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let o = Command::new("gcc")
+        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-U_FORTIFY_SOURCE"])
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("gcc is needed to build {name}: {e}"));
+    assert!(
+        o.status.success(),
+        "gcc failed on {name}:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// What a program did.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "status {:?} (signal {:?})\n--- stdout\n{}--- stderr\n{}",
+            self.status.code(),
+            self.status.signal(),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Runs `prog` under the drop-in with the suite's groups and devices plus `env`, in its own
+/// process group, killing the group if it has not finished within [`TIMEOUT`].
+fn run_preloaded(prog: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .env("LD_PRELOAD", preload_lib())
+        .env("TYPE1_GROUPS", "5:iommu,6:emulated")
+        .env("TYPE1_DEVICES", "0000:00:1f.0@5,0000:00:1e.0@6")
+        .env_remove("TYPE1_TRACE")
+        .env_remove("TYPE1_MEMLOCK")
+        .env_remove("TYPE1_DIRTY_MODE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pgid = i32::try_from(child.id()).unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > TIMEOUT {
+            // SAFETY: kill(2) on the process group this test created; no memory is involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!(
+                "{} hung: killed after {TIMEOUT:?}",
+                prog.file_name().unwrap().to_string_lossy()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Leftover children would hold the pipes open.
+    // SAFETY: kill(2) on the process group this test created.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
+    }
+}
+
+/// Exit 0, stdout exactly `PASS`, the program's summary line on stderr and nothing else there
+/// (the drop-in and the device write nothing).
+fn assert_pass_quiet(name: &str, run: &Run) {
+    assert!(
+        run.status.success() && run.stdout == "PASS\n",
+        "{name} failed: {}",
+        run.describe()
+    );
+    let summary = format!("{name}: ");
+    let (ours, rest): (Vec<&str>, Vec<&str>) = run
+        .stderr
+        .lines()
+        .partition(|l| l.starts_with(&summary) && l.ends_with(" checks"));
+    assert_eq!(ours.len(), 1, "{name}: no summary line: {}", run.describe());
+    assert!(
+        rest.is_empty(),
+        "{name}: unexpected stderr from the library: {rest:?}"
+    );
+}
+
+/// Builds `name` and runs it with `args` and `env`; it must pass quietly.
+fn pass(name: &str, args: &[&str], env: &[(&str, &str)]) {
+    let prog = build(name, &[]);
+    assert_pass_quiet(name, &run_preloaded(&prog, args, env));
+}
+
+#[test]
+fn get_device_fd_follows_the_group_rules_and_device_fds_keep_the_group_busy() {
+    pass("dev_open", &[], &[]);
+}
+
+#[test]
+fn device_ioctls_answer_as_vfio_pci_with_every_errno() {
+    pass("dev_ioctls", &[], &[]);
+}
+
+#[test]
+fn config_space_is_virtualised_and_every_pread_pwrite_form_reaches_the_device() {
+    pass("dev_config", &[], &[]);
+}
+
+#[test]
+fn bar_mmap_shares_device_memory_and_its_map_dma_is_not_charged() {
+    pass("dev_mmap", &[], &[("TYPE1_MEMLOCK", "64K")]);
+}
+
+#[test]
+fn msi_msix_intx_and_req_signal_their_eventfds_exactly_once() {
+    pass("dev_irqs", &["iommu"], &[]);
+}
+
+#[test]
+fn interrupts_of_the_emulated_group_device_signal_exactly_once() {
+    pass("dev_irqs", &["emulated"], &[]);
+}
+
+#[test]
+fn dma_copy_through_the_iommu_domain_interrupts_once_and_faults_write_nothing() {
+    pass("dev_dma", &["iommu"], &[]);
+}
+
+#[test]
+fn dma_copy_through_pin_and_dma_rw_interrupts_once_and_faults_write_nothing() {
+    pass("dev_dma", &["emulated"], &[]);
+}
+
+#[test]
+fn precise_dirty_bitmap_holds_exactly_the_pages_the_device_wrote() {
+    pass(
+        "dev_dirty",
+        &["precise", "iommu"],
+        &[("TYPE1_DIRTY_MODE", "precise")],
+    );
+}
+
+#[test]
+fn kernel_exact_dirty_bitmap_holds_every_mapped_page_of_an_iommu_group() {
+    pass(
+        "dev_dirty",
+        &["kernel-exact", "iommu"],
+        &[("TYPE1_DIRTY_MODE", "kernel-exact")],
+    );
+}
+
+#[test]
+fn emulated_group_dirty_bitmap_is_pinned_page_scoped_in_both_modes() {
+    for mode in ["precise", "kernel-exact"] {
+        pass(
+            "dev_dirty",
+            &[mode, "emulated"],
+            &[("TYPE1_DIRTY_MODE", mode)],
+        );
+    }
+}
+
+#[test]
+fn sysfs_presents_the_devices_as_vfio_pci_bound_functions() {
+    pass("dev_sysfs", &[], &[]);
+}
+
+#[test]
+fn fortified_pread_chk_entry_points_reach_the_device() {
+    let prog = build("dev_fortify", &["-O2", "-D_FORTIFY_SOURCE=2"]);
+    let nm = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(&prog)
+        .output()
+        .expect("nm (binutils) is needed");
+    let syms = String::from_utf8_lossy(&nm.stdout);
+    for s in ["__pread_chk", "__pread64_chk"] {
+        assert!(
+            syms.lines().any(|l| l
+                .split_whitespace()
+                .last()
+                .is_some_and(|n| n.starts_with(s))),
+            "dev_fortify does not reference {s}:\n{syms}"
+        );
+    }
+    assert_pass_quiet("dev_fortify", &run_preloaded(&prog, &[], &[]));
+}
