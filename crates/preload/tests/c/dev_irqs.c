@@ -282,8 +282,14 @@ static void req(const struct dev *d)
                "vfio_pci_set_ctx_trigger_single: DATA_EVENTFD with count 0 -> EINVAL");
     EXPECT_EQ(set_irqs_none(d, TRIG, REQ, 0, 0), 0,
               "vfio_pci_set_ctx_trigger_single: DATA_NONE count 0 removes the trigger");
-    EXPECT_EQ(set_irqs_none(d, TRIG, REQ, 0, 1), 0, "vfio_pci_set_ctx_trigger_single");
+    EXPECT_ERR(set_irqs_none(d, TRIG, REQ, 0, 1), EINVAL,
+               "vfio_pci_set_ctx_trigger_single: DATA_NONE without a trigger -> EINVAL");
+    EXPECT_ERR(set_irqs_none(d, TRIG, REQ, 0, 0), EINVAL,
+               "vfio_pci_set_ctx_trigger_single: DATA_NONE without a trigger -> EINVAL");
     EXPECT_EQ(efd_take(r), 0, "vfio_pci_set_ctx_trigger_single: no trigger, no signal");
+    int32_t minus2 = -2;
+    EXPECT_EQ(set_irqs_fds(d, REQ, 0, 1, &minus2), 0,
+              "vfio_pci_set_ctx_trigger_single: fd < -1 changes nothing and returns 0");
     close(r);
 }
 
