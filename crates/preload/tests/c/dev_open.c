@@ -156,9 +156,28 @@ int main(void)
               "vfio_ioctl_set_iommu (the last group left, the container lost its driver)");
     EXPECT_FD(d1, ioctl(g, VFIO_GROUP_GET_DEVICE_FD, DEV_A), R_DEVFD);
     device_answers(d1);
-    EXPECT_EQ(close(d1), 0, "vfio_device_fops_release");
+
+    /* dup shares the open file: closing one number releases nothing. */
+    int dd;
+    EXPECT_FD(dd, fcntl(d1, F_DUPFD_CLOEXEC, 100), "f_dupfd: a second number for the same file");
+    EXPECT_EQ(close(d1), 0, "close of one of two numbers: no vfio_device_fops_release yet");
+    device_answers(dd);
+    EXPECT_ERR(ioctl(g, VFIO_GROUP_UNSET_CONTAINER), EBUSY, R_BUSY " (the dup keeps the file open)");
+    int d4;
+    EXPECT_FD(d4, dup(dd), "dup");
+    EXPECT_EQ(close(dd), 0, "close");
+    device_answers(d4);
+
+    /* The container fd may go first: the group holds the container (vfio_container_get). */
+    EXPECT_EQ(close(c), 0, "vfio_fops_release: the group still holds a container reference");
+    device_answers(d4);
+    EXPECT_EQ(ioctl(g, VFIO_GROUP_GET_STATUS, &st), 0, "vfio_group_ioctl_get_status");
+    EXPECT_EQ(st.flags, VFIO_GROUP_FLAGS_VIABLE | VFIO_GROUP_FLAGS_CONTAINER_SET,
+              "vfio_group_ioctl_get_status: the container outlives its fd");
+    EXPECT_ERR(ioctl(g, VFIO_GROUP_UNSET_CONTAINER), EBUSY, R_BUSY);
+    EXPECT_EQ(close(d4), 0, "vfio_device_fops_release (last reference)");
+    EXPECT_EQ(ioctl(g, VFIO_GROUP_UNSET_CONTAINER), 0, R_UNSET);
     EXPECT_EQ(close(g), 0, "vfio_group_fops_release");
-    EXPECT_EQ(close(c), 0, "vfio_fops_release");
 
     printf("PASS\n");
     fprintf(stderr, "dev_open: %d checks\n", adv_checks);
