@@ -155,6 +155,22 @@ int main(void)
     EXPECT_EQ(strtoul(v, NULL, 0), cfg_read(&d, 0x08, 4) >> 8, R_MATCH);
     read_attr(B "/revision", v, sizeof(v));
     EXPECT_EQ(strtoul(v, NULL, 0), cfg_read(&d, 0x08, 1), R_MATCH);
+    /*
+     * The command register's bus-master bit is not virtualised: vfio passes it to the function
+     * (init_pci_cap_basic_perm: only INTx-disable is virtual in PCI_COMMAND;
+     * vfio_default_config_write writes the rest through), and sysfs config reads the function
+     * (pci_read_config -> pci_user_read_config_*). So the bit set through the fd shows there.
+     */
+    bus_master(&d, 1);
+    EXPECT_FD(cfd, open(B "/config", O_RDONLY | O_CLOEXEC), R_CONFIG);
+    EXPECT_EQ(pread(cfd, sys, sizeof(sys), 0), 64, R_CONFIG);
+    close(cfd);
+    EXPECT_EQ(sys[4] & PCI_CMD_MASTER, PCI_CMD_MASTER,
+              "vfio_default_config_write passes PCI_COMMAND_MASTER to the function; sysfs config "
+              "reads the function (drivers/vfio/pci/vfio_pci_config.c, drivers/pci/pci-sysfs.c)");
+    EXPECT_EQ(pread(d.fd, cfg, sizeof(cfg), cfg_off(&d, 0)), 64, R_CFG_RW);
+    EXPECT_TRUE(memcmp(cfg, sys, 64) == 0, R_MATCH ": the first 64 bytes still agree");
+    bus_master(&d, 0);
     /* The group the fd came from is the one the link names. */
     n = readlink(B "/iommu_group", buf, sizeof(buf) - 1);
     buf[n > 0 ? n : 0] = 0;
