@@ -506,8 +506,17 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
             for f in crate::fd_cost::figures(budget, &lib)? {
                 push(f, &mut out);
             }
+            // Device registers through the drop-in (child processes).
+            for f in crate::bench_device::bar_figures(budget, &lib)? {
+                push(f, &mut out);
+            }
         }
         Err(e) => eprintln!("type1 bench: skipping the drop-in's cost: {e:#}"),
+    }
+
+    // The test device in process: interrupt delivery, 1 MiB DMA, the autonomous writer.
+    for f in crate::bench_device::figures(budget)? {
+        push(f, &mut out);
     }
     Ok(out)
 }

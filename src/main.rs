@@ -7,6 +7,7 @@
 
 mod alloc_count;
 mod bench;
+mod bench_device;
 mod fd_cost;
 
 #[global_allocator]
@@ -59,6 +60,9 @@ struct BenchArgs {
     /// Internal: be the child that loops one libc call and prints ns per call.
     #[arg(long, hide = true, value_name = "KIND")]
     fd_call_cost: Option<String>,
+    /// Internal: be the child that loops a device-fd (or memfd) call and prints ns per call.
+    #[arg(long, hide = true, value_name = "KIND")]
+    device_call_cost: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -128,6 +132,12 @@ fn run_bench(a: &BenchArgs) -> Result<()> {
     if let Some(kind) = &a.fd_call_cost {
         let ns = fd_cost::child(kind, std::time::Duration::from_millis(a.budget_ms))?;
         println!("{ns}");
+        return Ok(());
+    }
+    if let Some(kind) = &a.device_call_cost {
+        let ns = bench_device::child(kind, std::time::Duration::from_millis(a.budget_ms))?;
+        let words: Vec<String> = ns.iter().map(f64::to_string).collect();
+        println!("{}", words.join(" "));
         return Ok(());
     }
     let json = a.json;
