@@ -20,7 +20,10 @@ use crate::error::Error;
 use crate::prot::{Access, Prot};
 use crate::pte;
 use crate::table::IoPageTable;
-use crate::tlb::{Clock, FlushOps, FlushQueue, FlushQueueConfig, Gather, Iotlb, IotlbConfig};
+use crate::tlb::{
+    Clock, FlushOps, FlushQueue, FlushQueueConfig, Gather, InFlight, Iotlb, IotlbConfig,
+    Transaction,
+};
 
 /// When leaf invalidations happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +92,7 @@ pub struct Domain<T = ()> {
     policy: InvalidationPolicy,
     fq: Mutex<FlushQueue<T>>,
     clock: Arc<dyn Clock>,
+    inflight: InFlight,
 }
 
 impl<T> Domain<T> {
@@ -110,7 +114,29 @@ impl<T> Domain<T> {
             policy: cfg.policy,
             fq: Mutex::new(FlushQueue::new(fq_cfg)?),
             clock,
+            inflight: InFlight::default(),
         })
+    }
+
+    /// Starts a device transaction: a translation and the memory access it leads to, done
+    /// before the guard drops, complete before any invalidation that follows returns (as the
+    /// IOMMU's invalidation completion waits for in-flight DMA). A simulated device brackets
+    /// each access with one.
+    pub fn transaction(&self) -> Transaction<'_> {
+        self.inflight.enter()
+    }
+
+    /// Waits for the device transactions begun before this call (after a device lost its access
+    /// some other way, say its group detached).
+    pub fn drain_transactions(&self) {
+        self.inflight.drain();
+    }
+
+    /// The IOTLB invalidated, then the device transactions begun before it drained: after
+    /// this, nothing can reach memory through a translation that is gone.
+    fn invalidate_all_and_drain(&self) {
+        self.iotlb.invalidate_all();
+        self.inflight.drain();
     }
 
     /// The page table.
@@ -166,6 +192,7 @@ impl<T> Domain<T> {
                 let mut g = Gather::new();
                 let bytes = self.table.unmap_dirty(iova, size, Some(&mut g), dirty);
                 self.iotlb.iotlb_sync(&g);
+                self.inflight.drain();
                 Unmapped {
                     bytes,
                     released: vec![token],
@@ -176,12 +203,12 @@ impl<T> Domain<T> {
                 let bytes = self.table.unmap_dirty(iova, size, Some(&mut g), dirty);
                 let now = self.clock.now();
                 let mut q = self.queue();
-                let mut released = q.poll(now, &|| self.iotlb.invalidate_all());
+                let mut released = q.poll(now, &|| self.invalidate_all_and_drain());
                 if bytes == 0 {
                     released.push(token);
                 } else {
                     released.extend(q.queue(now, iova, bytes, token, &|| {
-                        self.iotlb.invalidate_all();
+                        self.invalidate_all_and_drain();
                     }));
                 }
                 Unmapped { bytes, released }
@@ -197,12 +224,12 @@ impl<T> Domain<T> {
             return Vec::new();
         }
         let now = self.clock.now();
-        self.queue().poll(now, &|| self.iotlb.invalidate_all())
+        self.queue().poll(now, &|| self.invalidate_all_and_drain())
     }
 
     /// Flushes the IOTLB now and returns every token still queued.
     pub fn flush(&self) -> Vec<T> {
-        self.queue().flush_now(&|| self.iotlb.invalidate_all())
+        self.queue().flush_now(&|| self.invalidate_all_and_drain())
     }
 
     /// Unmapped ranges whose invalidation is still pending (lazy mode).

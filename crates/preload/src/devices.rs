@@ -93,11 +93,18 @@ pub fn open(
     cfg: &Config,
     g: &Arc<GroupFile>,
     container: Option<Arc<ContainerFile>>,
-    name: &str,
+    buf: &str,
 ) -> Result<Arc<DeviceHandle>, i32> {
-    if cfg.devices.get(name) != Some(&g.spec.id.0) {
-        return Err(libc::ENODEV);
+    // `vfio_device_get_from_name`: each device of the group matches the string in turn.
+    let mut found = None;
+    for (name, _) in cfg.devices.iter().filter(|(_, &n)| n == g.spec.id.0) {
+        if matches_name(name, buf)? {
+            found = Some(name.clone());
+            break;
+        }
     }
+    let name = found.ok_or(libc::ENODEV)?;
+    let name = name.as_str();
     // `vfio_df_group_open`: a group without a container is EINVAL; `vfio_group_use_container`:
     // a container without an IOMMU driver too.
     let container = container.ok_or(libc::EINVAL)?;
@@ -118,7 +125,60 @@ pub fn open(
         name: name.to_string(),
     });
     open.insert(name.to_string(), Arc::downgrade(&h));
+    live()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.to_string(), Arc::downgrade(&h));
     Ok(h)
+}
+
+/// Every open device by name (for sysfs, which shows the function as it is now).
+fn live() -> &'static Mutex<HashMap<String, Weak<DeviceHandle>>> {
+    static LIVE: std::sync::OnceLock<Mutex<HashMap<String, Weak<DeviceHandle>>>> =
+        std::sync::OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
+
+/// `vfio_pci_core_match` (v6.18): the PCI name, then nothing, or a space and then only spaces
+/// and at most one `vf_token=<UUID>` option. This function is no VF and has no VFs, so a token
+/// is refused (`vfio_pci_validate_vf_token`: EINVAL); so is any other option.
+fn matches_name(name: &str, buf: &str) -> Result<bool, i32> {
+    let Some(rest) = buf.strip_prefix(name) else {
+        return Ok(false);
+    };
+    if rest.is_empty() {
+        return Ok(true);
+    }
+    if !rest.starts_with(' ') {
+        return Ok(false);
+    }
+    let mut rest = rest;
+    let mut token = false;
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            break;
+        }
+        let Some(t) = rest.strip_prefix("vf_token=").filter(|_| !token) else {
+            return Err(libc::EINVAL);
+        };
+        // UUID_STRING_LEN: 36 characters, then parsed (uuid_parse: EINVAL when malformed).
+        let uuid = t.get(..36).ok_or(libc::EINVAL)?;
+        let ok = uuid.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+        if !ok {
+            return Err(libc::EINVAL);
+        }
+        token = true;
+        rest = &t[36..];
+    }
+    // A token for a function that is neither a VF nor a PF with VFs.
+    if token {
+        return Err(libc::EINVAL);
+    }
+    Ok(true)
 }
 
 /// The power-on config space of a configured device (for sysfs `config`), from a device that
@@ -145,7 +205,24 @@ pub fn attr_contents(name: &str, group: u32, attr: crate::paths::Attr) -> Option
             Attr::SubsystemDevice => format!("0x{:04x}\n", id.subsystem_id),
             Attr::Class => format!("0x{:06x}\n", id.class_code),
             Attr::Revision => format!("0x{:02x}\n", id.revision),
-            Attr::Config => return power_on_config(name, group),
+            Attr::Config => {
+                // sysfs reads the function itself: an open device's current config space.
+                let open = live()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(name)
+                    .and_then(Weak::upgrade);
+                return match open {
+                    Some(h) => {
+                        let size = usize::try_from(h.dev.regions().config_size()).ok()?;
+                        let mut buf = vec![0u8; size];
+                        let n = h.dev.config_read(0, &mut buf).ok()?;
+                        buf.truncate(n);
+                        Some(buf)
+                    }
+                    None => power_on_config(name, group),
+                };
+            }
         }
         .into_bytes(),
     )
@@ -154,6 +231,22 @@ pub fn attr_contents(name: &str, group: u32, attr: crate::paths::Attr) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_names_match_as_vfio_pci_core_match_does() {
+        let n = "0000:00:1f.0";
+        assert_eq!(matches_name(n, "0000:00:1f.0"), Ok(true));
+        assert_eq!(matches_name(n, "0000:00:1f.0   "), Ok(true));
+        assert_eq!(matches_name(n, "0000:00:1f.00"), Ok(false));
+        assert_eq!(matches_name(n, "0000:00:1f"), Ok(false));
+        assert_eq!(matches_name(n, "0000:00:1f.0 x"), Err(libc::EINVAL));
+        let tok = "0000:00:1f.0 vf_token=2ab74924-c335-45f4-9b16-8569e5b08258";
+        assert_eq!(matches_name(n, tok), Err(libc::EINVAL));
+        assert_eq!(
+            matches_name(n, "0000:00:1f.0 vf_token=zz"),
+            Err(libc::EINVAL)
+        );
+    }
 
     #[test]
     fn pci_names_parse_like_the_kernels_dev_name() {

@@ -50,7 +50,11 @@ fn build(name: &str, extra: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
     let dir = std::env::temp_dir().join(format!("type1-dev-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(name);
+    // One binary per call: parallel tests build the same program, and executing a file that
+    // another test's gcc is writing fails with ETXTBSY.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = dir.join(format!("{name}-{n}"));
     let o = Command::new("gcc")
         .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-U_FORTIFY_SOURCE"])
         .args(extra)

@@ -89,6 +89,8 @@ fn words_of(u: &UserBuffer) -> Vec<u64> {
 #[derive(Debug)]
 pub struct Container {
     inner: Mutex<Inner>,
+    /// UNMAP_DMA calls that have returned (see [`Container::unmaps_completed`]).
+    unmaps: std::sync::atomic::AtomicU64,
 }
 
 impl Container {
@@ -104,7 +106,17 @@ impl Container {
                 devices: Vec::new(),
                 next_device: 1,
             }),
+            unmaps: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many UNMAP_DMA calls have returned, successfully or not. An emulated device whose
+    /// unmap handler was called during an unmap can tell from it when that unmap is over: the
+    /// count is higher than when the handler ran. (A device that pins again in the range
+    /// before then makes the unmap retry, and after [`crate::UNMAP_RETRIES`] fail with `EBUSY`.)
+    #[must_use]
+    pub fn unmaps_completed(&self) -> u64 {
+        self.unmaps.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -282,6 +294,17 @@ impl Container {
 
     /// The unmap loop of §5.4: passes under the lock, device notifications without it.
     pub(crate) fn unmap_loop(
+        &self,
+        req: &UnmapDma,
+        bitmap: Option<(&mut dyn UserMemory, u64)>,
+    ) -> Result<u64> {
+        let r = self.unmap_rounds(req, bitmap);
+        self.unmaps
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        r
+    }
+
+    fn unmap_rounds(
         &self,
         req: &UnmapDma,
         mut bitmap: Option<(&mut dyn UserMemory, u64)>,

@@ -5,6 +5,10 @@
 //! harvest cleaned the leaf between the first translation and the store, the second marks it
 //! again, so the store is never missing from a later report. Once the group detaches, every
 //! access fails, like a device whose IOMMU domain is gone.
+//!
+//! Each chunk (translation, store, re-translation) is one [`io_pgtable::Domain::transaction`]:
+//! an unmap's invalidation, and a detach, wait for the chunks begun before them, so once UNMAP
+//! returns no write lands in the unmapped memory (strict invalidation), as on hardware.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -75,6 +79,7 @@ impl DmaEngine {
     pub fn write(&self, iova: u64, data: &[u8]) -> Result<(), DmaError> {
         let mut done = 0usize;
         while done < data.len() {
+            let _t = self.domain.transaction();
             self.check()?;
             let at = iova + done as u64;
             let t = self
@@ -102,6 +107,7 @@ impl DmaEngine {
     pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError> {
         let mut done = 0usize;
         while done < buf.len() {
+            let _t = self.domain.transaction();
             self.check()?;
             let at = iova + done as u64;
             let t = self

@@ -1128,6 +1128,8 @@ impl Type1 {
         let mut list = self.iova_list.clone();
         let group = self.domains[di].groups.remove(gi);
         group.attached.store(false, Ordering::Release);
+        // DMA the group's devices began before the detach completes first.
+        self.domains[di].domain.drain_transactions();
         let update_dirty_scope = !group.pinned_page_dirty_scope;
         // Did this group's DMA escape dirty tracking? Always in kernel-exact mode; in precise
         // mode only if its domain keeps no hardware dirty state.

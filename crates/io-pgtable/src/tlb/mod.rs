@@ -1,5 +1,6 @@
 //! TLB maintenance: the flush-ops interface the page table drives, the gather that batches leaf
-//! invalidations, an IOTLB model, and the flush queue for lazy invalidation.
+//! invalidations, an IOTLB model, the flush queue for lazy invalidation, and the drain of
+//! device transactions an invalidation waits for.
 //!
 //! Spec io-pgtable.md §4. The page table calls [`FlushOps`] exactly where `io-pgtable-arm.c`
 //! calls `io_pgtable_tlb_*` (§4.1): a synchronous walk flush before any table is freed, a leaf
@@ -8,10 +9,12 @@
 
 mod flush_queue;
 mod gather;
+mod inflight;
 mod iotlb;
 mod ops;
 
 pub use flush_queue::{Clock, FlushQueue, FlushQueueConfig, SystemClock};
 pub use gather::Gather;
+pub use inflight::{InFlight, Transaction};
 pub use iotlb::{Iotlb, IotlbConfig, IotlbStats};
 pub use ops::{FlushOps, NoFlush};

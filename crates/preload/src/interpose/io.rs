@@ -475,7 +475,7 @@ fn map(a: MapArgs, real_mmap: crate::real::MmapFn) -> Option<*mut c_void> {
             // No ->mmap.
             return Some(Err(libc::ENODEV));
         };
-        Some(map_device(s, &h.dev, a, shared, real_mmap))
+        Some(map_device(s, &h, a, shared, real_mmap))
     })
 }
 
@@ -483,7 +483,7 @@ fn map(a: MapArgs, real_mmap: crate::real::MmapFn) -> Option<*mut c_void> {
 /// a PFNMAP-like area so a later MAP_DMA of it is reserved memory (not pinned, not charged).
 fn map_device(
     s: &crate::state::State,
-    dev: &vfio_device::Device,
+    h: &std::sync::Arc<crate::devices::DeviceHandle>,
     a: MapArgs,
     shared: bool,
     real_mmap: crate::real::MmapFn,
@@ -494,7 +494,8 @@ fn map_device(
         vfio_device::region::MapSharing::Private
     };
     let off = u64::try_from(a.off).map_err(|_| libc::EINVAL)?;
-    dev.check_mmap(off, a.len as u64, sharing)
+    h.dev
+        .check_mmap(off, a.len as u64, sharing)
         .map_err(|e| e.errno())?;
     // SAFETY: the real mmap with the caller's arguments, on the device's memfd.
     let p = unsafe { real_mmap(a.addr, a.len, a.prot, a.flags, a.fd, a.off) };
@@ -502,8 +503,45 @@ fn map_device(
         return Err(crate::sys::errno());
     }
     s.process_memory().mark_reserved(p as u64, a.len as u64);
+    // The mapping holds the device file, as the kernel's VMA does: the device stays open (and
+    // its group in use) until the last of its mappings is gone.
+    let start = p as u64;
+    bar_maps()
+        .lock()
+        .push((start, start + a.len as u64, h.clone()));
     mapped_bars().fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(p)
+}
+
+/// Live BAR mappings `[start, end)` and the device each keeps open.
+type BarMaps = Vec<(u64, u64, std::sync::Arc<crate::devices::DeviceHandle>)>;
+
+fn bar_maps() -> &'static parking_lot::Mutex<BarMaps> {
+    static MAPS: parking_lot::Mutex<BarMaps> = parking_lot::const_mutex(Vec::new());
+    &MAPS
+}
+
+/// Removes `[start, end)` from the live BAR mappings (splitting them as `munmap` splits VMAs);
+/// returns the handles whose last piece went, to be dropped outside the lock.
+fn unmap_bars(start: u64, end: u64) -> BarMaps {
+    let mut maps = bar_maps().lock();
+    let mut keep = Vec::with_capacity(maps.len());
+    let mut gone = Vec::new();
+    for (s, e, h) in maps.drain(..) {
+        if e <= start || end <= s {
+            keep.push((s, e, h));
+            continue;
+        }
+        if s < start {
+            keep.push((s, start, h.clone()));
+        }
+        if end < e {
+            keep.push((end, e, h.clone()));
+        }
+        gone.push((s, e, h));
+    }
+    *maps = keep;
+    gone
 }
 
 /// How many BAR mappings were made (`munmap` consults the reserved marks only when nonzero).
@@ -520,12 +558,7 @@ fn mapped_bars() -> &'static std::sync::atomic::AtomicUsize {
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
     let r = real!(MUNMAP as crate::real::MunmapFn, -1, (addr, len));
     if r == 0 && mapped_bars().load(std::sync::atomic::Ordering::Acquire) != 0 {
-        serve((), || {
-            state()?
-                .process_memory()
-                .unmark_reserved(addr as u64, len as u64);
-            Some(Ok(()))
-        });
+        forget_bar_range(addr as u64, len as u64);
     }
     r
 }
@@ -560,13 +593,32 @@ macro_rules! mmap_like {
                     return r;
                 }
             }
-            real!(
+            let p = real!(
                 $sym as crate::real::MmapFn,
                 libc::MAP_FAILED,
                 (addr, len, prot, flags, fd, off)
-            )
+            );
+            if p != libc::MAP_FAILED
+                && flags & libc::MAP_FIXED != 0
+                && mapped_bars().load(std::sync::atomic::Ordering::Acquire) != 0
+            {
+                // A fixed mapping replaces whatever it covers, BAR mappings included.
+                let e = crate::sys::errno();
+                forget_bar_range(p as u64, len as u64);
+                crate::sys::set_errno(e);
+            }
+            p
         }
     };
+}
+
+/// `[start, start + len)` is no BAR mapping any more (unmapped, or replaced by a new mapping).
+fn forget_bar_range(start: u64, len: u64) {
+    serve((), || {
+        state()?.process_memory().unmark_reserved(start, len);
+        drop(unmap_bars(start, start.saturating_add(len)));
+        Some(Ok(()))
+    });
 }
 
 mmap_like!(mmap, MMAP);
