@@ -397,29 +397,45 @@ impl Rig {
     }
 }
 
-/// ns per iteration, median of 5 timings of `iters` iterations each.
-fn ns_per(iters: u64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let mut v = Vec::with_capacity(5);
-    for _ in 0..5 {
+/// Rounds of an interleaved in-process measurement.
+const REPS: usize = 11;
+
+/// Times each loop of `loops` for its share of `budget`, interleaved over [`REPS`] rounds (so
+/// machine noise hits baseline and figure alike): ns per iteration of each, per round.
+fn interleaved(
+    budget: Duration,
+    loops: &mut [&mut dyn FnMut() -> Result<()>],
+) -> Result<Vec<Vec<f64>>> {
+    let share = budget / u32::try_from(loops.len() * REPS)?.max(1);
+    // Iterations per round: a probe of a tenth of the share.
+    let mut iters = Vec::with_capacity(loops.len());
+    for f in loops.iter_mut() {
         let t = Instant::now();
-        for _ in 0..iters {
+        let mut n = 0u64;
+        while t.elapsed() < share / 10 {
             f()?;
+            n += 1;
         }
-        v.push(t.elapsed().as_nanos() as f64 / iters as f64);
+        iters.push((n * 10).max(3));
     }
-    Ok(median(&v))
+    let mut out = vec![Vec::with_capacity(REPS); loops.len()];
+    for _ in 0..REPS {
+        for (k, f) in loops.iter_mut().enumerate() {
+            let t = Instant::now();
+            for _ in 0..iters[k] {
+                f()?;
+            }
+            out[k].push(t.elapsed().as_nanos() as f64 / iters[k] as f64);
+        }
+    }
+    Ok(out)
 }
 
-/// Iterations of `f` that fit in about `budget / 5`, so five timings take `budget`.
-fn iters_for(budget: Duration, mut f: impl FnMut() -> Result<()>) -> Result<u64> {
-    let probe = budget / 20;
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed() < probe {
-        f()?;
-        n += 1;
-    }
-    Ok((n * 4).max(3))
+/// Per-round ratios `a[i] / b[i]`: (median, min, max).
+fn ratios(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    let (lo, hi) = spread(&r);
+    (median(&r), lo, hi)
 }
 
 fn interrupt_figures(rig: &Rig, budget: Duration) -> Result<Vec<Figure>> {
@@ -429,18 +445,14 @@ fn interrupt_figures(rig: &Rig, budget: Duration) -> Result<Vec<Figure>> {
     rig.dev
         .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut u, &NoGroupFds)
         .context("enabling MSI-X")?;
-    let budget = budget / 4;
 
-    let bare = || -> Result<()> {
+    let mut bare = || -> Result<()> {
         e.signal();
         ensure!(e.read() == Some(1), "the eventfd did not count one");
         Ok(())
     };
-    let n = iters_for(budget, bare)?;
-    let base = ns_per(n, bare)?;
-
     let irqs = rig.dev.irqs().clone();
-    let device = || -> Result<()> {
+    let mut device = || -> Result<()> {
         black_box(irqs.signal(0));
         ensure!(
             e.read() == Some(1),
@@ -448,9 +460,6 @@ fn interrupt_figures(rig: &Rig, budget: Duration) -> Result<Vec<Figure>> {
         );
         Ok(())
     };
-    let n = iters_for(budget, device)?;
-    let dev_ns = ns_per(n, device)?;
-
     let loop_flags = raw::VFIO_IRQ_SET_DATA_NONE | raw::VFIO_IRQ_SET_ACTION_TRIGGER;
     let mut lu = Rig::set_irqs_bytes(loop_flags, None)?;
     let mut loopback = || -> Result<()> {
@@ -463,35 +472,35 @@ fn interrupt_figures(rig: &Rig, budget: Duration) -> Result<Vec<Figure>> {
         );
         Ok(())
     };
-    let n = iters_for(budget, &mut loopback)?;
-    let loop_ns = ns_per(n, &mut loopback)?;
+    let t = interleaved(budget / 2, &mut [&mut bare, &mut device, &mut loopback])?;
 
-    let mut off = Rig::set_irqs_bytes(
-        raw::VFIO_IRQ_SET_DATA_NONE | raw::VFIO_IRQ_SET_ACTION_TRIGGER,
-        None,
-    )?;
+    let mut off = Rig::set_irqs_bytes(loop_flags, None)?;
     // count 0 with DATA_NONE|TRIGGER disables the index (vfio_pci_set_msi_trigger).
     off.bytes[16..20].copy_from_slice(&0u32.to_ne_bytes());
     rig.dev
         .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut off, &NoGroupFds)
         .context("disabling MSI-X")?;
 
-    let baseline = || Some(("bare eventfd write + read, ns".to_string(), base));
+    let base = median(&t[0]);
+    let fig = |name: &str, v: &[f64]| {
+        let (r, lo, hi) = ratios(v, &t[0]);
+        Figure {
+            name: name.into(),
+            value: median(v),
+            unit: "ns",
+            baseline: Some((
+                format!("bare eventfd write + read, ns; ratio {r:.2}x (min–max {lo:.2}–{hi:.2})"),
+                base,
+            )),
+            target: None,
+        }
+    };
     Ok(vec![
-        Figure {
-            name: "MSI-X: device signal -> eventfd read".into(),
-            value: dev_ns,
-            unit: "ns",
-            baseline: baseline(),
-            target: None,
-        },
-        Figure {
-            name: "MSI-X: loopback SET_IRQS(NONE|TRIGGER) -> eventfd read".into(),
-            value: loop_ns,
-            unit: "ns",
-            baseline: baseline(),
-            target: None,
-        },
+        fig("MSI-X: device signal -> eventfd read", &t[1]),
+        fig(
+            "MSI-X: loopback SET_IRQS(NONE|TRIGGER) -> eventfd read",
+            &t[2],
+        ),
     ])
 }
 
@@ -503,32 +512,26 @@ fn dma_figures(rig: &mut Rig, budget: Duration) -> Result<Vec<Figure>> {
     // memcpy of the same 1 MiB: guest RAM into a buffer the size of the transfer.
     let mut dst = vec![0u8; MIB];
     let src: Vec<u8> = rig.guest()[..MIB].to_vec();
-    let budget = budget / 3;
     let mut copy = || -> Result<()> {
         dst.copy_from_slice(black_box(&src));
         black_box(&mut dst);
         Ok(())
     };
-    let n = iters_for(budget, &mut copy)?;
-    let memcpy_ns = ns_per(n, &mut copy)?;
-
-    let transfer = |cmd: u64| -> Result<()> {
-        rig.w64(reg::DMA_CMD, cmd | reg::CMD_START)?;
-        let s = rig.r32(reg::STATUS)?;
+    let rig_ref = &*rig;
+    let transfer = |src: u64, dst: u64, cmd: u64| -> Result<()> {
+        rig_ref.w64(reg::DMA_SRC, src)?;
+        rig_ref.w64(reg::DMA_DST, dst)?;
+        rig_ref.w64(reg::DMA_CMD, cmd | reg::CMD_START)?;
+        let s = rig_ref.r32(reg::STATUS)?;
         ensure!(s == reg::STATUS_DONE, "DMA status {s:#x}");
         Ok(())
     };
-    // RAM (IOVA 0) -> device memory 0.
-    rig.w64(reg::DMA_SRC, 0)?;
-    rig.w64(reg::DMA_DST, 0)?;
     rig.w64(reg::DMA_COUNT, len)?;
-    let n = iters_for(budget, || transfer(0))?;
-    let to_dev = ns_per(n, || transfer(0))?;
-    // Device memory 0 -> RAM at IOVA 2 MiB (the second block).
-    rig.w64(reg::DMA_SRC, 0)?;
-    rig.w64(reg::DMA_DST, SZ_2M)?;
-    let n = iters_for(budget, || transfer(reg::CMD_TO_RAM))?;
-    let to_ram = ns_per(n, || transfer(reg::CMD_TO_RAM))?;
+    // RAM (IOVA 0) -> device memory 0; device memory 0 -> RAM at IOVA 2 MiB (the second
+    // block).
+    let mut to_dev = || transfer(0, 0, 0);
+    let mut to_ram = || transfer(0, SZ_2M, reg::CMD_TO_RAM);
+    let t = interleaved(budget / 2, &mut [&mut copy, &mut to_dev, &mut to_ram])?;
     let g = rig.guest();
     let at = usize::try_from(SZ_2M)?;
     ensure!(
@@ -537,22 +540,28 @@ fn dma_figures(rig: &mut Rig, budget: Duration) -> Result<Vec<Figure>> {
     );
 
     let gbps = |ns: f64| len as f64 / ns;
-    let fig = |name: &str, ns: f64| {
-        let share = memcpy_ns / ns;
+    let fig = |name: &str, v: &[f64]| {
+        // Share of memcpy bandwidth = memcpy time / transfer time, per round.
+        let (share, lo, hi) = ratios(&t[0], v);
         Figure {
             name: name.into(),
-            value: gbps(ns),
+            value: gbps(median(v)),
             unit: "GB/s",
-            baseline: Some(("memcpy of 1 MiB, GB/s".into(), gbps(memcpy_ns))),
+            baseline: Some(("memcpy of 1 MiB, GB/s".into(), gbps(median(&t[0])))),
             target: Some((
-                format!(">= 50% of memcpy: {:.0}%", 100.0 * share),
+                format!(
+                    ">= 50% of memcpy: {:.0}% (min–max {:.0}–{:.0}%)",
+                    100.0 * share,
+                    100.0 * lo,
+                    100.0 * hi
+                ),
                 share >= DMA_TARGET,
             )),
         }
     };
     Ok(vec![
-        fig("DMA 1 MiB RAM -> device, IOMMU domain (2M blocks)", to_dev),
-        fig("DMA 1 MiB device -> RAM, IOMMU domain (2M blocks)", to_ram),
+        fig("DMA 1 MiB RAM -> device, IOMMU domain (2M blocks)", &t[1]),
+        fig("DMA 1 MiB device -> RAM, IOMMU domain (2M blocks)", &t[2]),
     ])
 }
 
