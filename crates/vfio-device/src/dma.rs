@@ -53,20 +53,47 @@ pub enum DmaError {
 
 /// Pins the emulated path holds while a write is in flight, released by the unmap handler if
 /// an unmap takes their mapping away first.
+///
+/// The kernel's rule for a device that pins (`vfio_dma_do_unmap`'s comment on the notifier):
+/// it *must* unpin in response and not pin the range again, or the unmap retries and finally
+/// fails. So the handler also revokes the range: the device refuses to pin in it (a DMA
+/// fault, as after the unmap) until the unmap that notified it has returned
+/// ([`Container::unmaps_completed`] has moved on), after which the container itself answers.
+/// Pinning and recording a pin happen under one lock, which the handler takes too, so a pin
+/// in flight is never missed.
 #[derive(Debug, Default)]
 struct PinTracker {
     container: OnceLock<Weak<Container>>,
     id: OnceLock<DeviceId>,
+    state: Mutex<Pins>,
+}
+
+/// What the tracker knows, under its lock.
+#[derive(Debug, Default)]
+struct Pins {
     /// `(iova, npage)` batches currently pinned.
-    held: Mutex<Vec<(u64, u64)>>,
+    held: Vec<(u64, u64)>,
+    /// `[start, end)` ranges an unmap in progress took away, with the unmap count then.
+    revoked: Vec<(u64, u64, u64)>,
 }
 
 impl PinTracker {
-    fn take_in(&self, iova: u64, length: u64) -> Vec<(u64, u64)> {
-        let mut held = self
-            .held
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pins> {
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True if `[start, end)` touches a range whose unmap has not returned yet; forgets the
+    /// revocations whose unmap is over.
+    fn revoked(p: &mut Pins, c: &Container, start: u64, end: u64) -> bool {
+        let now = c.unmaps_completed();
+        p.revoked.retain(|&(_, _, at)| at >= now);
+        p.revoked.iter().any(|&(s, e, _)| s < end && start < e)
+    }
+
+    fn take_locked(p: &mut Pins, iova: u64, length: u64) -> Vec<(u64, u64)> {
+        let held = &mut p.held;
         let end = iova.saturating_add(length);
         let (hit, keep): (Vec<_>, Vec<_>) = held
             .iter()
@@ -88,7 +115,14 @@ impl PinTracker {
 
 impl DmaUnmapHandler for PinTracker {
     fn dma_unmap(&self, iova: u64, length: u64) {
-        let hit = self.take_in(iova, length);
+        // Under the tracker's lock throughout: a write in flight has either not pinned yet
+        // (and will see the revocation) or holds pins recorded here (unpinned now).
+        let mut p = self.lock();
+        if let Some(c) = self.container.get().and_then(Weak::upgrade) {
+            let at = c.unmaps_completed();
+            p.revoked.push((iova, iova.saturating_add(length), at));
+        }
+        let hit = Self::take_locked(&mut p, iova, length);
         self.unpin(&hit);
     }
 }
@@ -247,31 +281,43 @@ impl Dma {
         let mut batches = Vec::new();
         let mut done = 0;
         let mut result = Ok(());
-        while done < npages {
-            let n = (npages - done).min(type1::PIN_PAGES_MAX);
-            let at = first + done * crate::PAGE_SIZE;
-            if let Err(e) = c.pin_pages(id, at, n, PinProt::Write) {
-                result = Err(refused(e, at));
-                break;
+        {
+            // Pins are taken and recorded under the tracker's lock: the unmap handler, which
+            // takes it too, sees every pin (the container's lock is not held here).
+            let mut p = pins.lock();
+            if PinTracker::revoked(&mut p, c, first, end) {
+                return Err(DmaError::Refused {
+                    errno: libc::EINVAL,
+                    iova,
+                });
             }
-            batches.push((at, n));
-            done += n;
+            while done < npages {
+                let n = (npages - done).min(type1::PIN_PAGES_MAX);
+                let at = first + done * crate::PAGE_SIZE;
+                if let Err(e) = c.pin_pages(id, at, n, PinProt::Write) {
+                    result = Err(refused(e, at));
+                    break;
+                }
+                batches.push((at, n));
+                done += n;
+            }
+            p.held.extend(batches.iter().copied());
         }
-        pins.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(batches.iter().copied());
         if result.is_ok() {
             let mut buf = data.to_vec();
             result = c
                 .dma_rw(id, iova.raw(), &mut buf, RwDirection::Write)
                 .map_err(|e| refused(e, iova.raw()));
         }
+        // Taken back and unpinned under the lock, so an unmap's recheck never finds a pin
+        // that is on its way out.
+        let mut p = pins.lock();
         let mut still = Vec::new();
         for b in batches {
-            still.extend(pins.take_in(b.0, b.1 * crate::PAGE_SIZE));
+            still.extend(PinTracker::take_locked(&mut p, b.0, b.1 * crate::PAGE_SIZE));
         }
         pins.unpin(&still);
+        drop(p);
         result
     }
 }
