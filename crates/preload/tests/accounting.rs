@@ -3,23 +3,12 @@
 //! of every kind the kernel's GUP rules tell apart; each asserts the kernel's errno and names the
 //! kernel rule (`crates/preload/tests/c/acct_*.c`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `libtype1_preload.so` of this build.
-fn preload_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    for cand in [
-        deps.join("libtype1_preload.so"),
-        deps.join("../libtype1_preload.so"),
-    ] {
-        if cand.is_file() {
-            return cand;
-        }
-    }
-    panic!("libtype1_preload.so not found near {}", deps.display());
-}
+use common::preload_lib;
 
 /// Compiles `tests/c/<name>.c` into this build's temp dir (per process: parallel test binaries
 /// of debug and release do not share it).

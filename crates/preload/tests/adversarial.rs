@@ -18,149 +18,29 @@
 //! | `vfs` | `do_vfs_ioctl` FIOCLEX/FIONCLEX/FIONBIO/FIOASYNC (no `->fasync` → ENOTTY)/FIOQSIZE; `vfs_read`/`vfs_write`/`vfs_readv` → EINVAL (no `->read`), EBADF for the wrong access mode; `vfs_llseek` → ESPIPE; `do_mmap` → ENODEV |
 //! | `seccomp` | with `process_vm_readv`/`writev` denied (EPERM), the container sequence and the EFAULT rules are unchanged |
 
-use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_pass, assert_pass_quiet, Run};
 
 /// A program that has not exited by then is hung: it is killed and the test fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `libtype1_preload.so` of this build.
-fn preload_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    for cand in [
-        deps.join("libtype1_preload.so"),
-        deps.join("../libtype1_preload.so"),
-    ] {
-        if cand.is_file() {
-            return cand;
-        }
-    }
-    panic!("libtype1_preload.so not found near {}", deps.display());
-}
+/// The suite's configuration.
+const ENV: [(&str, &str); 2] = [
+    ("TYPE1_GROUPS", "7:iommu,8:emulated"),
+    ("TYPE1_DEVICES", "0000:00:04.0@7"),
+];
 
-/// Compiles `tests/c/<name>.c` with gcc (`-O1 -Wall -Werror`, then `extra`).
 fn build(name: &str, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    let dir = std::env::temp_dir().join(format!("type1-adv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(name);
-    let o = Command::new("gcc")
-        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-U_FORTIFY_SOURCE"])
-        .args(extra)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("gcc is needed to build {name}: {e}"));
-    assert!(
-        o.status.success(),
-        "gcc failed on {name}:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
+    common::build_c(name, extra)
 }
 
-/// What a program did.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?} (signal {:?})\n--- stdout\n{}--- stderr\n{}",
-            self.status.code(),
-            self.status.signal(),
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-/// Runs `prog` under the drop-in with the suite's configuration, in its own process group,
-/// killing the group if it has not finished within [`TIMEOUT`].
 fn run_preloaded(prog: &Path, args: &[&str]) -> Run {
-    let mut child = Command::new(prog)
-        .args(args)
-        .env("LD_PRELOAD", preload_lib())
-        .env("TYPE1_GROUPS", "7:iommu,8:emulated")
-        .env("TYPE1_DEVICES", "0000:00:04.0@7")
-        .env_remove("TYPE1_TRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pgid = i32::try_from(child.id()).unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > TIMEOUT {
-            // SAFETY: kill(2) on the process group this test created; no memory is involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            let _ = child.wait();
-            panic!(
-                "{} hung: killed after {TIMEOUT:?}",
-                prog.file_name().unwrap().to_string_lossy()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    // Leftover children (a fork that outlived its parent) would hold the pipes open.
-    // SAFETY: kill(2) on the process group this test created.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    Run {
-        status,
-        stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
-    }
-}
-
-/// Exit 0, stdout exactly `PASS`, and the program's summary line on stderr. Returns the other
-/// stderr lines.
-fn assert_pass(name: &str, run: &Run) -> Vec<String> {
-    assert!(
-        run.status.success() && run.stdout == "PASS\n",
-        "{name} failed: {}",
-        run.describe()
-    );
-    let summary = format!("{name}: ");
-    let (ours, rest): (Vec<&str>, Vec<&str>) = run
-        .stderr
-        .lines()
-        .partition(|l| l.starts_with(&summary) && l.ends_with(" checks"));
-    assert_eq!(ours.len(), 1, "{name}: no summary line: {}", run.describe());
-    rest.into_iter().map(str::to_owned).collect()
-}
-
-/// The program passes and the drop-in wrote nothing on stderr.
-fn assert_pass_quiet(name: &str, run: &Run) {
-    let rest = assert_pass(name, run);
-    assert!(
-        rest.is_empty(),
-        "{name}: unexpected stderr from the library: {rest:?}"
-    );
+    common::run_preloaded(prog, args, &ENV, TIMEOUT)
 }
 
 #[test]

@@ -21,151 +21,30 @@
 //! | `sysfs` | pci-sysfs attributes and their formats, `iommu_group` and `driver` links, the group's `devices` link, `config`; values equal the config space read through the device fd |
 //! | `fortify` | `__pread_chk`, `__pread64_chk` reach `vfio_pci_rw` with the same answers |
 
-use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_pass_quiet, Run};
 
 /// A program that has not exited by then is hung: it is killed and the test fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `libtype1_preload.so` of this build.
-fn preload_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    for cand in [
-        deps.join("libtype1_preload.so"),
-        deps.join("../libtype1_preload.so"),
-    ] {
-        if cand.is_file() {
-            return cand;
-        }
-    }
-    panic!("libtype1_preload.so not found near {}", deps.display());
-}
+/// The suite's groups and devices.
+const GROUPS: (&str, &str) = ("TYPE1_GROUPS", "5:iommu,6:emulated");
+const DEVICES: (&str, &str) = ("TYPE1_DEVICES", "0000:00:1f.0@5,0000:00:1e.0@6");
 
-/// Compiles `tests/c/<name>.c` with gcc (`-O1 -Wall -Werror`, then `extra`).
 fn build(name: &str, extra: &[&str]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    let dir = std::env::temp_dir().join(format!("type1-dev-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // One binary per call: parallel tests build the same program, and executing a file that
-    // another test's gcc is writing fails with ETXTBSY.
-    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out = dir.join(format!("{name}-{n}"));
-    let o = Command::new("gcc")
-        .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-U_FORTIFY_SOURCE"])
-        .args(extra)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("gcc is needed to build {name}: {e}"));
-    assert!(
-        o.status.success(),
-        "gcc failed on {name}:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
+    common::build_c(name, extra)
 }
 
-/// What a program did.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?} (signal {:?})\n--- stdout\n{}--- stderr\n{}",
-            self.status.code(),
-            self.status.signal(),
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-/// Runs `prog` under the drop-in with the suite's groups and devices plus `env`, in its own
-/// process group, killing the group if it has not finished within [`TIMEOUT`].
+/// Runs `prog` under the drop-in with the suite's groups and devices plus `env`.
 fn run_preloaded(prog: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .env("LD_PRELOAD", preload_lib())
-        .env("TYPE1_GROUPS", "5:iommu,6:emulated")
-        .env("TYPE1_DEVICES", "0000:00:1f.0@5,0000:00:1e.0@6")
-        .env_remove("TYPE1_TRACE")
-        .env_remove("TYPE1_MEMLOCK")
-        .env_remove("TYPE1_DIRTY_MODE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let pgid = i32::try_from(child.id()).unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > TIMEOUT {
-            // SAFETY: kill(2) on the process group this test created; no memory is involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            let _ = child.wait();
-            panic!(
-                "{} hung: killed after {TIMEOUT:?}",
-                prog.file_name().unwrap().to_string_lossy()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    // Leftover children would hold the pipes open.
-    // SAFETY: kill(2) on the process group this test created.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    Run {
-        status,
-        stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
-    }
-}
-
-/// Exit 0, stdout exactly `PASS`, the program's summary line on stderr and nothing else there
-/// (the drop-in and the device write nothing).
-fn assert_pass_quiet(name: &str, run: &Run) {
-    assert!(
-        run.status.success() && run.stdout == "PASS\n",
-        "{name} failed: {}",
-        run.describe()
-    );
-    let summary = format!("{name}: ");
-    let (ours, rest): (Vec<&str>, Vec<&str>) = run
-        .stderr
-        .lines()
-        .partition(|l| l.starts_with(&summary) && l.ends_with(" checks"));
-    assert_eq!(ours.len(), 1, "{name}: no summary line: {}", run.describe());
-    assert!(
-        rest.is_empty(),
-        "{name}: unexpected stderr from the library: {rest:?}"
-    );
+    let mut all = vec![GROUPS, DEVICES];
+    all.extend_from_slice(env);
+    common::run_preloaded(prog, args, &all, TIMEOUT)
 }
 
 /// Builds `name` and runs it with `args` and `env`; it must pass quietly.

@@ -8,6 +8,8 @@
 //! - `hostile_fork`: 200 forks while another thread maps and unmaps;
 //! - `hostile_trace`: two processes tracing into one file.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,20 +18,7 @@ use std::time::{Duration, Instant};
 
 use vfio_bindings::bindings::vfio as uapi;
 
-/// `libtype1_preload.so` of this build.
-fn preload_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    for cand in [
-        deps.join("libtype1_preload.so"),
-        deps.join("../libtype1_preload.so"),
-    ] {
-        if cand.is_file() {
-            return cand;
-        }
-    }
-    panic!("libtype1_preload.so not found near {}", deps.display());
-}
+use common::preload_lib;
 
 /// A fresh directory for one test's files.
 fn scratch(name: &str) -> PathBuf {

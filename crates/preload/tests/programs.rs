@@ -1,23 +1,12 @@
 //! Unmodified programs under the drop-in (issue 8): a C program, the same source as C++, and a
 //! Rust program drive /dev/vfio/* as VMMs do and assert every result and errno (spec §3–§4).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `libtype1_preload.so` of this build.
-fn preload_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    for cand in [
-        deps.join("libtype1_preload.so"),
-        deps.join("../libtype1_preload.so"),
-    ] {
-        if cand.is_file() {
-            return cand;
-        }
-    }
-    panic!("libtype1_preload.so not found near {}", deps.display());
-}
+use common::preload_lib;
 
 fn source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/vfio_basic.c")
