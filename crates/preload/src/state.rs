@@ -259,6 +259,7 @@ fn scan_inherited() {
 /// Runs when the library is loaded, before the program's `main`.
 extern "C" fn on_load() {
     crate::real::resolve_all();
+    type1::usercopy::init();
     scan_inherited();
     // SAFETY: registers three `extern "C" fn()` handlers that live as long as the process.
     unsafe {

@@ -19,7 +19,7 @@
 //! Ranges are `[addr, addr + len)`; errors carry the first address that could not be copied.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 /// Which direction a copy goes, seen from the user memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,38 @@ thread_local! {
     static PIPE: RefCell<Option<Pipe>> = const { RefCell::new(None) };
 }
 
+/// This process's id, cached (a system call per copy otherwise); 0 until first asked and in a
+/// child after `fork` (a `pthread_atfork` handler clears it).
+static PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// Caches the process id and registers the `fork` handler that clears it. Called early (the
+/// drop-in does it when it loads, before the program has threads), it also keeps the first
+/// copy from doing the registration. Later calls do nothing.
+pub fn init() {
+    let _ = pid();
+}
+
+/// The calling process's id.
+fn pid() -> i32 {
+    let p = PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic, for the process's life.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+    });
+    // SAFETY: getpid has no preconditions.
+    let p = unsafe { libc::getpid() };
+    PID.store(p, Ordering::Relaxed);
+    p
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -89,8 +121,7 @@ impl Pipe {
             rd: fds[0],
             wr: fds[1],
             id: [identity(fds[0])?, identity(fds[1])?],
-            // SAFETY: getpid has no preconditions.
-            pid: unsafe { libc::getpid() },
+            pid: pid(),
         })
     }
 
@@ -101,8 +132,7 @@ impl Pipe {
 
     /// True if the pipe is ours and not shared with a parent process.
     fn valid(&self) -> bool {
-        // SAFETY: getpid has no preconditions.
-        self.pid == unsafe { libc::getpid() } && self.ours()
+        self.pid == pid() && self.ours()
     }
 
     /// Empties the pipe (after a partial copy left bytes in it).
@@ -171,7 +201,7 @@ fn vm_calls(remote: u64, local: *mut u8, len: usize, dir: Direction) -> Result<u
     let n = unsafe {
         libc::syscall(
             nr,
-            libc::getpid(),
+            pid(),
             &raw const local_iov,
             1usize,
             &raw const remote_iov,
