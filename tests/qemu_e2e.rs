@@ -71,6 +71,8 @@ const STARTUP: Duration = Duration::from_secs(30);
 const FIRMWARE: Duration = Duration::from_secs(90);
 /// A QMP command's answer.
 const REPLY: Duration = Duration::from_secs(30);
+/// The trace unchanged this long: the firmware is done (SeaBIOS idles without a boot device).
+const SETTLE: Duration = Duration::from_millis(500);
 /// QEMU's exit after `quit`.
 const EXIT: Duration = Duration::from_secs(30);
 
@@ -169,6 +171,62 @@ fn maps_from(trace: &[Value], from: usize) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// Guest mappings live after a trace, and the bytes mapped and unmapped on the way.
+struct Replay {
+    /// iova → size.
+    live: BTreeMap<u64, u64>,
+    mapped: u64,
+    unmapped: u64,
+}
+
+/// Replays successful MAP_DMA and UNMAP_DMA (QEMU unmaps whole mappings); an UNMAP's written-back
+/// size must be the sum of the mappings it covers, as `vfio_dma_do_unmap` reports it.
+fn replay(trace: &[Value]) -> Result<Replay, String> {
+    let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+    let (mut mapped, mut unmapped) = (0u64, 0u64);
+    for l in trace.iter().filter(|l| ok(l)) {
+        match request_nr(l) {
+            Some(VFIO_IOMMU_MAP_DMA) => {
+                let (iova, size) = (num(&l["args"]["iova"]), num(&l["args"]["size"]));
+                let (Some(iova), Some(size)) = (iova, size) else {
+                    return Err(format!("MAP_DMA without iova/size: {l}"));
+                };
+                if live.insert(iova, size).is_some() {
+                    return Err(format!("MAP_DMA succeeded over a live mapping: {l}"));
+                }
+                mapped = mapped.saturating_add(size);
+            }
+            Some(VFIO_IOMMU_UNMAP_DMA) => {
+                let (iova, size) = (num(&l["args"]["iova"]), num(&l["args"]["size"]));
+                let (Some(iova), Some(size), Some(done)) = (iova, size, num(&l["out"]["size"]))
+                else {
+                    return Err(format!("UNMAP_DMA without iova/size/out.size: {l}"));
+                };
+                let end = iova.saturating_add(size);
+                let gone: Vec<u64> = live
+                    .range(iova..end)
+                    .filter(|(&a, &s)| a.saturating_add(s) <= end)
+                    .map(|(&a, _)| a)
+                    .collect();
+                let bytes: u64 = gone.iter().map(|a| live.remove(a).unwrap_or(0)).sum();
+                if bytes != done {
+                    return Err(format!(
+                        "UNMAP_DMA wrote back {done:#x} bytes, the mappings it covers are \
+                         {bytes:#x}: {l}"
+                    ));
+                }
+                unmapped = unmapped.saturating_add(done);
+            }
+            _ => {}
+        }
+    }
+    Ok(Replay {
+        live,
+        mapped,
+        unmapped,
+    })
+}
+
 /// A device BAR as `query-pci` reports it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Bar {
@@ -221,7 +279,11 @@ impl Qmp {
         if let Some(a) = arguments {
             msg["arguments"] = a;
         }
-        writeln!(self.writer, "{msg}").map_err(|e| format!("QMP {command}: {e}"))?;
+        // One write: QEMU runs a command as soon as its JSON object is complete, and after
+        // `quit` a separate write of the newline would meet a closed socket.
+        self.writer
+            .write_all(format!("{msg}\n").as_bytes())
+            .map_err(|e| format!("QMP {command}: {e}"))?;
         let deadline = Instant::now() + REPLY;
         loop {
             let v = self
@@ -349,15 +411,31 @@ impl Vm {
 
     /// Kills QEMU and fails with what it printed and the trace's last lines.
     fn fail(&mut self, msg: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Events QEMU sent that no command read yet (a SHUTDOWN says why it stopped).
+        if let Some(q) = self.qmp.as_mut() {
+            let deadline = Instant::now() + Duration::from_millis(200);
+            while let Ok(v) = q.read(deadline) {
+                q.events.push(match v["event"].as_str() {
+                    Some(ev) => format!("{ev} {}", v["data"]),
+                    None => format!("(unread reply) {v}"),
+                });
+            }
+        }
+        let status = match self.child.try_wait() {
+            Ok(Some(st)) => format!("QEMU had exited: {st}"),
+            _ => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                "QEMU killed".to_string()
+            }
+        };
         let text = std::fs::read_to_string(self.dir.join("trace.jsonl")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(12)..].join("\n");
         let events = self.qmp.as_ref().map(|q| q.events.join(", "));
         panic!(
-            "{} ({}, accel={}): {msg}\ncommand: {}\nQMP events: {}\nQEMU stderr:\n{}\ntrace ({} lines), \
-             last lines:\n{tail}",
+            "{} ({}, accel={}): {msg}\n{status}\ncommand: {}\nQMP events: {}\nQEMU stderr:\n{}\n\
+             trace ({} lines), last lines:\n{tail}",
             self.name,
             self.version,
             self.accel,
@@ -477,14 +555,22 @@ impl Vm {
     }
 
     /// Waits until the trace, from line `from`, shows BAR2 (the mmap-able device memory) mapped
-    /// for DMA at its guest-physical address.
+    /// for DMA at its guest-physical address, still mapped, and the trace quiet for `SETTLE`:
+    /// after a reset SeaBIOS resets the machine again (once under KVM, a few times under TCG),
+    /// and each reset unmaps the BARs until the firmware has assigned them again.
     fn wait_bar_mapped(&mut self, bar2: Bar, from: usize) {
+        let mut last = (usize::MAX, Instant::now());
         self.wait("QEMU to map the BAR2 mmap for DMA", FIRMWARE, |vm| {
             let t = vm.trace();
-            Ok(maps_from(&t, from)
+            if t.len() != last.0 {
+                last = (t.len(), Instant::now());
+                return Ok(None);
+            }
+            let mapped_since = maps_from(&t, from)
                 .iter()
-                .any(|&(iova, size, _)| iova == bar2.address && size == bar2.size)
-                .then_some(()))
+                .any(|&(iova, size, _)| iova == bar2.address && size == bar2.size);
+            let live = replay(&t)?.live.get(&bar2.address) == Some(&bar2.size);
+            Ok((mapped_since && live && last.1.elapsed() >= SETTLE).then_some(()))
         });
     }
 }
@@ -571,45 +657,11 @@ fn check_trace_and_stderr(trace: &[Value], stderr: &str, bars: &[Bar]) -> Result
         return Err("guest RAM is the only mapping: no firmware or BAR mapping".into());
     }
 
-    // Replay MAP and UNMAP into the set of live mappings (QEMU unmaps whole mappings).
-    let mut live: BTreeMap<u64, u64> = BTreeMap::new();
-    let (mut mapped, mut unmapped) = (0u64, 0u64);
-    for l in &requests {
-        match request_nr(l) {
-            Some(VFIO_IOMMU_MAP_DMA) => {
-                let (iova, size) = (num(&l["args"]["iova"]), num(&l["args"]["size"]));
-                let (Some(iova), Some(size)) = (iova, size) else {
-                    return Err(format!("MAP_DMA without iova/size: {l}"));
-                };
-                if live.insert(iova, size).is_some() {
-                    return Err(format!("MAP_DMA succeeded over a live mapping: {l}"));
-                }
-                mapped += size;
-            }
-            Some(VFIO_IOMMU_UNMAP_DMA) => {
-                let (iova, size) = (num(&l["args"]["iova"]), num(&l["args"]["size"]));
-                let (Some(iova), Some(size), Some(done)) = (iova, size, num(&l["out"]["size"]))
-                else {
-                    return Err(format!("UNMAP_DMA without iova/size/out.size: {l}"));
-                };
-                let end = iova.saturating_add(size);
-                let gone: Vec<u64> = live
-                    .range(iova..end)
-                    .filter(|(&a, &s)| a.saturating_add(s) <= end)
-                    .map(|(&a, _)| a)
-                    .collect();
-                let bytes: u64 = gone.iter().map(|a| live.remove(a).unwrap_or(0)).sum();
-                if bytes != done {
-                    return Err(format!(
-                        "UNMAP_DMA wrote back {done:#x} bytes, the mappings it covers are \
-                         {bytes:#x}: {l}"
-                    ));
-                }
-                unmapped += done;
-            }
-            _ => {}
-        }
-    }
+    let Replay {
+        live,
+        mapped,
+        unmapped,
+    } = replay(trace)?;
     let Some(still_mapped) = mapped.checked_sub(unmapped) else {
         return Err(format!(
             "UNMAP_DMA removed {unmapped:#x} bytes of {mapped:#x} mapped"
