@@ -2,26 +2,10 @@
 //! prints ns per call, with and without the preload. Functional only: the timing itself is
 //! reported by `type1 bench` against its target, never asserted here.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-/// `libtype1_preload.so` of this build: beside the `type1` binary, or in `deps/` when the
-/// drop-in was built only as a dependency (as `type1 run` looks for it).
-fn preload_lib() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_type1"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let cands = [
-        dir.join("libtype1_preload.so"),
-        dir.join("deps/libtype1_preload.so"),
-    ];
-    cands
-        .iter()
-        .find(|c| c.is_file())
-        .unwrap_or_else(|| panic!("libtype1_preload.so missing from {}", dir.display()))
-        .clone()
-}
+use common::preload_lib;
+use std::process::Command;
 
 fn child(kind: &str, preload: bool) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_type1"));

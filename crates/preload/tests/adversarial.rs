@@ -21,7 +21,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::{assert_pass, assert_pass_quiet, Run};
@@ -97,12 +96,7 @@ fn inherited_fds_fail_with_ebadfd_and_one_line_per_fd_after_exec_and_fork() {
 fn fortified_lfs_and_legacy_entry_points_match_the_plain_ones() {
     let prog = build("adv_fortify", &["-O2", "-D_FORTIFY_SOURCE=2"]);
     // The binary really goes through the fortified and legacy symbols.
-    let nm = Command::new("nm")
-        .args(["-D", "--undefined-only"])
-        .arg(&prog)
-        .output()
-        .expect("nm (binutils) is needed");
-    let syms = String::from_utf8_lossy(&nm.stdout);
+    let syms = common::undefined_symbols(&prog);
     for s in [
         "__open_2",
         "__openat_2",

@@ -24,7 +24,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::{assert_pass_quiet, Run};
@@ -130,12 +129,7 @@ fn sysfs_presents_the_devices_as_vfio_pci_bound_functions() {
 #[test]
 fn fortified_pread_chk_entry_points_reach_the_device() {
     let prog = build("dev_fortify", &["-O2", "-D_FORTIFY_SOURCE=2"]);
-    let nm = Command::new("nm")
-        .args(["-D", "--undefined-only"])
-        .arg(&prog)
-        .output()
-        .expect("nm (binutils) is needed");
-    let syms = String::from_utf8_lossy(&nm.stdout);
+    let syms = common::undefined_symbols(&prog);
     for s in ["__pread_chk", "__pread64_chk"] {
         assert!(
             syms.lines().any(|l| l

@@ -76,7 +76,12 @@ impl Run {
 /// Runs `prog` under the drop-in with `env` (every other `TYPE1_*` setting removed), in its
 /// own process group, killing the group if it has not finished within `timeout` (a hang fails
 /// the test).
-pub(crate) fn run_preloaded(prog: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Run {
+pub(crate) fn run_preloaded(
+    prog: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Run {
     let mut cmd = Command::new(prog);
     cmd.args(args).env("LD_PRELOAD", preload_lib());
     for (k, _) in std::env::vars() {
@@ -153,4 +158,15 @@ pub(crate) fn assert_pass_quiet(name: &str, run: &Run) {
         rest.is_empty(),
         "{name}: unexpected stderr from the library: {rest:?}"
     );
+}
+
+/// The dynamic symbols `prog` imports (`nm -D --undefined-only`), to check that a build
+/// really goes through fortified or legacy entry points.
+pub(crate) fn undefined_symbols(prog: &Path) -> String {
+    let nm = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(prog)
+        .output()
+        .expect("nm (binutils) is needed");
+    String::from_utf8_lossy(&nm.stdout).into_owned()
 }
