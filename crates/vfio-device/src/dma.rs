@@ -276,8 +276,11 @@ impl Dma {
             iova: Iova(at),
         };
         let first = iova.align_down(crate::PAGE_SIZE).raw();
-        let end = iova.raw() + data.len() as u64;
-        let npages = (end - first).div_ceil(crate::PAGE_SIZE);
+        // From the last byte: a write ending at the top of the IOVA space has no end (`check`
+        // ruled out a range that wraps; `data` is not empty).
+        let last = iova.raw() + (data.len() as u64 - 1);
+        let end = last.saturating_add(1);
+        let npages = (last - first) / crate::PAGE_SIZE + 1;
         let mut batches = Vec::new();
         let mut done = 0;
         let mut result = Ok(());

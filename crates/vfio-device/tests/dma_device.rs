@@ -224,6 +224,27 @@ mod faults {
         assert_eq!(r.guest(MAPPED - 8, 8), vec![0u8; 8]);
     }
 
+    /// A transfer whose last byte is the last IOVA (so `iova + count` is 2^64) is refused as
+    /// any unmapped range is, in both directions and both kinds of group: the IOMMU domain
+    /// faults, and `vfio_iommu_type1_pin_pages` / `vfio_dma_rw` (v6.18) find no mapping there
+    /// (`EINVAL`). Found by the `device_bytes` fuzzer: the emulated path computed the end of
+    /// the range and overflowed.
+    #[test]
+    fn a_transfer_ending_at_the_top_of_the_iova_space_is_refused() {
+        for kind in [Kind::Iommu, Kind::Emulated] {
+            let r = rig(kind);
+            r.bus_master_on();
+            let top = u64::MAX - 0xff;
+            let s = r.dma(0, top, 0x100, reg::CMD_TO_RAM);
+            assert_eq!(s, reg::STATUS_DONE | reg::STATUS_DMA_ERROR);
+            let s = r.dma(top, 0, 0x100, 0);
+            assert_eq!(s, reg::STATUS_DONE | reg::STATUS_DMA_ERROR);
+            assert!(r.c.mappings().iter().all(|m| m.device_pinned_pages == 0));
+            // The device still works.
+            assert_eq!(r.dma(0, 0x1000, 0x100, reg::CMD_TO_RAM), reg::STATUS_DONE);
+        }
+    }
+
     /// Device memory bounds: edu copies out of bounds; this device refuses.
     #[test]
     fn a_range_outside_device_memory_is_refused() {
