@@ -29,6 +29,7 @@ use crate::dma::Dma;
 use crate::error::{Error, Result};
 use crate::irq::{Interrupts, IrqCounts, MsixTable, Store};
 use crate::memfd::{DeviceFile, SharedMemory};
+use crate::migration::{MigCore, MigrationSpec};
 use crate::model::{DeviceContext, DeviceModel};
 use crate::pci::regs::COMMAND_INTX_DISABLE;
 use crate::pci::{BarBacking, ConfigSpace, FunctionSpec, NUM_BARS};
@@ -82,6 +83,8 @@ pub struct DeviceSpec {
     pub msix_mmap: MsixMmap,
     /// Reset support.
     pub reset: ResetSupport,
+    /// Migration and DMA logging offered ([`MigrationSpec::none`] by default).
+    pub migration: MigrationSpec,
 }
 
 impl DeviceSpec {
@@ -93,6 +96,7 @@ impl DeviceSpec {
             location,
             msix_mmap: MsixMmap::Mappable,
             reset: ResetSupport::Function,
+            migration: MigrationSpec::none(),
         }
     }
 }
@@ -108,6 +112,7 @@ pub struct Device {
     irqs: Arc<Interrupts>,
     dma: Arc<Dma>,
     model: Arc<dyn DeviceModel>,
+    pub(crate) mig: Mutex<MigCore>,
 }
 
 impl Drop for Device {
@@ -139,7 +144,8 @@ impl Device {
             }
         }
         let config = ConfigSpace::new(f);
-        let regions = Regions::new(f, config.size(), spec.msix_mmap);
+        let regions = Regions::new(f, config.size(), spec.msix_mmap)
+            .with_v1_migration(spec.migration.v1_region && spec.migration.flags != 0);
         let msix = f.caps.msix_cap().map(|x| {
             let store = |bar: u8, off: u32, len: u64| match &bar_memory[usize::from(bar)] {
                 Some(m) => Store::Shared(m.clone(), u64::from(off)),
@@ -174,6 +180,7 @@ impl Device {
             irqs,
             dma,
             model,
+            mig: Mutex::new(MigCore::new()),
         }))
     }
 
@@ -262,16 +269,28 @@ impl Device {
         if !self.reset_works() {
             return Err(Error::NoReset);
         }
-        self.model.reset();
+        {
+            // Migration: the transfer ends (its fd reads ENODEV), the state is RUNNING and
+            // the model, reset, may DMA again (mlx5's deferred reset).
+            let mut core = self.mig();
+            self.model.reset();
+            self.migration_reset(&mut core);
+        }
         self.irqs.reset_device_side();
         Ok(())
     }
 
-    /// Last close: interrupts disabled and eventfds dropped, the model reset and released
-    /// (`vfio_pci_core_close_device`).
+    /// Last close: interrupts disabled and eventfds dropped, DMA logging stopped, the
+    /// migration transfer ended and the state RUNNING, the model reset and released
+    /// (`vfio_pci_core_close_device`, `vfio_device_last_close`).
     pub fn release(&self) {
         self.irqs.release();
-        self.model.reset();
+        *self.dma.log() = None;
+        {
+            let mut core = self.mig();
+            self.model.reset();
+            self.migration_reset(&mut core);
+        }
         self.model.release();
     }
 
@@ -298,8 +317,14 @@ impl Device {
             return Ok(0);
         }
         let (index, pos) = RegionIndex::split(file_offset);
-        if index.0 >= NUM_REGIONS {
+        if index.0 >= self.regions.count() {
             return Err(Error::NoRegion { index: index.0 });
+        }
+        if index.0 == crate::migration::v1::INDEX {
+            return match buf {
+                Buf::Read(b) => self.v1_read(pos, b),
+                Buf::Write(d) => self.v1_write(pos, d),
+            };
         }
         if index == RegionIndex::CONFIG {
             return self.config_rw(pos, &mut buf);

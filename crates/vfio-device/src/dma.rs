@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use io_pgtable::{Access, Fault, Iova};
 use type1::{Container, DeviceId, DmaEngine, DmaUnmapHandler, GroupId, PinProt, RwDirection};
 
+use crate::migration::logging::DirtyLog;
+
 /// Why a DMA failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DmaError {
@@ -49,6 +51,10 @@ pub enum DmaError {
     /// `iova + len` wraps.
     #[error("DMA range wraps the address space")]
     Overflow,
+    /// The device is in a migration state without DMA (STOP, RUNNING_P2P, STOP_COPY,
+    /// RESUMING, PRE_COPY_P2P).
+    #[error("device DMA is stopped by the migration state")]
+    Quiesced,
 }
 
 /// Pins the emulated path holds while a write is in flight, released by the unmap handler if
@@ -143,6 +149,10 @@ enum Path {
 pub struct Dma {
     path: Path,
     bus_master: AtomicBool,
+    /// Closed in the migration states without DMA.
+    paused: AtomicBool,
+    /// Device DMA logging, fed by every write that lands.
+    log: Mutex<Option<DirtyLog>>,
 }
 
 impl Drop for Dma {
@@ -160,6 +170,8 @@ impl Dma {
         Dma {
             path: Path::None,
             bus_master: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            log: Mutex::new(None),
         }
     }
 
@@ -173,6 +185,8 @@ impl Dma {
             return Ok(Dma {
                 path: Path::Iommu(engine),
                 bus_master: AtomicBool::new(false),
+                paused: AtomicBool::new(false),
+                log: Mutex::new(None),
             });
         }
         let pins = Arc::new(PinTracker::default());
@@ -187,6 +201,8 @@ impl Dma {
                 pins,
             },
             bus_master: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            log: Mutex::new(None),
         })
     }
 
@@ -200,9 +216,30 @@ impl Dma {
         self.bus_master.store(on, Ordering::Release);
     }
 
+    /// Closes (or opens) the migration gate: while closed every access is
+    /// [`DmaError::Quiesced`].
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+
+    /// True while the migration gate is closed.
+    #[must_use]
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn log(&self) -> std::sync::MutexGuard<'_, Option<DirtyLog>> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn check(&self, iova: Iova, len: usize) -> Result<(), DmaError> {
         if !self.bus_master.load(Ordering::Acquire) {
             return Err(DmaError::BusMasterOff);
+        }
+        if self.paused.load(Ordering::Acquire) {
+            return Err(DmaError::Quiesced);
         }
         if len > 0 && iova.checked_add(len as u64 - 1).is_none() {
             return Err(DmaError::Overflow);
@@ -231,11 +268,22 @@ impl Dma {
         }
     }
 
-    /// Writes `data` to guest memory at `iova`, all or nothing (see the module docs).
+    /// Writes `data` to guest memory at `iova`, all or nothing (see the module docs). A write
+    /// that lands is recorded in the device's DMA log when logging is on.
     ///
     /// # Errors
     /// [`DmaError`]; nothing is written when the range is refused up front.
     pub fn write(&self, iova: Iova, data: &[u8]) -> Result<(), DmaError> {
+        let r = self.write_unlogged(iova, data);
+        if r.is_ok() {
+            if let Some(l) = self.log().as_mut() {
+                l.mark(iova.raw(), data.len() as u64);
+            }
+        }
+        r
+    }
+
+    fn write_unlogged(&self, iova: Iova, data: &[u8]) -> Result<(), DmaError> {
         self.check(iova, data.len())?;
         if data.is_empty() {
             return Ok(());

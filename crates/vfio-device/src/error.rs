@@ -170,6 +170,59 @@ pub enum Error {
         /// The request number.
         request: u64,
     },
+    /// A migration state change the device refuses: an invalid or unsupported target, an arc
+    /// `vfio_mig_get_next_state` has no path for, any change from ERROR, or a migration
+    /// access in the wrong state (`EINVAL`).
+    #[error("migration: {reason}")]
+    Migration {
+        /// Which rule.
+        reason: &'static str,
+    },
+    /// A device state stream refused on RESUMING → STOP: truncated, corrupted, foreign or
+    /// inconsistent (`EINVAL`, as mtty's load path).
+    #[error("device state stream rejected: {reason}")]
+    BadStream {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A migration data transfer that has ended (`ENODEV`: `migf->disabled`).
+    #[error("the migration data transfer has ended")]
+    TransferEnded,
+    /// A PRE_COPY read at a temporary end of data (`ENOMSG`).
+    #[error("no pre-copy data available now")]
+    NoData,
+    /// A positional read or write on a migration data fd (`ESPIPE`).
+    #[error("migration data fds are streams")]
+    NotSeekable,
+    /// A RESUMING write past the most the device accepts (`ENOMEM`).
+    #[error("the device state stream exceeds {max} bytes")]
+    StreamTooBig {
+        /// The limit.
+        max: u64,
+    },
+    /// DMA logging START with more ranges than `LOG_MAX_RANGES` (`E2BIG`).
+    #[error("{count} logging ranges, more than {max}")]
+    TooManyRanges {
+        /// Ranges given.
+        count: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// A DMA logging range whose end wraps or passes `ULONG_MAX` (`EOVERFLOW`).
+    #[error("range {iova:#x}+{length:#x} overflows")]
+    RangeOverflow {
+        /// Start.
+        iova: u64,
+        /// Length.
+        length: u64,
+    },
+    /// DMA logging: a range or page size the kernel refuses, logging already started or not
+    /// started (`EINVAL`).
+    #[error("DMA logging: {reason}")]
+    Logging {
+        /// Which rule.
+        reason: &'static str,
+    },
     /// An operating-system call failed (memfd, mmap, eventfd dup, thread creation).
     #[error("{op} failed with errno {errno}")]
     Os {
@@ -187,7 +240,10 @@ impl Error {
     /// The kernel errno for this error (positive, as it lands in `errno`).
     #[must_use]
     pub fn errno(&self) -> i32 {
-        use libc::{EBADF, EFAULT, EINVAL, EIO, ENOSPC, ENOTTY};
+        use libc::{
+            E2BIG, EBADF, EFAULT, EINVAL, EIO, ENODEV, ENOMEM, ENOMSG, ENOSPC, ENOTTY, EOVERFLOW,
+            ESPIPE,
+        };
         match self {
             Error::InvalidSpec { .. }
             | Error::ArgszTooSmall { .. }
@@ -205,7 +261,16 @@ impl Error {
             | Error::HotReset { .. }
             | Error::RegionRange { .. }
             | Error::ReadOnly { .. }
-            | Error::Mmap { .. } => EINVAL,
+            | Error::Mmap { .. }
+            | Error::Migration { .. }
+            | Error::BadStream { .. }
+            | Error::Logging { .. } => EINVAL,
+            Error::TransferEnded => ENODEV,
+            Error::NoData => ENOMSG,
+            Error::NotSeekable => ESPIPE,
+            Error::StreamTooBig { .. } => ENOMEM,
+            Error::TooManyRanges { .. } => E2BIG,
+            Error::RangeOverflow { .. } => EOVERFLOW,
             Error::BadAddress { .. } | Error::ConfigRange { .. } => EFAULT,
             Error::IrqNoHandler { .. } | Error::NoFeature { .. } | Error::NotTty { .. } => ENOTTY,
             Error::BadFd { .. } => EBADF,
@@ -219,7 +284,10 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libc::{EBADF, EFAULT, EINVAL, EIO, ENOMEM, ENOSPC, ENOTTY};
+    use libc::{
+        E2BIG, EBADF, EFAULT, EINVAL, EIO, ENODEV, ENOMEM, ENOMSG, ENOSPC, ENOTTY, EOVERFLOW,
+        ESPIPE,
+    };
 
     #[test]
     fn every_variant_maps_to_the_kernel_errno() {
@@ -269,6 +337,27 @@ mod tests {
             (Error::Mmap { reason: "x" }, EINVAL),
             (Error::NoFeature { feature: 0 }, ENOTTY),
             (Error::NotTty { request: 0 }, ENOTTY),
+            (Error::Migration { reason: "x" }, EINVAL),
+            (Error::BadStream { reason: "x".into() }, EINVAL),
+            (Error::TransferEnded, ENODEV),
+            (Error::NoData, ENOMSG),
+            (Error::NotSeekable, ESPIPE),
+            (Error::StreamTooBig { max: 1 }, ENOMEM),
+            (
+                Error::TooManyRanges {
+                    count: 257,
+                    max: 256,
+                },
+                E2BIG,
+            ),
+            (
+                Error::RangeOverflow {
+                    iova: u64::MAX,
+                    length: 1,
+                },
+                EOVERFLOW,
+            ),
+            (Error::Logging { reason: "x" }, EINVAL),
             (
                 Error::Os {
                     op: "memfd_create",

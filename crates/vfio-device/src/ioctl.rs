@@ -12,17 +12,25 @@ use std::mem::{offset_of, size_of};
 use type1::uapi::{get_u32, put_u16, put_u32, put_u64, vfio_io};
 use type1::UserMemory;
 use vfio_bindings::bindings::vfio::{
-    vfio_device_feature, vfio_device_info, vfio_irq_info, vfio_irq_set, vfio_pci_dependent_device,
-    vfio_pci_hot_reset, vfio_pci_hot_reset_info, vfio_region_info, VFIO_DEVICE_FEATURE_GET,
-    VFIO_DEVICE_FEATURE_MASK, VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET,
-    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_IRQ_INFO_AUTOMASKED,
-    VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE,
+    vfio_device_feature, vfio_device_feature_dma_logging_control,
+    vfio_device_feature_dma_logging_range, vfio_device_feature_dma_logging_report,
+    vfio_device_feature_mig_data_size, vfio_device_feature_mig_state,
+    vfio_device_feature_migration, vfio_device_info, vfio_irq_info, vfio_irq_set,
+    vfio_pci_dependent_device, vfio_pci_hot_reset, vfio_pci_hot_reset_info, vfio_precopy_info,
+    vfio_region_info, VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+    VFIO_DEVICE_FEATURE_DMA_LOGGING_START, VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+    VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_MASK, VFIO_DEVICE_FEATURE_MIGRATION,
+    VFIO_DEVICE_FEATURE_MIG_DATA_SIZE, VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+    VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET, VFIO_DEVICE_FLAGS_PCI,
+    VFIO_DEVICE_FLAGS_RESET, VFIO_IRQ_INFO_AUTOMASKED, VFIO_IRQ_INFO_EVENTFD,
+    VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE,
 };
 
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::irq::set::{self, IrqData, SetIrqsHeader};
 use crate::irq::{IrqIndex, NUM_IRQS};
+use crate::migration::{logging, DataFile, MigState};
 use crate::region::{RegionIndex, REGION_INFO_SIZE};
 
 /// `VFIO_DEVICE_GET_INFO`.
@@ -43,6 +51,8 @@ pub const VFIO_DEVICE_PCI_HOT_RESET: u64 = vfio_io(13);
 pub const VFIO_DEVICE_IOEVENTFD: u64 = vfio_io(16);
 /// `VFIO_DEVICE_FEATURE`.
 pub const VFIO_DEVICE_FEATURE: u64 = vfio_io(17);
+/// `VFIO_MIG_GET_PRECOPY_INFO` (on a migration data fd).
+pub const VFIO_MIG_GET_PRECOPY_INFO: u64 = vfio_io(21);
 
 #[allow(clippy::cast_possible_truncation)]
 const fn u32_of(n: usize) -> u32 {
@@ -335,8 +345,10 @@ impl Device {
         }
     }
 
-    /// `vfio_ioctl_device_feature`: the wrapper's checks, then no feature is implemented
-    /// (`vfio_pci_core_ioctl_feature`'s default: `ENOTTY`).
+    /// `vfio_ioctl_device_feature`: the wrapper's checks, then the migration and logging
+    /// features (`vfio_ioctl_device_feature_migration`, `…_mig_device_state`,
+    /// `…_migration_data_size`, `…_logging_start/stop/report`); any other index is `ENOTTY`
+    /// (`vfio_pci_core_ioctl_feature`'s default).
     fn ioctl_feature(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
         let mut b = [0u8; FEATURE_MINSZ as usize];
         copy_from(user, arg, &mut b)?;
@@ -356,10 +368,296 @@ impl Device {
         {
             return Err(Error::InvalidFlags { flags });
         }
-        Err(Error::NoFeature {
-            feature: flags & VFIO_DEVICE_FEATURE_MASK,
-        })
+        let feature = flags & VFIO_DEVICE_FEATURE_MASK;
+        let data = arg + u64::from(FEATURE_MINSZ);
+        let f = Feature {
+            flags,
+            argsz: argsz - FEATURE_MINSZ,
+            data,
+        };
+        let mig = self.migration_flags() != 0;
+        let log = self.spec().migration.dma_logging;
+        let absent = Err(Error::NoFeature { feature });
+        match feature {
+            VFIO_DEVICE_FEATURE_MIGRATION if mig => self.feature_migration(&f, user),
+            VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE if mig => self.feature_mig_state(&f, user),
+            VFIO_DEVICE_FEATURE_MIG_DATA_SIZE if mig => self.feature_data_size(&f, user),
+            VFIO_DEVICE_FEATURE_DMA_LOGGING_START if log => self.feature_log_start(&f, user),
+            VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP if log => {
+                if !f.check(VFIO_DEVICE_FEATURE_SET, 0)? {
+                    return Ok(());
+                }
+                *self.dma().log() = None;
+                Ok(())
+            }
+            VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT if log => self.feature_log_report(&f, user),
+            _ => absent,
+        }
     }
+
+    /// `vfio_ioctl_device_feature_migration`: GET the flags.
+    fn feature_migration(&self, f: &Feature, user: &mut dyn UserMemory) -> Result<()> {
+        if !f.check(
+            VFIO_DEVICE_FEATURE_GET,
+            size_of::<vfio_device_feature_migration>(),
+        )? {
+            return Ok(());
+        }
+        let mut out = [0u8; size_of::<vfio_device_feature_migration>()];
+        put_u64(
+            &mut out,
+            offset_of!(vfio_device_feature_migration, flags),
+            u64::from(self.migration_flags()),
+        );
+        copy_to(user, f.data, &out)
+    }
+
+    /// `vfio_ioctl_device_feature_mig_device_state`: GET gives the state with `data_fd` −1;
+    /// SET walks to the target and returns the new data fd of the last arc (else −1). On
+    /// failure the struct is still copied back (the requested state, fd −1) before the error.
+    fn feature_mig_state(&self, f: &Feature, user: &mut dyn UserMemory) -> Result<()> {
+        const SZ: usize = size_of::<vfio_device_feature_mig_state>();
+        if !f.check(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET, SZ)? {
+            return Ok(());
+        }
+        let mut m = [0u8; SZ];
+        copy_from(user, f.data, &mut m)?;
+        let st = offset_of!(vfio_device_feature_mig_state, device_state);
+        let fd_at = offset_of!(vfio_device_feature_mig_state, data_fd);
+        put_u32(&mut m, fd_at, u32::MAX); // -1
+        if f.flags & VFIO_DEVICE_FEATURE_GET != 0 {
+            put_u32(&mut m, st, self.migration_state().raw());
+            return copy_to(user, f.data, &m);
+        }
+        let target = get_u32(&m, st);
+        match self.set_migration_state_v2(target) {
+            Ok(Some(file)) => {
+                m[fd_at..fd_at + 4].copy_from_slice(&file.fd().to_ne_bytes());
+                if let Err(e) = copy_to(user, f.data, &m) {
+                    // `vfio_ioct_mig_return_fd`: the fd is not installed, the file released.
+                    self.drop_data_file(&file);
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Ok(None) => copy_to(user, f.data, &m),
+            Err(e) => {
+                copy_to(user, f.data, &m)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// `vfio_ioctl_device_feature_migration_data_size`.
+    fn feature_data_size(&self, f: &Feature, user: &mut dyn UserMemory) -> Result<()> {
+        const SZ: usize = size_of::<vfio_device_feature_mig_data_size>();
+        if !f.check(VFIO_DEVICE_FEATURE_GET, SZ)? {
+            return Ok(());
+        }
+        let mut out = [0u8; SZ];
+        put_u64(
+            &mut out,
+            offset_of!(vfio_device_feature_mig_data_size, stop_copy_length),
+            self.migration_data_size(),
+        );
+        copy_to(user, f.data, &out)
+    }
+
+    /// `vfio_ioctl_device_feature_logging_start`, then the driver's `log_start`.
+    fn feature_log_start(&self, f: &Feature, user: &mut dyn UserMemory) -> Result<()> {
+        type C = vfio_device_feature_dma_logging_control;
+        type R = vfio_device_feature_dma_logging_range;
+        if !f.check(VFIO_DEVICE_FEATURE_SET, size_of::<C>())? {
+            return Ok(());
+        }
+        let mut c = [0u8; size_of::<C>()];
+        copy_from(user, f.data, &mut c)?;
+        let page_size = get_u64(&c, offset_of!(C, page_size));
+        let count = get_u32(&c, offset_of!(C, num_ranges));
+        let ranges_at = get_u64(&c, offset_of!(C, ranges));
+        if count == 0 {
+            return Err(Error::Logging {
+                reason: "no ranges",
+            });
+        }
+        if count > logging::MAX_RANGES {
+            return Err(Error::TooManyRanges {
+                count,
+                max: logging::MAX_RANGES,
+            });
+        }
+        let mask = page_size.wrapping_sub(1);
+        // (start, last) as the kernel's interval-tree nodes, wrapping included.
+        let mut nodes: Vec<(u64, u64)> = Vec::new();
+        for i in 0..u64::from(count) {
+            let mut r = [0u8; size_of::<R>()];
+            copy_from(
+                user,
+                ranges_at.wrapping_add(i * size_of::<R>() as u64),
+                &mut r,
+            )?;
+            let iova = get_u64(&r, offset_of!(R, iova));
+            let length = get_u64(&r, offset_of!(R, length));
+            if iova & mask != 0 || length & mask != 0 {
+                return Err(Error::Logging {
+                    reason: "range not aligned to page_size",
+                });
+            }
+            if iova.checked_add(length).is_none() {
+                return Err(Error::RangeOverflow { iova, length });
+            }
+            let node = (iova, iova.wrapping_add(length).wrapping_sub(1));
+            if nodes.iter().any(|&(s, l)| s <= node.1 && l >= node.0) {
+                return Err(Error::Logging {
+                    reason: "overlapping ranges",
+                });
+            }
+            nodes.push(node);
+        }
+        let chosen = logging::chosen_page_size(page_size);
+        {
+            let mut log = self.dma().log();
+            if log.is_some() {
+                return Err(Error::Logging {
+                    reason: "already started",
+                });
+            }
+            let ranges: Vec<(u64, u64)> = nodes
+                .iter()
+                .filter(|&&(s, l)| l >= s)
+                .map(|&(s, l)| (s, l - s + 1))
+                .collect();
+            *log = Some(logging::DirtyLog::new(chosen, &ranges));
+        }
+        put_u64(&mut c, offset_of!(C, page_size), chosen);
+        if let Err(e) = copy_to(user, f.data, &c) {
+            *self.dma().log() = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `vfio_ioctl_device_feature_logging_report`, then the driver's `log_read_and_clear`.
+    fn feature_log_report(&self, f: &Feature, user: &mut dyn UserMemory) -> Result<()> {
+        type P = vfio_device_feature_dma_logging_report;
+        if !f.check(VFIO_DEVICE_FEATURE_GET, size_of::<P>())? {
+            return Ok(());
+        }
+        let mut p = [0u8; size_of::<P>()];
+        copy_from(user, f.data, &mut p)?;
+        let iova = get_u64(&p, offset_of!(P, iova));
+        let length = get_u64(&p, offset_of!(P, length));
+        let page_size = get_u64(&p, offset_of!(P, page_size));
+        let bitmap = get_u64(&p, offset_of!(P, bitmap));
+        if page_size < logging::MIN_PAGE || !page_size.is_power_of_two() {
+            return Err(Error::Logging {
+                reason: "report page_size below 4 KiB or not a power of two",
+            });
+        }
+        if iova.checked_add(length).is_none() {
+            return Err(Error::RangeOverflow { iova, length });
+        }
+        let mut log = self.dma().log();
+        let Some(l) = log.as_mut() else {
+            return Err(Error::Logging {
+                reason: "report before START",
+            });
+        };
+        if length == 0 {
+            return Ok(());
+        }
+        // `iova_bitmap_get` pins the bitmap before reading the log: a bad pointer faults
+        // with the log intact.
+        let mut first = [0u8; 8];
+        copy_from(user, bitmap, &mut first)?;
+        copy_to(user, bitmap, &first)?;
+        for (w, bits) in l.report(iova, length, page_size) {
+            let at = bitmap.wrapping_add(w * 8);
+            let mut cur = [0u8; 8];
+            copy_from(user, at, &mut cur)?;
+            let v = u64::from_le_bytes(cur) | bits;
+            copy_to(user, at, &v.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// `VFIO_MIG_GET_PRECOPY_INFO` (and every other ioctl) on a data fd: what the drop-in
+    /// calls when it routes an `ioctl` on `file`'s fd (mtty's `mtty_precopy_ioctl`).
+    ///
+    /// # Errors
+    /// `ENOTTY` for another request, `EFAULT`, `EINVAL` for a short `argsz` or outside
+    /// PRE_COPY/PRE_COPY_P2P, `ENODEV` once the transfer ended.
+    pub fn data_file_ioctl(
+        &self,
+        file: &DataFile,
+        request: u64,
+        arg: u64,
+        user: &mut dyn UserMemory,
+    ) -> Result<i64> {
+        const SZ: usize = size_of::<vfio_precopy_info>();
+        if request != VFIO_MIG_GET_PRECOPY_INFO {
+            return Err(Error::NotTty { request });
+        }
+        let mut b = [0u8; SZ];
+        copy_from(user, arg, &mut b)?;
+        argsz_check(
+            get_u32(&b, offset_of!(vfio_precopy_info, argsz)),
+            u32_of(SZ),
+        )?;
+        if !matches!(
+            self.migration_state(),
+            MigState::PreCopy | MigState::PreCopyP2p
+        ) {
+            return Err(Error::Migration {
+                reason: "PRECOPY_INFO outside PRE_COPY and PRE_COPY_P2P",
+            });
+        }
+        let (initial, dirty) = file.transfer().precopy_info()?;
+        put_u64(
+            &mut b,
+            offset_of!(vfio_precopy_info, initial_bytes),
+            initial,
+        );
+        put_u64(&mut b, offset_of!(vfio_precopy_info, dirty_bytes), dirty);
+        copy_to(user, arg, &b)?;
+        Ok(0)
+    }
+}
+
+/// A feature call: flags, payload size and address.
+struct Feature {
+    flags: u32,
+    argsz: u32,
+    data: u64,
+}
+
+impl Feature {
+    /// `vfio_check_feature`: `Ok(false)` for PROBE (the ioctl returns 0), `Ok(true)` to go on.
+    fn check(&self, supported: u32, minsz: usize) -> Result<bool> {
+        let ops = self.flags & (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET);
+        if ops & !supported != 0 {
+            return Err(Error::InvalidFlags { flags: self.flags });
+        }
+        if self.flags & VFIO_DEVICE_FEATURE_PROBE != 0 {
+            return Ok(false);
+        }
+        if ops == 0 {
+            return Err(Error::InvalidFlags { flags: self.flags });
+        }
+        if (self.argsz as usize) < minsz {
+            return Err(Error::ArgszTooSmall {
+                argsz: self.argsz,
+                minsz: u32_of(minsz),
+            });
+        }
+        Ok(true)
+    }
+}
+
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_ne_bytes(w)
 }
 
 #[cfg(test)]
@@ -376,6 +674,7 @@ mod tests {
         assert_eq!(VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, 0x3b70);
         assert_eq!(VFIO_DEVICE_PCI_HOT_RESET, 0x3b71);
         assert_eq!(VFIO_DEVICE_FEATURE, 0x3b75);
+        assert_eq!(VFIO_MIG_GET_PRECOPY_INFO, 0x3b79);
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //!   [`Dma`] handle and the [`Interrupts`] at creation;
 //! - [`dma`]: device DMA through the group's IOMMU domain or, in an emulated group, by
 //!   pinning and `dma_rw`;
+//! - [`migration`]: one migration state machine with two faces, v2 (`VFIO_DEVICE_FEATURE`
+//!   MIGRATION, MIG_DEVICE_STATE, MIG_DATA_SIZE, data fds) and the deprecated v1 region QEMU
+//!   5.2–7.2 drives; the versioned, checksummed state stream; device DMA logging;
 //! - [`testdev`]: the built-in DMA test device (register map there).
 
 #![warn(missing_docs)]
@@ -27,6 +30,7 @@ pub mod error;
 pub mod ioctl;
 pub mod irq;
 pub mod memfd;
+pub mod migration;
 mod model;
 pub mod pci;
 pub mod region;
@@ -37,6 +41,7 @@ pub use device::{Device, DeviceSpec, Location, ResetSupport};
 pub use dma::{Dma, DmaError};
 pub use ioctl::{FdKind, GroupFds, NoGroupFds};
 pub use irq::{Delivery, Interrupts, IrqIndex, Level};
+pub use migration::{DataFdMode, DataFile, MigState, MigrationSpec, Transfer};
 pub use model::{DeviceContext, DeviceModel};
 pub use region::{MapSharing, MmapArea, MsixMmap, RegionIndex, RegionInfo};
 

@@ -13,6 +13,9 @@
 //!   possibly several at once); `reset` on the thread of the ioctl or config write that asked
 //!   for it. No device-layer lock is held while a model method runs, so a model may call its
 //!   [`Interrupts`] and [`Dma`] from inside them.
+//! - The migration methods (`quiesce`, `resume`, `save_state`, `state_size`,
+//!   `restore_state`) run with the device's migration lock held: they must not call the
+//!   [`crate::Device`]'s migration API.
 //! - Threads a model starts must be started with [`crate::thread::spawn`], which blocks every
 //!   signal, and must never write to stdout (or stderr outside a fatal error): the device runs
 //!   inside someone else's program.
@@ -117,4 +120,46 @@ pub trait DeviceModel: Send + Sync + Debug {
 
     /// The device is going away (last close). Stop every thread. The default does nothing.
     fn release(&self) {}
+
+    // ----- migration (only called on devices whose spec offers migration) -----
+
+    /// Entering a migration state without DMA (STOP, RUNNING_P2P, STOP_COPY, RESUMING,
+    /// PRE_COPY_P2P): stop issuing DMA and raising interrupts, and return with no DMA in
+    /// flight. Work the program starts meanwhile (a doorbell, a DMA command) is kept and done
+    /// on [`DeviceModel::resume`]. The default does nothing (the device layer's DMA gate still
+    /// refuses every access).
+    fn quiesce(&self) {}
+
+    /// Back in RUNNING or PRE_COPY: DMA and interrupts may run again. The default does
+    /// nothing.
+    fn resume(&self) {}
+
+    /// The model's state, as bytes the same model restores with
+    /// [`DeviceModel::restore_state`]. Called in STOP_COPY (quiesced) for the final frame and
+    /// on entering PRE_COPY (running) for the pre-copy frame. The default keeps no state.
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// An estimate of `save_state().len()` (`MIG_DATA_SIZE`). The default saves and measures.
+    fn state_size(&self) -> u64 {
+        self.save_state().len() as u64
+    }
+
+    /// Restores a state saved by [`DeviceModel::save_state`], while quiesced in RESUMING.
+    /// All or nothing: on `Err` (a message naming the problem) the model is unchanged. Must
+    /// not panic on any input. The default accepts only an empty state.
+    ///
+    /// # Errors
+    /// What is wrong with `state`.
+    fn restore_state(&self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} bytes of model state, but this model keeps none",
+                state.len()
+            ))
+        }
+    }
 }

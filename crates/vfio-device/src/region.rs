@@ -15,11 +15,12 @@ use std::mem::{offset_of, size_of};
 
 use vfio_bindings::bindings::vfio::{
     vfio_info_cap_header, vfio_region_info, vfio_region_info_cap_sparse_mmap,
-    vfio_region_sparse_mmap_area, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
-    VFIO_PCI_NUM_REGIONS, VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX,
-    VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_CAP_SPARSE_MMAP,
-    VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
-    VFIO_REGION_INFO_FLAG_WRITE,
+    vfio_region_info_cap_type, vfio_region_sparse_mmap_area, VFIO_PCI_BAR0_REGION_INDEX,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_REGIONS, VFIO_PCI_ROM_REGION_INDEX,
+    VFIO_PCI_VGA_REGION_INDEX, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
+    VFIO_REGION_INFO_CAP_SPARSE_MMAP, VFIO_REGION_INFO_CAP_TYPE, VFIO_REGION_INFO_FLAG_CAPS,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_REGION_SUBTYPE_MIGRATION_DEPRECATED, VFIO_REGION_TYPE_MIGRATION_DEPRECATED,
 };
 
 use crate::error::{Error, Result};
@@ -30,7 +31,8 @@ use crate::PAGE_SIZE;
 pub const OFFSET_SHIFT: u32 = 40;
 /// `VFIO_PCI_OFFSET_MASK`.
 pub const OFFSET_MASK: u64 = (1 << OFFSET_SHIFT) - 1;
-/// `VFIO_PCI_NUM_REGIONS`: the device has no device-specific regions.
+/// `VFIO_PCI_NUM_REGIONS`: the first device-specific index (the v1 migration region, when
+/// present, is the only one).
 pub const NUM_REGIONS: u32 = VFIO_PCI_NUM_REGIONS;
 
 /// A VFIO region index.
@@ -133,6 +135,8 @@ pub struct Regions {
     /// The MSI-X table: BAR slot and `[start, end)` in it.
     msix_table: Option<(usize, u64, u64)>,
     policy: MsixMmap,
+    /// The deprecated v1 migration region at index 9.
+    v1: bool,
 }
 
 impl Regions {
@@ -158,13 +162,29 @@ impl Regions {
             config_size: config_size as u64,
             msix_table,
             policy,
+            v1: false,
         }
     }
 
-    /// Number of regions (`num_regions` of `VFIO_DEVICE_GET_INFO`).
+    /// Adds (or not) the deprecated v1 migration region at index 9
+    /// ([`crate::migration::v1`]).
+    #[must_use]
+    pub fn with_v1_migration(mut self, on: bool) -> Self {
+        self.v1 = on;
+        self
+    }
+
+    /// True if the v1 migration region is present.
+    #[must_use]
+    pub fn has_v1_migration(&self) -> bool {
+        self.v1
+    }
+
+    /// Number of regions (`num_regions` of `VFIO_DEVICE_GET_INFO`): 9, plus the v1 migration
+    /// region.
     #[must_use]
     pub fn count(&self) -> u32 {
-        NUM_REGIONS
+        NUM_REGIONS + u32::from(self.v1)
     }
 
     /// Size of BAR `slot` (0 if unimplemented).
@@ -259,6 +279,15 @@ impl Regions {
                 info.size = self.config_size;
                 Ok(info)
             }
+            RegionIndex(i) if i == crate::migration::v1::INDEX && self.v1 => {
+                info.flags = rw | VFIO_REGION_INFO_FLAG_CAPS;
+                info.size = crate::migration::v1::REGION_SIZE;
+                info.caps = type_cap(
+                    VFIO_REGION_TYPE_MIGRATION_DEPRECATED,
+                    VFIO_REGION_SUBTYPE_MIGRATION_DEPRECATED,
+                );
+                Ok(info)
+            }
             _ => Err(Error::NoRegion { index: index.0 }),
         }
     }
@@ -271,11 +300,14 @@ impl Regions {
     pub fn check_mmap(&self, file_offset: u64, len: u64, sharing: MapSharing) -> Result<()> {
         let refuse = |reason| Err(Error::Mmap { reason });
         let (index, pos) = RegionIndex::split(file_offset);
-        if index.0 >= NUM_REGIONS {
+        if index.0 >= self.count() {
             return refuse("index beyond the regions");
         }
         if sharing != MapSharing::Shared {
             return refuse("not MAP_SHARED");
+        }
+        if index.0 >= NUM_REGIONS {
+            return refuse("device-specific region without MMAP");
         }
         let Some(slot) = index.as_bar() else {
             return refuse("ROM, config and VGA cannot be mapped");
@@ -339,6 +371,19 @@ fn cap_header(buf: &mut [u8], id: u32) {
     );
     put_u16(buf, offset_of!(vfio_info_cap_header, version), 1);
     put_u32(buf, offset_of!(vfio_info_cap_header, next), 0);
+}
+
+/// `struct vfio_region_info_cap_type` (a device-specific region's type and subtype).
+fn type_cap(ty: u32, subtype: u32) -> Vec<u8> {
+    let mut b = vec![0u8; size_of::<vfio_region_info_cap_type>()];
+    cap_header(&mut b, VFIO_REGION_INFO_CAP_TYPE);
+    put_u32(&mut b, offset_of!(vfio_region_info_cap_type, type_), ty);
+    put_u32(
+        &mut b,
+        offset_of!(vfio_region_info_cap_type, subtype),
+        subtype,
+    );
+    b
 }
 
 /// `msix_mmappable_cap`: a bare header.

@@ -44,6 +44,7 @@
 //! pattern naming its sequence number, at the configured rate. It runs on a thread with all
 //! signals blocked, and stops on control 0, reset and release.
 
+mod state;
 mod writer;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,9 +55,10 @@ use crate::device::{Device, DeviceSpec, Location};
 use crate::dma::Dma;
 use crate::error::Result;
 use crate::irq::Level;
+use crate::migration::MigrationSpec;
 use crate::model::{DeviceContext, DeviceModel};
 use crate::pci::*;
-use writer::{Writer, WriterConfig};
+use writer::{Position, Writer, WriterConfig};
 
 /// Register offsets of BAR0.
 pub mod reg {
@@ -170,14 +172,24 @@ pub fn function() -> FunctionSpec {
     }
 }
 
-/// Creates the test device at `location` with DMA path `dma`.
+/// Creates the test device at `location` with DMA path `dma`: v2 migration (STOP_COPY, P2P,
+/// PRE_COPY) and DMA logging, no v1 region (9 regions).
 ///
 /// # Errors
 /// As [`Device::new`].
 pub fn create(location: Location, dma: Dma) -> Result<Arc<Device>> {
-    Device::new(DeviceSpec::new(function(), location), dma, |ctx| {
-        Arc::new(TestDevice::new(ctx))
-    })
+    create_with(location, dma, MigrationSpec::full(false))
+}
+
+/// Creates the test device with the migration offer `migration`
+/// (`MigrationSpec::full(true)` adds the v1 region QEMU 7.2 needs, as region 9).
+///
+/// # Errors
+/// As [`Device::new`].
+pub fn create_with(location: Location, dma: Dma, migration: MigrationSpec) -> Result<Arc<Device>> {
+    let mut spec = DeviceSpec::new(function(), location);
+    spec.migration = migration;
+    Device::new(spec, dma, |ctx| Arc::new(TestDevice::new(ctx)))
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +204,16 @@ struct Regs {
     writer: WriterConfig,
     /// Pages and faults of writer runs that have stopped.
     writer_done: (u64, u64),
+    /// The program's writer run bit (the thread itself pauses while quiesced).
+    writer_on: bool,
+    /// Where a (re)started writer continues.
+    writer_pos: Position,
+    /// In a migration state without DMA.
+    quiesced: bool,
+    /// A DMA command started while quiesced, run on resume.
+    dma_pending: bool,
+    /// An interrupt raised while quiesced, signalled on resume.
+    irq_pending: bool,
 }
 
 /// The test device model.
@@ -200,6 +222,9 @@ pub struct TestDevice {
     ctx: DeviceContext,
     regs: Mutex<Regs>,
     writer: Mutex<Option<Writer>>,
+    /// Held by every path that DMAs or interrupts from a program's access, and by quiesce
+    /// and resume: after `quiesce` takes it, nothing of the kind is in flight.
+    dma_lock: Mutex<()>,
 }
 
 impl TestDevice {
@@ -208,7 +233,31 @@ impl TestDevice {
             ctx,
             regs: Mutex::new(Regs::default()),
             writer: Mutex::new(None),
+            dma_lock: Mutex::new(()),
         }
+    }
+
+    fn dma_lock(&self) -> MutexGuard<'_, ()> {
+        self.dma_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts the writer thread at its position if the program turned it on and DMA may
+    /// run; a window the writer refuses turns the run bit off.
+    fn start_writer(&self) {
+        let (cfg, pos) = {
+            let r = self.regs();
+            if !r.writer_on || r.quiesced {
+                return;
+            }
+            (r.writer, r.writer_pos)
+        };
+        let w = Writer::start(cfg, self.ctx.dma.clone(), pos).ok();
+        if w.is_none() {
+            self.regs().writer_on = false;
+        }
+        *self.writer() = w;
     }
 
     fn regs(&self) -> MutexGuard<'_, Regs> {
@@ -240,7 +289,7 @@ impl TestDevice {
             reg::WRITER_BASE => r.writer.base,
             reg::WRITER_SIZE => r.writer.size,
             reg::WRITER_RATE => u64::from(r.writer.rate),
-            reg::WRITER_CTRL => u64::from(w.as_ref().is_some()),
+            reg::WRITER_CTRL => u64::from(r.writer_on),
             reg::WRITER_SEED => r.writer.seed,
             reg::WRITER_PAGES => pages,
             reg::WRITER_FAULTS => faults,
@@ -252,7 +301,10 @@ impl TestDevice {
         let low = u32::try_from(v & 0xffff_ffff).unwrap_or(0);
         match off {
             reg::LIVENESS => self.regs().liveness = low,
-            reg::IRQ_RAISE => self.raise(low),
+            reg::IRQ_RAISE => {
+                let _g = self.dma_lock();
+                self.raise(low);
+            }
             reg::IRQ_ACK => {
                 let mut r = self.regs();
                 r.irq_status &= !low;
@@ -265,8 +317,18 @@ impl TestDevice {
             reg::DMA_DST => self.regs().dst = v,
             reg::DMA_COUNT => self.regs().count = v,
             reg::DMA_CMD => {
-                self.regs().cmd = v & !reg::CMD_ERROR;
-                if v & reg::CMD_START != 0 {
+                let _g = self.dma_lock();
+                let run = {
+                    let mut r = self.regs();
+                    r.cmd = v & !reg::CMD_ERROR;
+                    let start = v & reg::CMD_START != 0;
+                    if start && r.quiesced {
+                        r.dma_pending = true;
+                        r.status = reg::STATUS_BUSY;
+                    }
+                    start && !r.quiesced
+                };
+                if run {
                     self.run_dma();
                 }
             }
@@ -276,10 +338,12 @@ impl TestDevice {
             reg::WRITER_SEED => self.regs().writer.seed = v,
             reg::WRITER_CTRL => {
                 self.stop_writer();
-                if low & 1 != 0 {
-                    let cfg = self.regs().writer;
-                    *self.writer() = Writer::start(cfg, self.ctx.dma.clone()).ok();
+                {
+                    let mut r = self.regs();
+                    r.writer_on = low & 1 != 0;
+                    r.writer_pos = Position::start(r.writer.seed);
                 }
+                self.start_writer();
             }
             _ => {}
         }
@@ -289,16 +353,26 @@ impl TestDevice {
     fn stop_writer(&self) {
         let old = self.writer().take();
         if let Some(w) = old {
-            let (pages, faults) = w.stop();
+            let ((pages, faults), pos) = w.stop();
             let mut r = self.regs();
             r.writer_done.0 += pages;
             r.writer_done.1 += faults;
+            r.writer_pos = pos;
         }
     }
 
+    /// ORs `bits` into IRQ status and raises interrupt 0, or defers the signal to resume
+    /// while quiesced.
     fn raise(&self, bits: u32) {
-        self.regs().irq_status |= bits;
-        if bits != 0 {
+        let mut r = self.regs();
+        r.irq_status |= bits;
+        if bits == 0 {
+            return;
+        }
+        if r.quiesced {
+            r.irq_pending = true;
+        } else {
+            drop(r);
             self.ctx.irqs.signal(0);
         }
     }
@@ -409,5 +483,56 @@ impl DeviceModel for TestDevice {
     fn release(&self) {
         let w = self.writer().take();
         drop(w);
+    }
+
+    fn quiesce(&self) {
+        self.regs().quiesced = true;
+        let _g = self.dma_lock();
+        self.stop_writer();
+    }
+
+    fn resume(&self) {
+        let _g = self.dma_lock();
+        let (dma, irq) = {
+            let mut r = self.regs();
+            r.quiesced = false;
+            (
+                std::mem::take(&mut r.dma_pending),
+                std::mem::take(&mut r.irq_pending),
+            )
+        };
+        self.start_writer();
+        if dma {
+            self.run_dma();
+        }
+        if irq {
+            self.ctx.irqs.signal(0);
+        }
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        let snap = state::Snapshot::of(&self.regs());
+        snap.encode(self.ctx.bar_memory[2].as_deref())
+    }
+
+    fn restore_state(&self, bytes: &[u8]) -> std::result::Result<(), String> {
+        let (snap, pages) = state::Snapshot::decode(bytes)?;
+        let Some(mem) = self.ctx.bar_memory[2].as_deref() else {
+            return Err("no device memory".into());
+        };
+        let zero = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < MEM_SIZE {
+            mem.write(off, &zero);
+            off += zero.len() as u64;
+        }
+        for (index, page) in pages {
+            mem.write(u64::from(index) * crate::PAGE_SIZE, page);
+        }
+        let mut r = self.regs();
+        let quiesced = r.quiesced;
+        snap.apply(&mut r);
+        r.quiesced = quiesced;
+        Ok(())
     }
 }

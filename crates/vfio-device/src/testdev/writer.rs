@@ -34,12 +34,33 @@ pub(crate) fn xorshift(mut x: u64) -> u64 {
     x
 }
 
+/// Where the writer is in its sequence: writes done (`seq`) and the generator state after
+/// the last one. A writer started at a position continues the sequence exactly (write
+/// `seq + 1` goes to the page the uninterrupted writer would have written next).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) seq: u64,
+    pub(crate) state: u64,
+}
+
+impl Position {
+    /// The start of the sequence for `seed`.
+    pub(crate) fn start(seed: u64) -> Self {
+        Position {
+            seq: 0,
+            state: seed,
+        }
+    }
+}
+
 /// The page index of write `seq` (`seq` from 1) is `state_seq % pages`.
 #[derive(Debug)]
 pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     pages: Arc<AtomicU64>,
     faults: Arc<AtomicU64>,
+    /// (seq, state) after the last write.
+    pos: Arc<std::sync::Mutex<Position>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -53,8 +74,9 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    /// Starts writing; `Err` for an empty or unaligned window or if the thread cannot start.
-    pub(crate) fn start(cfg: WriterConfig, dma: Arc<Dma>) -> Result<Writer, ()> {
+    /// Starts writing at `at`; `Err` for an empty or unaligned window or if the thread cannot
+    /// start.
+    pub(crate) fn start(cfg: WriterConfig, dma: Arc<Dma>, at: Position) -> Result<Writer, ()> {
         let npages = cfg.size / PAGE_SIZE;
         if npages == 0 || cfg.base % PAGE_SIZE != 0 || cfg.base.checked_add(cfg.size).is_none() {
             return Err(());
@@ -62,15 +84,16 @@ impl Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let pages = Arc::new(AtomicU64::new(0));
         let faults = Arc::new(AtomicU64::new(0));
-        let (s, p, f) = (stop.clone(), pages.clone(), faults.clone());
+        let pos = Arc::new(std::sync::Mutex::new(at));
+        let (s, p, f, ps) = (stop.clone(), pages.clone(), faults.clone(), pos.clone());
         let thread = crate::thread::spawn("vfio-testdev-writer", move || {
             let mut page = vec![0u8; PAGE_BYTES];
-            let mut state = cfg.seed;
+            let mut state = at.state;
             let t0 = Instant::now();
-            let mut seq = 0u64;
+            let mut seq = at.seq;
             while !s.load(Ordering::Acquire) {
                 if cfg.rate > 0 {
-                    let due = seq.saturating_mul(1_000_000_000) / u64::from(cfg.rate);
+                    let due = (seq - at.seq).saturating_mul(1_000_000_000) / u64::from(cfg.rate);
                     let now = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     if now < due {
                         std::thread::sleep(Duration::from_nanos((due - now).min(1_000_000)));
@@ -87,6 +110,8 @@ impl Writer {
                     Ok(()) => p.fetch_add(1, Ordering::AcqRel),
                     Err(_) => f.fetch_add(1, Ordering::AcqRel),
                 };
+                *ps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Position { seq, state };
             }
         })
         .map_err(|_| ())?;
@@ -94,17 +119,26 @@ impl Writer {
             stop,
             pages,
             faults,
+            pos,
             thread: Some(thread),
         })
     }
 
-    /// Stops and joins the thread; returns the final (pages written, faults).
-    pub(crate) fn stop(mut self) -> (u64, u64) {
+    /// The position after the last write (final once stopped).
+    pub(crate) fn position(&self) -> Position {
+        *self
+            .pos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops and joins the thread; returns the final (pages written, faults) and position.
+    pub(crate) fn stop(mut self) -> ((u64, u64), Position) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.counts()
+        (self.counts(), self.position())
     }
 
     /// (pages written, faults).
