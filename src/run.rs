@@ -153,13 +153,17 @@ pub fn preload_lib() -> Result<PathBuf> {
     let dir = exe
         .parent()
         .context("the type1 executable has no directory")?;
-    for cand in [
+    // Cargo refreshes the copy in `deps/` on every build but the one beside the binary only
+    // when the drop-in itself is built: the newer of the two is this build's.
+    let newest = [
         dir.join("libtype1_preload.so"),
         dir.join("deps/libtype1_preload.so"),
-    ] {
-        if cand.is_file() {
-            return Ok(cand);
-        }
+    ]
+    .into_iter()
+    .filter_map(|c| Some((std::fs::metadata(&c).ok()?.modified().ok()?, c)))
+    .max_by_key(|(t, _)| *t);
+    if let Some((_, lib)) = newest {
+        return Ok(lib);
     }
     bail!(
         "libtype1_preload.so not found beside {} (build it with `cargo build --release`, or set TYPE1_PRELOAD_LIB)",

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-/// `libtype1_preload.so` of this build: beside the `type1` binary, or in `deps/` when the
-/// drop-in was built only as a dependency (as `type1 run` looks for it).
+/// `libtype1_preload.so` of this build: beside the `type1` binary or in `deps/`, whichever is
+/// newer (as `type1 run` looks for it).
 pub(crate) fn preload_lib() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_BIN_EXE_type1"))
         .parent()
@@ -15,9 +15,11 @@ pub(crate) fn preload_lib() -> PathBuf {
         dir.join("libtype1_preload.so"),
         dir.join("deps/libtype1_preload.so"),
     ];
+    // The newer of the two is this build's (as `type1 run` chooses).
     cands
-        .iter()
-        .find(|c| c.is_file())
+        .into_iter()
+        .filter_map(|c| Some((std::fs::metadata(&c).ok()?.modified().ok()?, c)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, c)| c)
         .unwrap_or_else(|| panic!("libtype1_preload.so missing from {}", dir.display()))
-        .clone()
 }

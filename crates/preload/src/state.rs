@@ -303,6 +303,10 @@ extern "C" fn on_exit() {
             "locked_pages": mm.locked_pages(),
         }));
         drop(containers);
+        // As the kernel's exit: the mappings go (a BAR mapping holds its device), then the
+        // files are released.
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        crate::interpose::io::release_bar_maps();
         s.files.remove_range(0, u32::MAX);
         s.trace(serde_json::json!({
             "event": "released",

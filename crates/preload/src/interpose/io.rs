@@ -521,6 +521,13 @@ fn bar_maps() -> &'static parking_lot::Mutex<BarMaps> {
     &MAPS
 }
 
+/// At exit: the process's mappings go before its files are released, so every device a BAR
+/// mapping held is let go.
+pub(crate) fn release_bar_maps() {
+    let all = std::mem::take(&mut *bar_maps().lock());
+    drop(all);
+}
+
 /// Removes `[start, end)` from the live BAR mappings (splitting them as `munmap` splits VMAs);
 /// returns the handles whose last piece went, to be dropped outside the lock.
 fn unmap_bars(start: u64, end: u64) -> BarMaps {

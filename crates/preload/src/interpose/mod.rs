@@ -29,7 +29,7 @@ use crate::sys::{self, SignalsBlocked};
 
 mod dir;
 mod fd;
-mod io;
+pub(crate) mod io;
 mod ioctl;
 mod open;
 mod stat;
