@@ -461,6 +461,88 @@ mod bad_streams {
     }
 }
 
+mod random_streams {
+    use super::*;
+
+    /// Random and mutated streams (cuts, bit flips, splices, valid frames around random or
+    /// mutated payloads) never panic the device: each RESUMING → STOP is `Ok` or `EINVAL`,
+    /// a refused one leaves RESUMING, and a reset always recovers (the fuzz rule for state
+    /// streams, bounded here: 300 deterministic cases).
+    #[test]
+    fn random_streams_fail_cleanly_or_restore() {
+        let g = {
+            let s = rig();
+            s.w32(reg::LIVENESS, 1);
+            s.dev.write(BAR2 + 0x3000, &[2; 4096]).unwrap();
+            s.save_v2()
+        };
+        let payload = &g[stream::HEADER_LEN..];
+        let dst = rig();
+        dst.dev.set_data_fd_mode(DataFdMode::Routed);
+        let id = dst.dev.stream_identity();
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut next = move |n: usize| {
+            x = xorshift(x);
+            usize::try_from(x % n.max(1) as u64).unwrap()
+        };
+        let (mut ok, mut refused) = (0, 0);
+        for case in 0..300 {
+            let bytes: Vec<u8> = match case % 5 {
+                0 => g[..next(g.len() + 1)].to_vec(),
+                1 => {
+                    let mut b = g.clone();
+                    for _ in 0..=next(4) {
+                        let i = next(b.len());
+                        b[i] ^= 1 << next(8);
+                    }
+                    b
+                }
+                2 => {
+                    let mut p = payload.to_vec();
+                    let i = next(p.len());
+                    p[i] = u8::try_from(next(256)).unwrap();
+                    p.truncate(p.len() - next(8));
+                    stream::encode(FrameKind::Final, id, &p)
+                }
+                3 => {
+                    let n = next(300);
+                    let p: Vec<u8> = (0..n).map(|_| u8::try_from(next(256)).unwrap()).collect();
+                    stream::encode(FrameKind::Final, id, &p)
+                }
+                _ => {
+                    let mut b = stream::encode(FrameKind::PreCopy, id, &payload[..next(64)]);
+                    b.extend_from_slice(&g[next(g.len())..]);
+                    b
+                }
+            };
+            dst.reset();
+            let t = dst.dev.set_migration_state(RESUMING).unwrap().unwrap();
+            for chunk in bytes.chunks(1 + next(5000)) {
+                t.write(chunk).unwrap();
+            }
+            match dst.dev.set_migration_state(RUNNING) {
+                Ok(_) => {
+                    ok += 1;
+                    assert_eq!(dst.dev.migration_state(), MigState::Running);
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert_eq!(e.errno(), libc::EINVAL, "case {case}");
+                    assert_eq!(dst.dev.migration_state(), MigState::Resuming);
+                }
+            }
+        }
+        assert!(
+            refused > 200,
+            "most random streams are refused ({ok} restored)"
+        );
+        dst.reset();
+        assert_eq!(dst.resume_v2(&g, RUNNING), Ok(0));
+        assert_eq!(dst.r32(reg::LIVENESS), !1);
+        assert_eq!(dst.bar2(0x3000, 4096), vec![2; 4096]);
+    }
+}
+
 mod v2 {
     use super::*;
 
