@@ -23,7 +23,7 @@
 //!   with `EINVAL` instead of the write failing with `ENOMEM`; `VFIO_MIG_GET_PRECOPY_INFO` gets
 //!   the pipe's `ENOTTY`.
 //! - [`DataFdMode::Routed`]: nothing flows through the pipe; the drop-in routes `read`, `write`
-//!   and `ioctl` on the fd to [`DataFile::read`], [`DataFile::write`] and [`DataFile::ioctl`],
+//!   and `ioctl` on the fd to [`DataFile::read`], [`DataFile::write`] and `Device::data_file_ioctl`,
 //!   which give the kernel's rules exactly.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
