@@ -4,7 +4,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `TYPE1_GROUPS` | groups that exist: `N:iommu,M:emulated` | none (only `/dev/vfio/vfio`) |
-//! | `TYPE1_DEVICES` | PCI devices, their group and options: `0000:00:04.0@N[,model=testdev],...` (each a device in the group: see [`parse_device`]) | none |
+//! | `TYPE1_DEVICES` | PCI devices, their group and options: `0000:00:04.0@N[,model=testdev][,migration=v1],...` (each a device in the group: see [`parse_device_option`]) | none |
 //! | `TYPE1_DMA_ENTRY_LIMIT` | `dma_entry_limit` | 65535 |
 //! | `TYPE1_MEMLOCK` | locked-memory limit in bytes, or `unlimited` | RLIMIT_MEMLOCK |
 //! | `TYPE1_DIRTY_MODE` | `kernel-exact` or `precise` | kernel-exact |
@@ -43,6 +43,8 @@ pub struct Config {
     pub groups: BTreeMap<u32, Kind>,
     /// PCI address → group number.
     pub devices: BTreeMap<String, u32>,
+    /// PCI address → its options.
+    pub device_options: BTreeMap<String, DeviceOptions>,
     /// `dma_entry_limit`.
     pub dma_entry_limit: u32,
     /// Locked-memory limit in bytes (`None`: unlimited).
@@ -85,17 +87,36 @@ pub fn parse_group(s: &str) -> Result<(u32, Kind), String> {
     Ok((n, kind))
 }
 
-/// One device option after `BDF@N`. The only model today is `model=testdev`, the built-in DMA
-/// test device (`vfio_device::testdev`), which is also the default.
+/// What a device's options chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceOptions {
+    /// `migration=v1`: also offer the deprecated v1 migration region (QEMU 5.2–7.2 with
+    /// `x-enable-migration=on`); the v2 migration feature is always offered.
+    pub v1_migration: bool,
+}
+
+/// Applies one device option after `BDF@N` to `opts`:
+/// - `model=testdev`: the built-in DMA test device (`vfio_device::testdev`), the default and
+///   only model today;
+/// - `migration=v2` (the default: the v2 feature only) or `migration=v1` (also the v1 region).
 ///
 /// # Errors
 /// A message naming the unknown option or value.
-pub fn parse_device_option(o: &str) -> Result<(), String> {
+pub fn parse_device_option(o: &str, opts: &mut DeviceOptions) -> Result<(), String> {
     match o.trim().split_once('=') {
         Some(("model", "testdev")) => Ok(()),
         Some(("model", m)) => Err(format!("unknown device model {m:?} (models: testdev)")),
+        Some(("migration", "v1")) => {
+            opts.v1_migration = true;
+            Ok(())
+        }
+        Some(("migration", "v2")) => {
+            opts.v1_migration = false;
+            Ok(())
+        }
+        Some(("migration", m)) => Err(format!("unknown migration {m:?} (v1 or v2)")),
         _ => Err(format!(
-            "unknown device option {o:?} (options: model=testdev)"
+            "unknown device option {o:?} (options: model=testdev, migration=v1|v2)"
         )),
     }
 }
@@ -106,10 +127,18 @@ pub fn parse_device_option(o: &str) -> Result<(), String> {
 /// # Errors
 /// A message naming what is wrong with `s`.
 pub fn parse_device(s: &str) -> Result<(String, u32), String> {
+    parse_device_with(s, &mut DeviceOptions::default())
+}
+
+/// [`parse_device`], also returning the options in `opts`.
+///
+/// # Errors
+/// A message naming what is wrong with `s`.
+pub fn parse_device_with(s: &str, opts: &mut DeviceOptions) -> Result<(String, u32), String> {
     let mut parts = s.split(',');
     let first = parts.next().unwrap_or_default();
     for o in parts {
-        parse_device_option(o)?;
+        parse_device_option(o, opts)?;
     }
     let s = first;
     let bad = || format!("{s:?}: expected a PCI address and a group, e.g. 0000:00:04.0@7");
@@ -449,6 +478,7 @@ impl Config {
         let mut c = Config {
             groups: BTreeMap::new(),
             devices: BTreeMap::new(),
+            device_options: BTreeMap::new(),
             dma_entry_limit: type1::DEFAULT_DMA_ENTRY_LIMIT,
             memlock: type1::mm::process_memlock_limit(),
             dirty_mode: DirtyMode::KernelExact,
@@ -487,20 +517,25 @@ impl Config {
         read("TYPE1_DEVICES", &mut |v| {
             let mut errs = Vec::new();
             // Items with `@` are devices; `key=value` items are options of the device before.
-            let mut have_device = false;
+            let mut last: Option<String> = None;
             for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 if !item.contains('@') && item.contains('=') {
-                    match parse_device_option(item) {
-                        Ok(()) if have_device => {}
-                        Ok(()) => errs.push(format!("{item:?}: an option before any device")),
-                        Err(e) => errs.push(e),
+                    let Some(bdf) = &last else {
+                        errs.push(format!("{item:?}: an option before any device"));
+                        continue;
+                    };
+                    let opts = c.device_options.entry(bdf.clone()).or_default();
+                    if let Err(e) = parse_device_option(item, opts) {
+                        errs.push(e);
                     }
                     continue;
                 }
                 match parse_device(item) {
                     Ok((bdf, n)) => {
-                        c.devices.insert(bdf, n);
-                        have_device = true;
+                        c.devices.insert(bdf.clone(), n);
+                        c.device_options
+                            .insert(bdf.clone(), DeviceOptions::default());
+                        last = Some(bdf);
                     }
                     Err(e) => errs.push(e),
                 }
@@ -626,6 +661,13 @@ mod device_option_tests {
         assert!(parse_device("0000:00:1f.0@5,model=nic")
             .unwrap_err()
             .contains("unknown device model"));
+        let mut o = DeviceOptions::default();
+        assert_eq!(
+            parse_device_with("0000:00:1f.0@5,migration=v1", &mut o),
+            Ok(("0000:00:1f.0".into(), 5))
+        );
+        assert!(o.v1_migration);
+        assert!(parse_device("0000:00:1f.0@5,migration=v3").is_err_and(|e| e.contains("v1 or v2")));
         assert!(parse_device("0000:00:1f.0@5,speed=9")
             .unwrap_err()
             .contains("unknown device option"));

@@ -117,7 +117,9 @@ pub fn open(
     }
     let loc = location(name, g.spec.id.0).ok_or(libc::ENODEV)?;
     let dma = Dma::attach(&container.c, g.spec.id).map_err(|e| e.errno())?;
-    let dev = vfio_device::testdev::create(loc, dma).map_err(|e| e.errno())?;
+    let v1 = cfg.device_options.get(name).is_some_and(|o| o.v1_migration);
+    let migration = vfio_device::migration::MigrationSpec::full(v1);
+    let dev = vfio_device::testdev::create_with(loc, dma, migration).map_err(|e| e.errno())?;
     let h = Arc::new(DeviceHandle {
         dev,
         group: g.clone(),
