@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::devices::{self, DeviceHandle, GroupDevices};
 use crate::fdset::FdSet;
 use crate::paths::Node;
+use crate::spin::SpinLock;
 use crate::sys;
 
 /// fds this process serves.
@@ -130,7 +131,7 @@ struct Entry {
 /// The fd table and the set of open groups.
 #[derive(Debug, Default)]
 pub struct Files {
-    fds: parking_lot::Mutex<HashMap<i32, Entry>>,
+    fds: SpinLock<HashMap<i32, Entry>>,
     opened: Arc<Mutex<BTreeSet<u32>>>,
 }
 
@@ -243,7 +244,7 @@ impl Files {
 
     /// `fork` prepare: holds the table lock across the fork.
     pub(crate) fn lock_for_fork(&self) {
-        std::mem::forget(self.fds.lock());
+        self.fds.lock_forever();
     }
 
     /// `fork`, parent side: releases the lock taken by [`Files::lock_for_fork`].
@@ -259,7 +260,7 @@ impl Files {
         {
             // SAFETY: `lock_for_fork` locked the mutex in the parent and forgot its guard; the
             // child's only thread is this one.
-            let t = unsafe { &mut *self.fds.data_ptr() };
+            let t = unsafe { self.fds.data_mut() };
             std::mem::forget(std::mem::take(t));
         }
         OURS.move_all_into(&INHERITED);

@@ -27,6 +27,7 @@ pub mod files;
 mod interpose;
 pub mod paths;
 mod real;
+mod spin;
 mod state;
 mod sys;
 mod trace;

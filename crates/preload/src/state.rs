@@ -7,7 +7,9 @@
 //!
 //! **fork.** A child of a multi-threaded program has one thread, and every lock another thread
 //! held at the `fork` stays locked forever in it. So: the prepare handler makes sure the state
-//! exists and takes the fd-table lock (and the Mm lock); the parent releases them; the child
+//! exists and takes the fd-table lock, the Mm lock and the interposers' own (all
+//! [`crate::spin::SpinLock`]s, whose state survives a fork, unlike a sleeping mutex that records
+//! waiters); the parent releases them; the child
 //! releases them after turning every fake fd into an *inherited* one and forgetting (leaking,
 //! never dropping) the parent's objects, whose engine locks it must never touch. The child gets
 //! a fresh locked-memory account on first use (the kernel's child has its own `mm`, and VFIO's
@@ -28,6 +30,7 @@ use type1::{ContainerConfig, Interrupts};
 
 use crate::config::Config;
 use crate::files::{self, Files, INHERITED};
+use crate::spin::SpinLock;
 use crate::sys;
 
 /// Everything the interposers share.
@@ -38,7 +41,7 @@ pub(crate) struct State {
     /// Fake fds.
     pub(crate) files: Files,
     /// The process's memory and locked-memory account, shared by all its containers.
-    mm: parking_lot::Mutex<(Arc<Mm>, Arc<ProcessMemory>)>,
+    mm: SpinLock<(Arc<Mm>, Arc<ProcessMemory>)>,
     /// Container options.
     pub(crate) ccfg: ContainerConfig,
     /// The `TYPE1_MEMLOCK` override, for the account of a forked child.
@@ -160,7 +163,7 @@ fn build() -> State {
     State {
         cfg,
         files: Files::default(),
-        mm: parking_lot::Mutex::new(mm),
+        mm: SpinLock::new(mm),
         ccfg,
         memlock,
         trace,
@@ -219,8 +222,10 @@ extern "C" fn atfork_prepare() {
     let _ = state();
     if let Some(s) = STATE.get() {
         s.files.lock_for_fork();
-        std::mem::forget(s.mm.lock());
+        s.mm.lock_forever();
     }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    crate::interpose::fork_prepare();
 }
 
 extern "C" fn atfork_parent() {
@@ -229,6 +234,8 @@ extern "C" fn atfork_parent() {
         unsafe { s.mm.force_unlock() };
         s.files.unlock_after_fork();
     }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    crate::interpose::fork_parent();
 }
 
 extern "C" fn atfork_child() {
@@ -237,6 +244,8 @@ extern "C" fn atfork_child() {
         unsafe { s.mm.force_unlock() };
         s.files.child_after_fork();
     }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    crate::interpose::fork_child();
 }
 
 /// Marks fake fds that survived `exec` as inherited (their memfd names say what they were).

@@ -27,7 +27,8 @@ struct FakeDir {
 }
 
 static OPEN: AtomicUsize = AtomicUsize::new(0);
-static DIRS: parking_lot::Mutex<Option<HashSet<usize>>> = parking_lot::const_mutex(None);
+pub(super) static DIRS: crate::spin::SpinLock<Option<HashSet<usize>>> =
+    crate::spin::SpinLock::new(None);
 
 fn entries(s: &State, node: &Node) -> Vec<(Vec<u8>, u8)> {
     let mut v = vec![

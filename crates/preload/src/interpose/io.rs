@@ -516,8 +516,8 @@ fn map_device(
 /// Live BAR mappings `[start, end)` and the device each keeps open.
 type BarMaps = Vec<(u64, u64, std::sync::Arc<crate::devices::DeviceHandle>)>;
 
-fn bar_maps() -> &'static parking_lot::Mutex<BarMaps> {
-    static MAPS: parking_lot::Mutex<BarMaps> = parking_lot::const_mutex(Vec::new());
+pub(crate) fn bar_maps() -> &'static crate::spin::SpinLock<BarMaps> {
+    static MAPS: crate::spin::SpinLock<BarMaps> = crate::spin::SpinLock::new(Vec::new());
     &MAPS
 }
 

@@ -81,6 +81,33 @@ pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Option<Served<R>>) -> Option
     }
 }
 
+/// `fork` prepare: the interposers' own locks are held across the fork (see [`crate::spin`]).
+pub(crate) fn fork_prepare() {
+    dir::DIRS.lock_forever();
+    io::bar_maps().lock_forever();
+}
+
+/// `fork`, parent side: releases what [`fork_prepare`] took.
+pub(crate) fn fork_parent() {
+    // SAFETY: `fork_prepare` took both on this thread.
+    unsafe {
+        io::bar_maps().force_unlock();
+        dir::DIRS.force_unlock();
+    }
+}
+
+/// `fork`, child side: the parent's BAR mappings stay mapped here but hold the parent's
+/// devices, which this process must never release: they are forgotten (leaked). Then the
+/// locks are released.
+pub(crate) fn fork_child() {
+    // SAFETY: `fork_prepare` took both in the parent; the child's only thread is this one.
+    unsafe {
+        std::mem::forget(std::mem::take(io::bar_maps().data_mut()));
+        io::bar_maps().force_unlock();
+        dir::DIRS.force_unlock();
+    }
+}
+
 /// A path argument, read safely.
 #[derive(Debug)]
 pub(crate) enum PathArg {
