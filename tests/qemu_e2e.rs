@@ -21,15 +21,18 @@
 //! QEMU is never optional: when `qemu-system-x86_64` is missing the tests fail and say how to
 //! install it (`.ci/run` installs the Debian package `qemu-system-x86`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use common::preload_lib;
 use serde_json::{json, Value};
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -121,21 +124,6 @@ fn has_ipc_lock() -> bool {
                 .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
         })
         .is_some_and(|caps| caps & (1 << 14) != 0)
-}
-
-/// The drop-in of this build: `type1 run` looks beside its binary, then in `deps/`. A build of
-/// the root package alone refreshes only `deps/`, so the newer of the two is passed explicitly.
-fn preload_lib() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_type1")).parent().unwrap();
-    [
-        dir.join("libtype1_preload.so"),
-        dir.join("deps/libtype1_preload.so"),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max()
-    .map(|(_, p)| p)
-    .unwrap_or_else(|| panic!("libtype1_preload.so missing beside {}", dir.display()))
 }
 
 /// A number in the trace: JSON number, or a string in hex (`0x...`) or decimal.
