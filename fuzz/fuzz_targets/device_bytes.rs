@@ -290,16 +290,19 @@ fn fix_eventfds(dev: &Device, s: &mut [u8]) {
 fn set_irqs(dev: &Device, b: &[u8]) {
     let index = u32::from(byte(b, 0) % 6);
     let sel = byte(b, 1);
+    // Data type and action by bits; the fourth value of each sets two bits (no handler).
     let ty = [
         VFIO_IRQ_SET_DATA_NONE,
         VFIO_IRQ_SET_DATA_BOOL,
         VFIO_IRQ_SET_DATA_EVENTFD,
-    ][usize::from(sel % 3)];
+        VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_DATA_EVENTFD,
+    ][usize::from(sel & 3)];
     let action = [
         VFIO_IRQ_SET_ACTION_MASK,
         VFIO_IRQ_SET_ACTION_UNMASK,
         VFIO_IRQ_SET_ACTION_TRIGGER,
-    ][usize::from((sel >> 2) % 3)];
+        VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER,
+    ][usize::from((sel >> 2) & 3)];
     let flags = if sel & 0x80 != 0 {
         u32::from(byte(b, 5))
     } else {
