@@ -548,6 +548,12 @@ impl Interrupts {
         let thread = crate::thread::spawn("vfio-intx-resample", move || loop {
             match eventfd::wait_readable(&[&efd, &stop2]) {
                 Some(0) => {
+                    // A stop wins over a resample eventfd that never goes quiet (the program
+                    // gave the trigger eventfd as resample too: each unmask with the line
+                    // asserted signals it again), or the disable would wait forever.
+                    if stop2.read().is_some() {
+                        return;
+                    }
                     let _ = efd.read();
                     match me.upgrade() {
                         Some(irqs) => irqs.resample_fired(),

@@ -158,6 +158,33 @@ mod intx {
             .unwrap();
     }
 
+    /// The trigger eventfd given as the resample eventfd too, with the line asserted: each
+    /// unmask (`vfio_pci_intx_unmask_handler`) signals the trigger, which fires the resample
+    /// again, without end. Disabling the resample (`vfio_virqfd_disable`) must still return.
+    /// Found by the `device_bytes` fuzzer: the watcher thread never looked at its stop
+    /// eventfd while the resample eventfd stayed readable, and the disable joined it forever.
+    #[test]
+    fn disabling_a_resample_that_is_its_own_trigger_returns() {
+        let (i, t) = enabled();
+        i.set_irqs(INTX, EVENTFD | UNMASK, 0, 1, &fds(&[&t]))
+            .unwrap();
+        i.set_intx(Level::High);
+        t.signal();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let i2 = i.clone();
+        std::thread::spawn(move || {
+            let r = i2.set_irqs(INTX, EVENTFD | UNMASK, 0, 1, &IrqData::Eventfd(vec![-1]));
+            let _ = tx.send(r);
+        });
+        let r = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(
+            r,
+            Ok(Ok(())),
+            "disabling the resample eventfd did not return"
+        );
+    }
+
     #[test]
     fn a_bad_trigger_fd_leaves_intx_disabled() {
         let i = irqs();
