@@ -25,7 +25,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -33,7 +33,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::preload_lib;
-use serde_json::{json, Value};
+use common::qmp::Qmp;
+use serde_json::Value;
 
 const QEMU: &str = "qemu-system-x86_64";
 const BDF: &str = "0000:00:1f.0";
@@ -236,58 +237,6 @@ impl Bar {
     }
 }
 
-/// A QMP client: one JSON object per line; events are kept, not answered.
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    events: Vec<String>,
-}
-
-impl Qmp {
-    fn read(&mut self, deadline: Instant) -> Result<Value, String> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("timed out waiting for QMP".into());
-        }
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(left))
-            .map_err(|e| format!("QMP socket: {e}"))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err("QMP connection closed".into()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("QMP sent {line:?}: {e}")),
-            Err(e) => Err(format!("reading QMP: {e}")),
-        }
-    }
-
-    /// Runs `command` and returns its `return` value.
-    fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, String> {
-        let mut msg = json!({ "execute": command });
-        if let Some(a) = arguments {
-            msg["arguments"] = a;
-        }
-        // One write: QEMU runs a command as soon as its JSON object is complete, and after
-        // `quit` a separate write of the newline would meet a closed socket.
-        self.writer
-            .write_all(format!("{msg}\n").as_bytes())
-            .map_err(|e| format!("QMP {command}: {e}"))?;
-        let deadline = Instant::now() + REPLY;
-        loop {
-            let v = self
-                .read(deadline)
-                .map_err(|e| format!("QMP {command}: {e}"))?;
-            if let Some(ev) = v["event"].as_str() {
-                self.events.push(format!("{ev} {}", v["data"]));
-            } else if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            } else {
-                return Err(format!("QMP {command}: {v}"));
-            }
-        }
-    }
-}
-
 /// QEMU under `type1 run`, killed when dropped.
 struct Vm {
     name: &'static str,
@@ -360,6 +309,7 @@ impl Vm {
         });
         let writer = stream.try_clone().unwrap();
         let mut qmp = Qmp {
+            reply: REPLY,
             reader: BufReader::new(stream),
             writer,
             events: Vec::new(),

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub(crate) mod qmp;
+
 /// `libtype1_preload.so` of this build: beside the `type1` binary or in `deps/`, whichever is
 /// newer (as `type1 run` looks for it).
 pub(crate) fn preload_lib() -> PathBuf {
