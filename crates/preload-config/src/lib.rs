@@ -4,7 +4,7 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `TYPE1_GROUPS` | groups that exist: `N:iommu,M:emulated` | none (only `/dev/vfio/vfio`) |
-//! | `TYPE1_DEVICES` | PCI devices, their group and options: `0000:00:04.0@N[,model=testdev][,migration=v1],...` (each a device in the group: see [`parse_device_option`]) | none |
+//! | `TYPE1_DEVICES` | PCI devices, their group and options: `0000:00:04.0@N[,model=testdev][,migration=v1][,writer=BASE+SIZE[,writer-rate=N][,writer-seed=N]],...` (each a device in the group: see [`parse_device_option`]) | none |
 //! | `TYPE1_DMA_ENTRY_LIMIT` | `dma_entry_limit` | 65535 |
 //! | `TYPE1_MEMLOCK` | locked-memory limit in bytes, or `unlimited` | RLIMIT_MEMLOCK |
 //! | `TYPE1_DIRTY_MODE` | `kernel-exact` or `precise` | kernel-exact |
@@ -93,17 +93,81 @@ pub struct DeviceOptions {
     /// `migration=v1`: also offer the deprecated v1 migration region (QEMU 5.2–7.2 with
     /// `x-enable-migration=on`); the v2 migration feature is always offered.
     pub v1_migration: bool,
+    /// `writer=BASE+SIZE`: start the test device's autonomous writer on this IOVA window once
+    /// the program has enabled bus mastering and mapped the whole window (for VMMs whose guest
+    /// has no driver for the device).
+    pub writer: Option<WriterWindow>,
+    /// `writer-rate=N`: the autostarted writer's pages per second ([`DEFAULT_WRITER_RATE`]
+    /// when not given; 0 is refused: an unthrottled writer would take a core).
+    pub writer_rate: Option<u32>,
+    /// `writer-seed=N`: the autostarted writer's seed ([`DEFAULT_WRITER_SEED`] when not given).
+    pub writer_seed: Option<u64>,
+}
+
+/// The IOVA window of an autostarted writer: page aligned, whole pages, not empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterWindow {
+    /// First IOVA.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Pages per second of an autostarted writer without `writer-rate`.
+pub const DEFAULT_WRITER_RATE: u32 = 1000;
+/// Seed of an autostarted writer without `writer-seed`.
+pub const DEFAULT_WRITER_SEED: u64 = 1;
+
+/// `BASE+SIZE` of `writer=`: hex (`0x`) or decimal, 4 KiB aligned, not empty, not wrapping.
+fn parse_writer_window(v: &str) -> Result<WriterWindow, String> {
+    let bad = || format!("writer={v:?}: expected BASE+SIZE, e.g. writer=0x1000000+0x400000");
+    let (b, s) = v.split_once('+').ok_or_else(bad)?;
+    let num = |t: &str| parse_number(t).map_err(|e| format!("{}: {e}", bad()));
+    let (base, size) = (num(b)?, num(s)?);
+    if size == 0 || base % 4096 != 0 || size % 4096 != 0 {
+        return Err(format!(
+            "writer={v:?}: the window must be 4 KiB aligned whole pages, not empty"
+        ));
+    }
+    if base.checked_add(size).is_none() {
+        return Err(format!("writer={v:?}: the window wraps the IOVA space"));
+    }
+    Ok(WriterWindow { base, size })
 }
 
 /// Applies one device option after `BDF@N` to `opts`:
 /// - `model=testdev`: the built-in DMA test device (`vfio_device::testdev`), the default and
 ///   only model today;
-/// - `migration=v2` (the default: the v2 feature only) or `migration=v1` (also the v1 region).
+/// - `migration=v2` (the default: the v2 feature only) or `migration=v1` (also the v1 region);
+/// - `writer=BASE+SIZE` (IOVA window, hex or decimal, 4 KiB aligned), `writer-rate=N` (pages
+///   per second, 1 or more), `writer-seed=N`: the drop-in starts the test device's autonomous
+///   writer itself (as a driver would by programming BAR0 0xa0–0xb8) once the program has set
+///   the command register's bus-master bit and the container maps the whole window, so a VMM
+///   whose guest has no driver for the device still sees it write guest RAM.
 ///
 /// # Errors
 /// A message naming the unknown option or value.
 pub fn parse_device_option(o: &str, opts: &mut DeviceOptions) -> Result<(), String> {
     match o.trim().split_once('=') {
+        Some(("writer", v)) => {
+            opts.writer = Some(parse_writer_window(v)?);
+            Ok(())
+        }
+        Some(("writer-rate", v)) => {
+            let r = parse_decimal(v.trim())
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    format!("writer-rate={v:?}: expected pages per second, 1 or more")
+                })?;
+            opts.writer_rate = Some(r);
+            Ok(())
+        }
+        Some(("writer-seed", v)) => {
+            let n = parse_number(v).map_err(|e| format!("writer-seed={v:?}: {e}"))?;
+            opts.writer_seed = Some(n);
+            Ok(())
+        }
         Some(("model", "testdev")) => Ok(()),
         Some(("model", m)) => Err(format!("unknown device model {m:?} (models: testdev)")),
         Some(("migration", "v1")) => {
@@ -116,7 +180,8 @@ pub fn parse_device_option(o: &str, opts: &mut DeviceOptions) -> Result<(), Stri
         }
         Some(("migration", m)) => Err(format!("unknown migration {m:?} (v1 or v2)")),
         _ => Err(format!(
-            "unknown device option {o:?} (options: model=testdev, migration=v1|v2)"
+            "unknown device option {o:?} (options: model=testdev, migration=v1|v2, \
+             writer=BASE+SIZE, writer-rate=N, writer-seed=N)"
         )),
     }
 }
@@ -677,6 +742,33 @@ mod device_option_tests {
         });
         assert_eq!(c.devices.len(), 2);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn writer_options_take_an_aligned_window_a_positive_rate_and_a_seed() {
+        let mut o = DeviceOptions::default();
+        parse_device_with(
+            "0000:00:1f.0@5,writer=0x1000000+0x400000,writer-rate=2000,writer-seed=0x2a",
+            &mut o,
+        )
+        .unwrap();
+        let w = o.writer.unwrap();
+        assert_eq!((w.base, w.size), (0x100_0000, 0x40_0000));
+        assert_eq!((o.writer_rate, o.writer_seed), (Some(2000), Some(42)));
+        for bad in [
+            "writer=0x1000+0",
+            "writer=0x1001+0x1000",
+            "writer=4096+100",
+            "writer=0x1000",
+            "writer=0xfffffffffffff000+0x2000",
+            "writer=0x+0x1000",
+            "writer-rate=0",
+            "writer-rate=-1",
+            "writer-seed=x",
+        ] {
+            let e = parse_device(&format!("0000:00:1f.0@5,{bad}")).unwrap_err();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");
+        }
     }
 }
 
