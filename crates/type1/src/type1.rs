@@ -1341,19 +1341,28 @@ impl Type1 {
     }
 
     /// Each domain's page table holds exactly the mapped ranges with their physical pages and
-    /// permissions.
+    /// permissions: write as mapped, read as mapped where the format can say so (stage 2); a
+    /// stage-1 leaf is always readable (`arm_lpae_prot_to_pte`, v6.18, has no "no read" bit for
+    /// stage 1), so there a mapping reads whenever it has any permission.
     fn check_domains(&self) -> std::result::Result<(), String> {
-        let mut want: Vec<(u64, u64, u64, DmaProt)> = Vec::new();
-        for d in self.dmas.iter() {
-            let mut off = 0;
-            for r in &d.runs {
-                want.push((d.iova + off, r.npages * PAGE_SIZE, r.pa.raw(), d.prot));
-                off += r.npages * PAGE_SIZE;
-            }
-        }
-        let want = merge_runs(want);
         for dom in &self.domains {
             let fmt = dom.domain.table().geometry().format;
+            let mut want: Vec<(u64, u64, u64, DmaProt)> = Vec::new();
+            for d in self.dmas.iter() {
+                let prot = DmaProt {
+                    read: match fmt {
+                        io_pgtable::Format::ArmLpaeS1 => d.prot.read || d.prot.write,
+                        io_pgtable::Format::ArmLpaeS2 => d.prot.read,
+                    },
+                    write: d.prot.write,
+                };
+                let mut off = 0;
+                for r in &d.runs {
+                    want.push((d.iova + off, r.npages * PAGE_SIZE, r.pa.raw(), prot));
+                    off += r.npages * PAGE_SIZE;
+                }
+            }
+            let want = merge_runs(want);
             let leaves: Vec<(u64, u64, u64, DmaProt)> = dom
                 .domain
                 .table()
@@ -1361,31 +1370,27 @@ impl Type1 {
                 .into_iter()
                 .map(|(i, l, p, pte)| {
                     let perms = io_pgtable::pte::leaf_perms(fmt, pte);
-                    let read = match fmt {
-                        io_pgtable::Format::ArmLpaeS1 => {
-                            // S1 cannot express write-only: a W-only mapping reads too.
-                            pte & io_pgtable::pte::AP_RDONLY != 0 || perms.write
-                        }
-                        io_pgtable::Format::ArmLpaeS2 => perms.read,
-                    };
                     (
                         i.raw(),
                         l,
                         p.raw(),
                         DmaProt {
-                            read,
+                            read: perms.read,
                             write: perms.write,
                         },
                     )
                 })
                 .collect();
             let got = merge_runs(leaves);
-            let norm = |v: &[(u64, u64, u64, DmaProt)]| -> Vec<(u64, u64, u64, bool)> {
-                v.iter().map(|&(i, l, p, pr)| (i, l, p, pr.write)).collect()
-            };
-            if norm(&got) != norm(&want) {
+            if got != want {
+                let at = got
+                    .iter()
+                    .zip(&want)
+                    .find(|(g, w)| g != w)
+                    .map_or(0, |(g, w)| g.0.min(w.0));
                 return Err(format!(
-                    "domain page table differs from the mappings: {} runs vs {} expected",
+                    "domain page table differs from the mappings: {} runs vs {} expected, \
+                     first difference at or after {at:#x}",
                     got.len(),
                     want.len()
                 ));
@@ -1419,7 +1424,7 @@ fn merge_runs(v: Vec<(u64, u64, u64, DmaProt)>) -> Vec<(u64, u64, u64, DmaProt)>
     let mut out: Vec<(u64, u64, u64, DmaProt)> = Vec::new();
     for (i, l, p, pr) in v {
         if let Some(last) = out.last_mut() {
-            if last.0 + last.1 == i && last.2 + last.1 == p && last.3.write == pr.write {
+            if last.0 + last.1 == i && last.2 + last.1 == p && last.3 == pr {
                 last.1 += l;
                 continue;
             }
@@ -1432,5 +1437,65 @@ fn merge_runs(v: Vec<(u64, u64, u64, DmaProt)>) -> Vec<(u64, u64, u64, DmaProt)>
 impl Drop for Type1 {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::{FakeMemory, LockCapability};
+
+    /// A v2 backend with one stage-2 IOMMU group (a format that can say "write, no read") and
+    /// one mapping with `flags` of 4 pages at IOVA 0.
+    fn on_stage2(flags: MapFlags) -> Type1 {
+        let mem = FakeMemory::new();
+        mem.add_ram(0x7f00_0000_0000, 1 << 20, 0x1_0000_0000);
+        let mm = Arc::new(Mm::new(Box::new(mem), None, LockCapability::Limited));
+        let mut desc = IommuDesc::x86_default();
+        desc.table = io_pgtable::Config::new(io_pgtable::Format::ArmLpaeS2, 1 << 12, 48, 48);
+        let mut t = Type1::new(Version::V2, ContainerConfig::default());
+        t.attach_group(&GroupSpec {
+            id: GroupId(1),
+            kind: GroupKind::Iommu(desc),
+        })
+        .unwrap();
+        let req = MapDma {
+            vaddr: 0x7f00_0000_0000,
+            iova: 0,
+            size: 4 * PAGE_SIZE,
+            flags,
+        };
+        t.map_dma(&req, &mm).unwrap();
+        t.check_invariants().unwrap();
+        t
+    }
+
+    /// Re-maps page 1 of the mapping at IOVA 0 in the first domain with `prot`.
+    fn remap_page_1(t: &Type1, prot: Prot) {
+        let d = &t.domains[0].domain;
+        let pa = d.table().iova_to_phys(Iova(PAGE_SIZE)).unwrap();
+        drop(d.unmap(Iova(PAGE_SIZE), PAGE_SIZE, PinRelease::none()));
+        d.map(Iova(PAGE_SIZE), pa, PAGE_SIZE, Prot::CACHE | prot)
+            .unwrap();
+    }
+
+    /// `vfio_pin_map_dma` (v6.18) maps with `dma->prot` exactly: a leaf that grants read to a
+    /// write-only mapping breaks the invariant (the checker used to compare write only).
+    #[test]
+    fn invariants_catch_a_leaf_that_grants_read_to_a_write_only_mapping() {
+        let t = on_stage2(MapFlags::WRITE);
+        remap_page_1(&t, Prot::WRITE);
+        t.check_invariants().unwrap();
+        remap_page_1(&t, Prot::READ | Prot::WRITE);
+        let e = t.check_invariants().unwrap_err();
+        assert!(e.contains("page table differs"), "{e}");
+    }
+
+    /// The converse: a leaf of a read-write mapping that lost read is caught too.
+    #[test]
+    fn invariants_catch_a_leaf_that_lost_read() {
+        let t = on_stage2(MapFlags::READ | MapFlags::WRITE);
+        remap_page_1(&t, Prot::WRITE);
+        assert!(t.check_invariants().is_err());
     }
 }
