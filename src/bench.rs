@@ -1,6 +1,11 @@
 //! `type1 bench`: the fixed performance suite, each figure beside a baseline measured in the
 //! same process, and the ratio the performance issue targets.
 //!
+//! A ratio is printed only between two measurements of the same work on the same workload; a
+//! constant measured elsewhere (the kernel anchors of `ANCHORS.md`) is printed beside a figure
+//! whose workload reproduces the anchor's, and the workload is named. Every figure of this file
+//! states the min–max of its repetitions beside the median.
+//!
 //! Engine figures use the deterministic fake address space (no system calls); the 1 TiB figures
 //! use real process memory. Every loop is bounded by a time budget, so the suite takes about a
 //! minute on 2 cores.
@@ -51,8 +56,45 @@ pub struct Figure {
     pub target: Option<(String, bool)>,
 }
 
-/// Median of `reps` timings of `f`, each running `iters` iterations: ns per iteration.
-fn ns_per(iters: u64, reps: usize, mut f: impl FnMut(u64)) -> f64 {
+/// `reps` timings of one loop, in ns per iteration.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    med: f64,
+    min: f64,
+    max: f64,
+    reps: usize,
+}
+
+impl Timing {
+    /// `name` followed by the min–max of the repetitions, converted by `conv` (e.g. ns to a
+    /// rate) and printed with `unit`.
+    fn label(&self, name: &str, conv: impl Fn(f64) -> f64, unit: &str) -> String {
+        let (a, b) = (conv(self.min), conv(self.max));
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        format!(
+            "{name} (min–max {} {unit}, {} reps)",
+            fmt_range(lo, hi),
+            self.reps
+        )
+    }
+
+    /// [`Timing::label`] in ns.
+    fn ns_label(&self, name: &str) -> String {
+        self.label(name, |ns| ns, "ns")
+    }
+}
+
+/// `lo–hi` with as many decimals as small figures need.
+fn fmt_range(lo: f64, hi: f64) -> String {
+    if hi >= 1e5 {
+        format!("{:.3e}–{:.3e}", lo, hi)
+    } else {
+        format!("{lo:.2}–{hi:.2}")
+    }
+}
+
+/// `reps` timings of `f`, each running `iters` iterations: ns per iteration.
+fn ns_per(iters: u64, reps: usize, mut f: impl FnMut(u64)) -> Timing {
     let mut v: Vec<f64> = (0..reps)
         .map(|_| {
             let t = Instant::now();
@@ -61,7 +103,27 @@ fn ns_per(iters: u64, reps: usize, mut f: impl FnMut(u64)) -> f64 {
         })
         .collect();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    Timing {
+        med: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+        reps: v.len(),
+    }
+}
+
+/// A deterministic pseudo-random sequence (splitmix64), so every run times the same addresses.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `n` values uniform in `0..bound`, precomputed so that the timed loops only index an array.
+fn random_indices(n: usize, bound: u64, seed: u64) -> Vec<u64> {
+    let mut st = seed;
+    (0..n).map(|_| splitmix(&mut st) % bound).collect()
 }
 
 /// Iterations that fit in about `budget` for a function of cost ~`probe` per call.
@@ -137,6 +199,287 @@ fn pgtable_cfg() -> Config {
     Config::new(Format::ArmLpaeS1, SZ_4K | SZ_2M | SZ_1G, 48, 48)
 }
 
+const RW_PROT: Prot = Prot::READ.union(Prot::WRITE);
+
+/// The kernel anchor's io-pgtable workload (`ANCHORS.md`): 4K pages at random IOVAs in a 1 GiB
+/// window at 64 GiB, phys = IOVA + a 1 GiB-aligned constant, every table present, no-op TLB
+/// callbacks; `ARM_64_LPAE_S1`, 4K|2M|1G, 48-bit input and output.
+const ANCHOR_BASE: u64 = 64 << 30;
+/// phys − IOVA on the anchor workload.
+const ANCHOR_PHYS_DELTA: u64 = 1 << 40;
+/// The anchor workload, as printed.
+const ANCHOR_WORKLOAD: &str = "ARM_64_LPAE_S1 4K|2M|1G 48-bit, 1 GiB window at 64 GiB, \
+                               phys = IOVA + 1 TiB, tables present, no-op TLB";
+/// The kernel's 4K map+unmap on that workload at random IOVAs, ns (`ANCHORS.md`).
+const KERNEL_PAIR_RANDOM: f64 = 36.6;
+/// The same at one fixed IOVA: the upper end of the anchor's 30.7–32.9 ns.
+const KERNEL_PAIR_FIXED: f64 = 32.9;
+
+/// A plain 4-level table (4K granule, 48-bit input) in one flat vector: the walk a C program
+/// would write, one dependent load per level and nothing else. The same-run baseline of
+/// `iova_to_phys`; descriptors hold the entry offset of the next table shifted like an address.
+struct PlainTable {
+    entries: Vec<u64>,
+}
+
+impl PlainTable {
+    const ADDR: u64 = ((1 << 48) - 1) & !0xfff;
+
+    fn new() -> Self {
+        PlainTable {
+            entries: vec![0; 512],
+        }
+    }
+
+    #[inline]
+    fn index(iova: u64, lvl: u32) -> usize {
+        usize::try_from((iova >> (39 - 9 * lvl)) & 511).unwrap_or(0)
+    }
+
+    /// Entry offset of the table a table descriptor points to.
+    #[inline]
+    fn next(desc: u64) -> usize {
+        usize::try_from((desc & Self::ADDR) >> 3).unwrap_or(0)
+    }
+
+    fn map_4k(&mut self, iova: u64, pa: u64) {
+        let mut t = 0;
+        for lvl in 0..3 {
+            let i = t + Self::index(iova, lvl);
+            if self.entries[i] == 0 {
+                let at = self.entries.len() as u64;
+                self.entries.resize(self.entries.len() + 512, 0);
+                self.entries[i] = (at << 3) | 0b11;
+            }
+            t = Self::next(self.entries[i]);
+        }
+        self.entries[t + Self::index(iova, 3)] = (pa & Self::ADDR) | 0b11;
+    }
+
+    #[inline]
+    fn walk(&self, iova: u64) -> Option<u64> {
+        let mut t = 0;
+        for lvl in 0..3 {
+            let e = *self.entries.get(t + Self::index(iova, lvl))?;
+            match e & 0b11 {
+                0b11 => t = Self::next(e),
+                0b01 => {
+                    let mask = (1u64 << (39 - 9 * lvl)) - 1;
+                    return Some((e & Self::ADDR & !mask) | (iova & mask));
+                }
+                _ => return None,
+            }
+        }
+        let e = *self.entries.get(t + Self::index(iova, 3))?;
+        (e & 0b11 == 0b11).then_some((e & Self::ADDR) | (iova & 0xfff))
+    }
+}
+
+/// Times `walk` over `iovas` (independent lookups, results folded so none is optimised away).
+fn time_walk(budget: Duration, iovas: &[u64], walk: impl Fn(u64) -> u64) -> Timing {
+    let mask = iovas.len() - 1;
+    let mut j = 0usize;
+    let iters = iters_for(budget, || {
+        black_box(walk(iovas[j & mask]));
+        j += 1;
+    });
+    ns_per(iters, 5, |n| {
+        let mut acc = 0u64;
+        for j in 0..n {
+            acc ^= walk(iovas[usize::try_from(j).unwrap_or(0) & mask]);
+        }
+        black_box(acc);
+    })
+}
+
+/// One walk figure: `iova_to_phys` over `iovas` beside the plain walk over equal tables.
+fn walk_figure(
+    budget: Duration,
+    name: &str,
+    pt: &IoPageTable,
+    plain: &PlainTable,
+    iovas: &[u64],
+    anchor: &str,
+) -> Result<Figure> {
+    for &i in iovas {
+        let ours = pt.iova_to_phys(Iova(i)).map(PhysAddr::raw);
+        anyhow::ensure!(
+            ours.is_some() && ours == plain.walk(i),
+            "walks disagree at {i:#x}: {ours:x?} vs {:x?}",
+            plain.walk(i)
+        );
+    }
+    // Interleaved: plain, ours, plain, ours; each figure is the median of its reps.
+    let p1 = time_walk(budget / 2, iovas, |i| plain.walk(i).unwrap_or(0));
+    let o1 = time_walk(budget / 2, iovas, |i| {
+        pt.iova_to_phys(Iova(i)).map_or(0, PhysAddr::raw)
+    });
+    let p2 = time_walk(budget / 2, iovas, |i| plain.walk(i).unwrap_or(0));
+    let o2 = time_walk(budget / 2, iovas, |i| {
+        pt.iova_to_phys(Iova(i)).map_or(0, PhysAddr::raw)
+    });
+    let merge = |a: Timing, b: Timing| Timing {
+        med: (a.med + b.med) / 2.0,
+        min: a.min.min(b.min),
+        max: a.max.max(b.max),
+        reps: a.reps + b.reps,
+    };
+    let (ours, plain_t) = (merge(o1, o2), merge(p1, p2));
+    let r = ours.med / plain_t.med;
+    Ok(Figure {
+        name: ours.ns_label(name),
+        value: ours.med,
+        unit: "ns",
+        baseline: Some((
+            plain_t.ns_label(&format!(
+                "plain 4-level walk, same tables, same run, ns; {anchor}"
+            )),
+            plain_t.med,
+        )),
+        target: Some((format!("<= 1.2x the plain walk: {r:.2}x"), r <= 1.2)),
+    })
+}
+
+/// io-pgtable figures: 4K map+unmap and `iova_to_phys` on the kernel anchor's workload, the
+/// walk over scattered pages, each beside the anchor or a same-run baseline.
+fn pgtable_figures(budget: Duration) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    let pages = SZ_1G / SZ_4K;
+    let pt = IoPageTable::new(&pgtable_cfg(), Arc::new(NoFlush))?;
+    // Tables present: map the window as 4K pages, then unmap them (leaf unmaps free no tables).
+    for b in 0..SZ_1G / SZ_2M {
+        let iova = ANCHOR_BASE + b * SZ_2M;
+        let n = pt.map_pages(
+            Iova(iova),
+            PhysAddr(iova + ANCHOR_PHYS_DELTA),
+            SZ_4K,
+            512,
+            RW_PROT,
+        )?;
+        anyhow::ensure!(n == SZ_2M, "short map");
+        anyhow::ensure!(
+            pt.unmap_pages(Iova(iova), SZ_4K, 512, None) == SZ_2M,
+            "short unmap"
+        );
+    }
+    let ivs: Vec<u64> = random_indices(1 << 16, pages, 1)
+        .into_iter()
+        .map(|p| ANCHOR_BASE + p * SZ_4K)
+        .collect();
+    let mask = ivs.len() - 1;
+    let pair = |iova: u64| {
+        let r = pt.map_pages(
+            Iova(iova),
+            PhysAddr(iova + ANCHOR_PHYS_DELTA),
+            SZ_4K,
+            1,
+            RW_PROT,
+        );
+        let mut g = Gather::new();
+        let n = pt.unmap_pages(Iova(iova), SZ_4K, 1, Some(&mut g));
+        black_box((r.is_ok(), n));
+    };
+    for &i in &ivs {
+        let r = pt.map_pages(Iova(i), PhysAddr(i + ANCHOR_PHYS_DELTA), SZ_4K, 1, RW_PROT)?;
+        anyhow::ensure!(r == SZ_4K && pt.unmap_pages(Iova(i), SZ_4K, 1, None) == SZ_4K);
+    }
+    let tables = pt.live_tables();
+    for (what, fixed, kernel, kernel_text) in [
+        (
+            "random IOVAs",
+            false,
+            KERNEL_PAIR_RANDOM,
+            "36.6; re-measured 34.8–49.3",
+        ),
+        ("one fixed IOVA", true, KERNEL_PAIR_FIXED, "30.7–32.9"),
+    ] {
+        let at = |j: u64| {
+            if fixed {
+                ANCHOR_BASE + 0x1234 * SZ_4K
+            } else {
+                ivs[usize::try_from(j).unwrap_or(0) & mask]
+            }
+        };
+        let mut j = 0u64;
+        let iters = iters_for(budget, || {
+            pair(at(j));
+            j += 1;
+        });
+        let t = ns_per(iters, 5, |n| {
+            for j in 0..n {
+                pair(at(j));
+            }
+        });
+        let r = t.med / kernel;
+        out.push(Figure {
+            name: t.ns_label(&format!("io-pgtable 4K map+unmap, {what}, anchor workload")),
+            value: t.med,
+            unit: "ns",
+            baseline: Some((
+                format!(
+                    "kernel io-pgtable-arm v6.17 on the same workload ({ANCHOR_WORKLOAD}; \
+                     ANCHORS.md, {kernel_text}), ns"
+                ),
+                kernel,
+            )),
+            target: (!fixed).then(|| (format!("<= 1.0x the kernel: {r:.2}x"), r <= 1.0)),
+        });
+    }
+    anyhow::ensure!(
+        pt.live_tables() == tables,
+        "the timed pairs changed the tables"
+    );
+
+    // The walk: the window mapped as 4K pages, random IOVAs in it.
+    let mut plain = PlainTable::new();
+    for b in 0..SZ_1G / SZ_2M {
+        let iova = ANCHOR_BASE + b * SZ_2M;
+        pt.map_pages(
+            Iova(iova),
+            PhysAddr(iova + ANCHOR_PHYS_DELTA),
+            SZ_4K,
+            512,
+            RW_PROT,
+        )?;
+        for p in 0..512 {
+            plain.map_4k(iova + p * SZ_4K, iova + p * SZ_4K + ANCHOR_PHYS_DELTA);
+        }
+    }
+    let walk_ivs: Vec<u64> = ivs.iter().map(|&i| i + 0x10).collect();
+    out.push(walk_figure(
+        budget,
+        "io-pgtable iova_to_phys, random IOVAs, anchor workload (1 GiB of 4K pages)",
+        &pt,
+        &plain,
+        &walk_ivs,
+        "kernel generic walker (ANCHORS.md, same workload): 27.7–28.9, its plain walk 5.0–6.0",
+    )?);
+    drop(pt);
+
+    // The walk over 1 024 pages scattered over 80 GiB (one 4K page per 77 MiB stride step).
+    let pt = IoPageTable::new(&pgtable_cfg(), Arc::new(NoFlush))?;
+    let mut plain = PlainTable::new();
+    let mut scattered = Vec::new();
+    for (k, p) in random_indices(1024, 20 << 18, 3).into_iter().enumerate() {
+        let iova = p * SZ_4K;
+        let pa = ANCHOR_PHYS_DELTA + k as u64 * SZ_4K;
+        if pt.iova_to_phys(Iova(iova)).is_none() {
+            pt.map_pages(Iova(iova), PhysAddr(pa), SZ_4K, 1, RW_PROT)?;
+            plain.map_4k(iova, pa);
+        }
+        scattered.push(iova + 0x10);
+    }
+    out.push(walk_figure(
+        budget,
+        "io-pgtable iova_to_phys, 1 024 4K pages scattered over 80 GiB",
+        &pt,
+        &plain,
+        &scattered,
+        "no kernel anchor for this workload",
+    )?);
+    Ok(out)
+}
+
 /// Runs the suite; `progress` gets each figure as it is measured.
 pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
@@ -145,38 +488,41 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         out.push(f);
     };
 
-    // The floor: io-pgtable map+unmap of a 4K page alone (tables present, strict gather).
+    // io-pgtable alone, on the kernel anchor's workload.
+    for f in pgtable_figures(budget)? {
+        push(f, &mut out);
+    }
+
+    // MAP+UNMAP pairs against live mappings, at random holes among them. The live mappings sit
+    // at every even 4K page of a 512 MiB window; the pair maps and unmaps a random odd page of
+    // the same window, the same sequence at every count, so only the number of live mappings
+    // changes between the rows.
+    let holes: Vec<u64> = random_indices(1 << 14, 65_535, 7)
+        .into_iter()
+        .map(|h| (2 * h + 1) * SZ_4K)
+        .collect();
+    let hmask = holes.len() - 1;
+    // The page-table pair alone on the same addresses: the strict domain's same-run baseline.
     let pt = IoPageTable::new(&pgtable_cfg(), Arc::new(NoFlush))?;
-    pt.map_pages(Iova(0), PhysAddr(0), SZ_4K, 1, Prot::READ | Prot::WRITE)?;
-    let pair = || {
-        let _ = pt.map_pages(
-            Iova(SZ_4K),
-            PhysAddr(SZ_4K),
-            SZ_4K,
-            1,
-            Prot::READ | Prot::WRITE,
-        );
+    let pt_pair = |iova: u64| {
+        let _ = pt.map_pages(Iova(iova), PhysAddr(RAM), SZ_4K, 1, RW_PROT);
         let mut g = Gather::new();
-        black_box(pt.unmap_pages(Iova(SZ_4K), SZ_4K, 1, Some(&mut g)));
+        black_box(pt.unmap_pages(Iova(iova), SZ_4K, 1, Some(&mut g)));
     };
-    let floor_iters = iters_for(budget, pair);
-    let floor = ns_per(floor_iters, 5, |n| {
-        for _ in 0..n {
-            pair();
+    for &h in &holes {
+        pt_pair(h);
+    }
+    let mut j = 0usize;
+    let iters = iters_for(budget, || {
+        pt_pair(holes[j & hmask]);
+        j += 1;
+    });
+    let pt_holes = ns_per(iters, 5, |n| {
+        for j in 0..n {
+            pt_pair(holes[usize::try_from(j).unwrap_or(0) & hmask]);
         }
     });
-    push(
-        Figure {
-            name: "io-pgtable map+unmap 4K (the floor)".into(),
-            value: floor,
-            unit: "ns",
-            baseline: Some(("kernel io-pgtable-arm (ANCHORS.md)".into(), 36.6)),
-            target: None,
-        },
-        &mut out,
-    );
-
-    // MAP+UNMAP pairs against live mappings.
+    drop(pt);
     for (mode, group, inv) in [
         (
             "no domain",
@@ -194,41 +540,61 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
             InvalidationPolicy::Lazy(FlushQueueConfig::default()),
         ),
     ] {
-        let mut at_one = 0.0;
+        let mut at_one = None;
         for live in [1u64, 1000, 65_535] {
             let c = fake_container(group.clone(), inv);
             populate(&c, live);
-            let iova = 2 * SZ_4K * 70_000 + SZ_4K;
-            let iters = iters_for(budget, || map_unmap_pair(&c, iova));
-            let ns = ns_per(iters, 5, |n| {
-                for _ in 0..n {
-                    map_unmap_pair(&c, iova);
+            // Tables for every hole exist before timing, as in the page-table baseline.
+            for &h in &holes {
+                map_unmap_pair(&c, h);
+            }
+            let mut j = 0usize;
+            let iters = iters_for(budget, || {
+                map_unmap_pair(&c, holes[j & hmask]);
+                j += 1;
+            });
+            let t = ns_per(iters, 5, |n| {
+                for j in 0..n {
+                    map_unmap_pair(&c, holes[usize::try_from(j).unwrap_or(0) & hmask]);
                 }
             });
-            let per_s = 1e9 / ns;
-            if live == 1 {
-                at_one = per_s;
-            }
+            let per_s = 1e9 / t.med;
+            let at_one = *at_one.get_or_insert(t);
             let (baseline, target) = match (live, mode) {
                 (1, "IOMMU domain, strict") => (
-                    Some(("io-pgtable map+unmap alone, ns".to_string(), floor)),
                     Some((
-                        format!("<= 4x the floor: {:.1}x", ns / floor),
-                        ns <= 4.0 * floor,
+                        pt_holes.ns_label("io-pgtable map+unmap alone, same addresses, ns"),
+                        pt_holes.med,
+                    )),
+                    Some((
+                        format!(
+                            "<= 4x the page-table pair: {:.1}x (min–max {:.1}–{:.1})",
+                            t.med / pt_holes.med,
+                            t.min / pt_holes.max,
+                            t.max / pt_holes.min
+                        ),
+                        t.med <= 4.0 * pt_holes.med,
                     )),
                 ),
                 (65_535, _) => (
-                    Some(("pairs/s at 1 live mapping".to_string(), at_one)),
                     Some((
-                        format!(">= 70% of 1 live: {:.0}%", 100.0 * per_s / at_one),
-                        per_s >= 0.7 * at_one,
+                        at_one.label("pairs/s at 1 live mapping", |ns| 1e9 / ns, "pairs/s"),
+                        1e9 / at_one.med,
+                    )),
+                    Some((
+                        format!(">= 70% of 1 live: {:.0}%", 100.0 * at_one.med / t.med),
+                        t.med <= at_one.med / 0.7,
                     )),
                 ),
                 _ => (None, None),
             };
             push(
                 Figure {
-                    name: format!("4K MAP+UNMAP pairs/s, {mode}, {live} live"),
+                    name: t.label(
+                        &format!("4K MAP+UNMAP pairs/s, {mode}, {live} live, random holes"),
+                        |ns| 1e9 / ns,
+                        "pairs/s",
+                    ),
                     value: per_s,
                     unit: "pairs/s",
                     baseline,
@@ -281,11 +647,17 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     });
     push(
         Figure {
-            name: "translate, IOTLB hit (1000 mappings)".into(),
-            value: hit,
+            name: hit.ns_label("translate, IOTLB hit (1000 mappings)"),
+            value: hit.med,
             unit: "ns",
-            baseline: Some(("vm-memory Iotlb::lookup, same set, ns".into(), vmm)),
-            target: Some((format!(">= 3x faster: {:.1}x", vmm / hit), vmm >= 3.0 * hit)),
+            baseline: Some((
+                vmm.ns_label("vm-memory Iotlb::lookup, same set, ns"),
+                vmm.med,
+            )),
+            target: Some((
+                format!(">= 3x faster: {:.1}x", vmm.med / hit.med),
+                vmm.med >= 3.0 * hit.med,
+            )),
         },
         &mut out,
     );
@@ -298,8 +670,8 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     });
     push(
         Figure {
-            name: "translate, IOTLB miss (walk + fill, incl. an invalidation)".into(),
-            value: miss,
+            name: miss.ns_label("translate, IOTLB miss (walk + fill, incl. an invalidation)"),
+            value: miss.med,
             unit: "ns",
             baseline: None,
             target: None,
@@ -319,7 +691,7 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     c.dirty_start()?;
     let bytes = usize::try_from(size / SZ_4K / 8)?;
     let mut user = type1::UserBuffer::new(0x1000, bytes);
-    let get = ns_per(20, 5, |k| {
+    let get_t = ns_per(20, 5, |k| {
         for _ in 0..k {
             c.dirty_bitmap_into(0, size, SZ_4K, &mut user, 0x1000)
                 .expect("GET_BITMAP");
@@ -328,7 +700,7 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     let src = vec![0x5au8; bytes];
     let mut src2 = src.clone();
     let mut dst = vec![0u8; bytes];
-    let copy = ns_per(20, 5, |k| {
+    let copy_t = ns_per(20, 5, |k| {
         for _ in 0..k {
             dst.copy_from_slice(black_box(&src2));
             src2.fill(0);
@@ -346,12 +718,20 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         }
     });
     let gbps = |ns: f64| bytes as f64 / ns;
+    let (get, copy) = (get_t.med, copy_t.med);
     push(
         Figure {
-            name: "GET_BITMAP harvest, 64 GiB at 4K (2 MiB of bitmap)".into(),
+            name: get_t.label(
+                "GET_BITMAP harvest, 64 GiB at 4K (2 MiB of bitmap)",
+                gbps,
+                "GB/s",
+            ),
             value: gbps(get),
             unit: "GB/s",
-            baseline: Some(("memcpy+memset of the same bytes, GB/s".into(), gbps(copy))),
+            baseline: Some((
+                copy_t.label("memcpy+memset of the same bytes, GB/s", gbps, "GB/s"),
+                gbps(copy),
+            )),
             target: Some((
                 format!(">= 50% of memcpy+memset: {:.0}%", 100.0 * copy / get),
                 get <= 2.0 * copy,
@@ -361,8 +741,12 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     );
     push(
         Figure {
-            name: "vm-memory AtomicBitmap get_and_reset, same size".into(),
-            value: gbps(abt),
+            name: abt.label(
+                "vm-memory AtomicBitmap get_and_reset, same size",
+                gbps,
+                "GB/s",
+            ),
+            value: gbps(abt.med),
             unit: "GB/s",
             baseline: None,
             target: None,
@@ -408,26 +792,40 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         })?;
         unmap_ns.push(t.elapsed().as_nanos() as f64);
     }
-    map_ns.sort_by(f64::total_cmp);
-    unmap_ns.sort_by(f64::total_cmp);
+    let timing = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        Timing {
+            med: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+            reps: v.len(),
+        }
+    };
+    let (map_t, unmap_t) = (timing(map_ns), timing(unmap_ns));
     let tbps = |ns: f64| tib as f64 / ns / 1000.0;
     push(
         Figure {
-            name: "MAP 1 TiB (4K|2M|1G, contiguous)".into(),
-            value: tbps(map_ns[2]),
+            // No ratio against the kernel's 0.6 TB/s: the kernel pins every folio, this MAP
+            // validates one range and pins one run, so the work differs.
+            name: map_t.label(
+                "MAP 1 TiB (4K|2M|1G, contiguous; pins one run, no per-page work)",
+                tbps,
+                "TB/s",
+            ),
+            value: tbps(map_t.med),
             unit: "TB/s",
-            baseline: Some(("kernel, large folios (ANCHORS.md), TB/s".into(), 0.6)),
+            baseline: None,
             target: Some((
-                format!(">= 6 TB/s: {:.0}x the kernel", tbps(map_ns[2]) / 0.6),
-                tbps(map_ns[2]) >= 6.0,
+                format!(">= 6 TB/s: {:.0} TB/s", tbps(map_t.med)),
+                tbps(map_t.med) >= 6.0,
             )),
         },
         &mut out,
     );
     push(
         Figure {
-            name: "UNMAP 1 TiB".into(),
-            value: unmap_ns[2] / 1000.0,
+            name: unmap_t.label("UNMAP 1 TiB", |ns| ns / 1000.0, "µs"),
+            value: unmap_t.med / 1000.0,
             unit: "µs",
             baseline: None,
             target: None,
