@@ -4,8 +4,10 @@
 //! - No deadlock: every thread must finish within a timeout.
 //! - No lost dirty page: for every page, some GET that *returned* after the page's last store
 //!   reported it (a migration copies reported pages after the GET returns, so that copy sees
-//!   the store; the final GET runs after the devices stopped). The DMA write is done step by
-//!   step (translate, store, re-translate) so the store itself can be timestamped.
+//!   the store; the final GET runs after the devices stopped). A store is stamped after it
+//!   completed, then the page is dirtied again (the IOMMU device re-translates for write,
+//!   `dma_rw` writes the same bytes again; a pinned page stays dirty while pinned), so a GET
+//!   that reported the store before the stamp cannot make the check fail falsely.
 //! - Strict invalidation: a DMA that starts after its range's unmap returned (and before any
 //!   remap) faults.
 
@@ -58,15 +60,20 @@ struct Shared {
     /// Per churn slot: even = unmapped and its unmap returned; odd = mapped or in transition.
     gen: Vec<AtomicU64>,
     violations: AtomicU64,
+    /// Per page: `tick << 2 | writer` of its last store.
+    last_writer: Vec<AtomicU64>,
 }
 
 impl Shared {
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, SeqCst) + 1
     }
-    fn wrote(&self, page: u64) {
+    /// Records a completed store to `page` by writer `who` (1: IOMMU DMA, 2: through a pin,
+    /// 3: `dma_rw`), for the failure message.
+    fn wrote(&self, page: u64, who: u64) {
         let t = self.tick();
         self.written[usize::try_from(page).unwrap()].fetch_max(t, SeqCst);
+        self.last_writer[usize::try_from(page).unwrap()].fetch_max(t << 2 | who, SeqCst);
     }
 }
 
@@ -103,6 +110,7 @@ fn run(mode: DirtyMode, duration: Duration) {
         reported: (0..PAGES).map(|_| AtomicU64::new(0)).collect(),
         gen: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
         violations: AtomicU64::new(0),
+        last_writer: (0..PAGES).map(|_| AtomicU64::new(0)).collect(),
     });
     let (done_tx, done_rx) = mpsc::channel::<&'static str>();
     let mut threads = Vec::new();
@@ -125,7 +133,7 @@ fn run(mode: DirtyMode, duration: Duration) {
                 let ok = match eng.translate(iova, io_pgtable::Access::Write) {
                     Ok(pa) => {
                         mem.write_phys(pa, b"dma").unwrap();
-                        sh.wrote(page);
+                        sh.wrote(page, 1);
                         eng.translate(iova, io_pgtable::Access::Write).is_ok()
                     }
                     Err(_) => false,
@@ -150,14 +158,19 @@ fn run(mode: DirtyMode, duration: Duration) {
                 if rng(&mut x) % 2 == 0 {
                     if let Ok(pa) = c.pin_pages(dev, page * SZ_4K, 1, PinProt::ReadWrite) {
                         mem.write_phys(pa[0] + 16, b"pin").unwrap();
-                        sh.wrote(page);
+                        sh.wrote(page, 2);
                         let _ = c.unpin_pages(dev, page * SZ_4K, 1);
                     }
                 } else if c
                     .dma_rw(dev, page * SZ_4K + 32, &mut [7u8; 40], RwDirection::Write)
                     .is_ok()
                 {
-                    sh.wrote(page);
+                    sh.wrote(page, 3);
+                    // The stamp is taken after the call returned, so a GET may have reported
+                    // (and cleared) this store between the copy and the stamp. Write the same
+                    // bytes again, as the IOMMU device re-translates: the page is dirty again
+                    // after the stamp, and some later GET must report it.
+                    let _ = c.dma_rw(dev, page * SZ_4K + 32, &mut [7u8; 40], RwDirection::Write);
                 }
             }
             tx.send("emulated device").unwrap();
@@ -214,7 +227,8 @@ fn run(mode: DirtyMode, duration: Duration) {
     };
     let t0 = Instant::now();
     let mut reads = 0;
-    while t0.elapsed() < duration {
+    // At least 20 GETs however loaded the machine is (bounded: 30 s), so the race is exercised.
+    while t0.elapsed() < duration || (reads < 20 && t0.elapsed() < Duration::from_secs(30)) {
         read(&sh, &h.c);
         reads += 1;
         std::thread::sleep(Duration::from_millis(2));
@@ -234,19 +248,24 @@ fn run(mode: DirtyMode, duration: Duration) {
     for p in 0..usize::try_from(STABLE * 16).unwrap() {
         let w = sh.written[p].load(SeqCst);
         if w != 0 && sh.reported[p].load(SeqCst) < w {
-            lost.push(p);
+            let lw = sh.last_writer[p].load(SeqCst);
+            lost.push((p, w, sh.reported[p].load(SeqCst), lw & 3));
         }
     }
     assert!(
         lost.is_empty(),
-        "{mode:?}: pages stored to but never reported by a GET that returned later: {lost:?}"
+        "{mode:?}: pages stored to but never reported by a GET that returned later \\
+         (page, store tick, last report tick, writer 1 IOMMU/2 pin/3 dma_rw): {lost:?}"
     );
     assert_eq!(
         sh.violations.load(SeqCst),
         0,
         "DMA reached memory after its unmap returned"
     );
-    assert!(reads > 10);
+    assert!(
+        reads >= 20,
+        "the dirty reader starved: {reads} GETs in 30 s"
+    );
     h.check();
 }
 
