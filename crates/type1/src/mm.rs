@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 
 mod gup;
 mod limits;
+mod procmap;
 
 pub use limits::{process_memlock_limit, FixedLimits, LockLimits, ProcessLimits};
 
@@ -101,6 +102,19 @@ pub trait AddressSpace: Send + Sync + Debug {
     /// # Errors
     /// `Err(pa)` if nothing backs the address.
     fn write_phys(&self, pa: u64, data: &[u8]) -> Result<(), u64>;
+
+    /// Device writes of physical memory, in order: each `(pa, data)` as by
+    /// [`AddressSpace::write_phys`] (one system call for all of them in [`ProcessMemory`]).
+    ///
+    /// # Errors
+    /// `Err((index, pa))`: the first write that did not land whole and the first address of it
+    /// nothing backs; the writes before it landed.
+    fn write_phys_vectored(&self, writes: &[(u64, &[u8])]) -> Result<(), (usize, u64)> {
+        for (k, &(pa, data)) in writes.iter().enumerate() {
+            self.write_phys(pa, data).map_err(|a| (k, a))?;
+        }
+        Ok(())
+    }
 }
 
 impl<T: AddressSpace + ?Sized> AddressSpace for std::sync::Arc<T> {
@@ -127,6 +141,9 @@ impl<T: AddressSpace + ?Sized> AddressSpace for std::sync::Arc<T> {
     }
     fn write_phys(&self, pa: u64, data: &[u8]) -> Result<(), u64> {
         (**self).write_phys(pa, data)
+    }
+    fn write_phys_vectored(&self, writes: &[(u64, &[u8])]) -> Result<(), (usize, u64)> {
+        (**self).write_phys_vectored(writes)
     }
 }
 
@@ -292,8 +309,9 @@ pub enum MlockPolicy {
 }
 
 /// This process's memory, pinned by the kernel's rules for long-term pins (see the `gup`
-/// module: `check_vma_flags` in mm/gup.c and vfio's `VM_PFNMAP` fallback), read from
-/// `/proc/self/maps` at every pin: nothing about the mappings is cached.
+/// module: `check_vma_flags` in mm/gup.c and vfio's `VM_PFNMAP` fallback), asked of the kernel
+/// at every pin (`PROCMAP_QUERY` on Linux ≥ 6.11, one area at a time; else the text of
+/// `/proc/self/maps`): nothing about the mappings is cached.
 #[derive(Debug, Default)]
 pub struct ProcessMemory {
     mlock: MlockPolicy,
@@ -386,52 +404,94 @@ impl ProcessMemory {
         self.marks().iter().map(|(&s, &e)| (s, e)).collect()
     }
 
-    /// The longest run at `vaddr` whose areas all give the same verdict (pinned or reserved).
-    fn scan(
-        &self,
-        maps: &str,
-        vaddr: u64,
-        want_end: u64,
-        access: PinAccess,
-    ) -> Option<(u64, gup::Verdict)> {
+    /// The longest run at `vaddr` whose areas all give the same verdict (pinned or reserved):
+    /// `(end of the run, verdict)`, `None` if `vaddr` itself cannot be pinned. Areas are asked
+    /// of the kernel one by one (`PROCMAP_QUERY`), or read from the maps text where that ioctl
+    /// is missing.
+    fn scan(&self, vaddr: u64, want_end: u64, access: PinAccess) -> Option<(u64, gup::Verdict)> {
         let marks = self.marks().clone();
-        let probe = gup::LiveProbe;
-        let mut at = vaddr;
-        let mut kind = None;
-        for line in maps.lines().filter_map(gup::parse_maps_line) {
-            if at >= want_end || line.start > at {
-                break;
-            }
-            if line.end <= at {
-                continue;
-            }
-            let area_end = line.end.min(want_end);
-            let mut plain = None;
-            while at < area_end {
-                let (marked, piece_end) = mark_at(&marks, at, area_end);
-                let v = if marked {
-                    gup::pfnmap_verdict(&line, access)
-                } else {
-                    *plain.get_or_insert_with(|| gup::verdict(&line, access, &probe))
-                };
-                if v == gup::Verdict::Fault || kind.is_some_and(|k| k != v) {
-                    return kind.map(|k| (at, k));
+        let mut run = Run {
+            at: vaddr,
+            kind: None,
+        };
+        if let Some(fd) = procmap::CACHE.fd() {
+            let mut name = procmap::NameBuf::new();
+            loop {
+                if run.at >= want_end {
+                    return run.result();
                 }
-                kind = Some(v);
-                at = piece_end;
+                match procmap::query_fd(fd, run.at, &mut name) {
+                    procmap::Answer::Area(line) => {
+                        if !run.extend(&marks, &line, want_end, access) {
+                            return run.result();
+                        }
+                    }
+                    procmap::Answer::Unmapped => return run.result(),
+                    // Fall back to the text, from where the queries got to.
+                    procmap::Answer::Unsupported => break,
+                }
             }
         }
-        kind.map(|k| (at, k))
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        for line in maps.lines().filter_map(gup::parse_maps_line) {
+            if run.at >= want_end || line.start > run.at {
+                break;
+            }
+            if line.end <= run.at {
+                continue;
+            }
+            if !run.extend(&marks, &line, want_end, access) {
+                break;
+            }
+        }
+        run.result()
+    }
+}
+
+/// A run being scanned: `[start, at)` so far, all with verdict `kind`.
+struct Run {
+    at: u64,
+    kind: Option<gup::Verdict>,
+}
+
+impl Run {
+    /// Extends the run over `line` (which contains `at`); false when the run ends inside it.
+    fn extend(
+        &mut self,
+        marks: &BTreeMap<u64, u64>,
+        line: &gup::MapsLine<'_>,
+        want_end: u64,
+        access: PinAccess,
+    ) -> bool {
+        let area_end = line.end.min(want_end);
+        let mut plain = None;
+        while self.at < area_end {
+            let (marked, piece_end) = mark_at(marks, self.at, area_end);
+            let v = if marked {
+                gup::pfnmap_verdict(line, access)
+            } else {
+                *plain.get_or_insert_with(|| gup::verdict(line, access, &gup::LiveProbe))
+            };
+            if v == gup::Verdict::Fault || self.kind.is_some_and(|k| k != v) {
+                return false;
+            }
+            self.kind = Some(v);
+            self.at = piece_end;
+        }
+        true
+    }
+
+    fn result(&self) -> Option<(u64, gup::Verdict)> {
+        self.kind.map(|k| (self.at, k))
     }
 }
 
 impl AddressSpace for ProcessMemory {
     fn pin_run(&self, vaddr: u64, max_pages: u64, access: PinAccess) -> Result<PinnedRun, u64> {
         let page = self.page_size();
-        let maps = std::fs::read_to_string("/proc/self/maps").map_err(|_| vaddr)?;
         let want_end = vaddr.saturating_add(max_pages.saturating_mul(page));
         // Adjacent areas continue the run: it is virtually (hence "physically") contiguous.
-        let Some((at, kind)) = self.scan(&maps, vaddr, want_end, access) else {
+        let Some((at, kind)) = self.scan(vaddr, want_end, access) else {
             return Err(vaddr);
         };
         let npages = (at - vaddr) / page;
@@ -480,6 +540,10 @@ impl AddressSpace for ProcessMemory {
 
     fn write_phys(&self, pa: u64, data: &[u8]) -> Result<(), u64> {
         self.write(pa, data)
+    }
+
+    fn write_phys_vectored(&self, writes: &[(u64, &[u8])]) -> Result<(), (usize, u64)> {
+        crate::usercopy::copy_to_process_vectored(writes)
     }
 
     fn unpin_run(&self, run: &PinnedRun) {

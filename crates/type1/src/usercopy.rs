@@ -74,7 +74,7 @@ pub fn init() {
 }
 
 /// The calling process's id.
-fn pid() -> i32 {
+pub(crate) fn pid() -> i32 {
     let p = PID.load(Ordering::Relaxed);
     if p != 0 {
         return p;
@@ -296,6 +296,77 @@ pub fn copy_from_process(addr: u64, buf: &mut [u8]) -> Result<(), u64> {
 /// `Err(addr)` of the first byte that cannot be written.
 pub fn copy_to_process(addr: u64, data: &[u8]) -> Result<(), u64> {
     copy(addr, data.as_ptr().cast_mut(), data.len(), Direction::Write)
+}
+
+/// `copy_to_user` of several buffers: each `(addr, data)` is written at this process's address
+/// `addr`, in order, with one `process_vm_writev` per 1024 of them (the pipe fallback copies
+/// them one by one).
+///
+/// # Errors
+/// `Err((index, addr))`: the first write not wholly copied and its first byte that could not
+/// be written; the writes before it landed.
+pub fn copy_to_process_vectored(writes: &[(u64, &[u8])]) -> Result<(), (usize, u64)> {
+    /// `UIO_MAXIOV`.
+    const MAX_IOV: usize = 1024;
+    for (b, batch) in writes.chunks(MAX_IOV).enumerate() {
+        let base = b * MAX_IOV;
+        if METHOD.load(Ordering::Relaxed) == Method::VmCalls as u8 {
+            match vm_writev(batch) {
+                Ok(done) => {
+                    // The first write not wholly copied holds the first address that failed.
+                    let mut left = done;
+                    for (k, &(addr, data)) in batch.iter().enumerate() {
+                        if left < data.len() {
+                            return Err((base + k, addr + left as u64));
+                        }
+                        left -= data.len();
+                    }
+                    continue;
+                }
+                Err(libc::EPERM | libc::ENOSYS) => {
+                    METHOD.store(Method::Pipe as u8, Ordering::Relaxed);
+                }
+                Err(_) => return Err((base, batch.first().map_or(0, |w| w.0))),
+            }
+        }
+        for (k, &(addr, data)) in batch.iter().enumerate() {
+            copy_to_process(addr, data).map_err(|a| (base + k, a))?;
+        }
+    }
+    Ok(())
+}
+
+/// One `process_vm_writev` of at most `UIO_MAXIOV` buffers: the bytes it copied.
+fn vm_writev(writes: &[(u64, &[u8])]) -> Result<usize, i32> {
+    let local: Vec<libc::iovec> = writes
+        .iter()
+        .map(|&(_, d)| libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        })
+        .collect();
+    let remote: Vec<libc::iovec> = writes
+        .iter()
+        .map(|&(a, d)| libc::iovec {
+            iov_base: a as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    // SAFETY: every local iovec names a buffer the caller lends us for reading; the kernel
+    // validates the remote ranges and fails instead of faulting. The pid is our own, which
+    // needs no ptrace permission.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_writev,
+            pid(),
+            local.as_ptr(),
+            local.len(),
+            remote.as_ptr(),
+            remote.len(),
+            0usize,
+        )
+    };
+    usize::try_from(n).map_err(|_| errno())
 }
 
 /// True once a refusal of `process_vm_readv`/`writev` switched this process to the pipe.
