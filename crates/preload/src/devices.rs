@@ -127,11 +127,91 @@ pub fn open(
         name: name.to_string(),
     });
     open.insert(name.to_string(), Arc::downgrade(&h));
+    if let Some(opts) = cfg.device_options.get(name) {
+        autostart_writer(&h, opts);
+    }
     live()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(name.to_string(), Arc::downgrade(&h));
     Ok(h)
+}
+
+/// How often the autostart watcher looks at the command register and the mappings.
+const AUTOSTART_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// `writer=BASE+SIZE`: a thread (all signals blocked) that waits until the program has set
+/// the command register's bus-master bit and the container maps the whole window writable,
+/// then programs the test device's writer through BAR0 as a driver would (window, rate, seed,
+/// run), and ends. It holds the device weakly and ends when the device is closed first. If
+/// the device is in a migration state without DMA by then, the writer starts when the device
+/// runs again, as for a driver's write.
+fn autostart_writer(h: &Arc<DeviceHandle>, opts: &crate::config::DeviceOptions) {
+    let Some(win) = opts.writer else {
+        return;
+    };
+    let rate = opts
+        .writer_rate
+        .unwrap_or(crate::config::DEFAULT_WRITER_RATE);
+    let seed = opts
+        .writer_seed
+        .unwrap_or(crate::config::DEFAULT_WRITER_SEED);
+    let weak = Arc::downgrade(h);
+    let spawned = vfio_device::thread::spawn("type1-writer-autostart", move || loop {
+        std::thread::sleep(AUTOSTART_POLL);
+        let Some(h) = weak.upgrade() else {
+            return;
+        };
+        let mut cmd = [0u8; 2];
+        let master = h
+            .dev
+            .config_read(vfio_device::pci::regs::COMMAND as u64, &mut cmd)
+            == Ok(2)
+            && u16::from_le_bytes(cmd) & vfio_device::pci::regs::COMMAND_MASTER != 0;
+        if !master || !window_mapped(&h.container, win.base, win.size) {
+            continue;
+        }
+        use vfio_device::testdev::reg;
+        let bar0 = vfio_device::RegionIndex::bar(0).offset();
+        let writes: [(u64, &[u8]); 5] = [
+            (reg::WRITER_BASE, &win.base.to_le_bytes()),
+            (reg::WRITER_SIZE, &win.size.to_le_bytes()),
+            (reg::WRITER_RATE, &rate.to_le_bytes()),
+            (reg::WRITER_SEED, &seed.to_le_bytes()),
+            (reg::WRITER_CTRL, &1u32.to_le_bytes()),
+        ];
+        for (off, data) in writes {
+            if h.dev.write(bar0 + off, data).is_err() {
+                eprintln!(
+                    "type1: {}: could not start the writer (BAR0 {off:#x})",
+                    h.name
+                );
+                return;
+            }
+        }
+        return;
+    });
+    if spawned.is_err() {
+        eprintln!(
+            "type1: {}: could not start the writer's watcher thread",
+            h.name
+        );
+    }
+}
+
+/// Whether the container's mappings cover `[base, base + size)` with device write access.
+fn window_mapped(c: &ContainerFile, base: u64, size: u64) -> bool {
+    let end = base.saturating_add(size);
+    let mut at = base;
+    for m in c.c.mappings() {
+        if m.iova <= at && at < m.iova.saturating_add(m.size) && m.write {
+            at = m.iova.saturating_add(m.size);
+            if at >= end {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Every open device by name (for sysfs, which shows the function as it is now).

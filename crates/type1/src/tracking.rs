@@ -189,6 +189,8 @@ impl Type1 {
             self.report_dma(key, dest)?;
             self.reset_bitmap(key);
         }
+        #[cfg(debug_assertions)]
+        test_fault_drop_dirty(iova, size, min, dest)?;
         Ok(())
     }
 
@@ -220,4 +222,39 @@ impl Type1 {
     fn cfg_dirty_mode(&self) -> DirtyMode {
         self.dirty_mode()
     }
+}
+
+/// Test-only fault, compiled into debug builds only (`debug_assertions`): with
+/// `TYPE1_TEST_FAULT_DROP_DIRTY_IOVA=<iova>` in the environment (hex `0x...` or decimal, read
+/// once), GET_BITMAP never reports the page holding that IOVA dirty. The QEMU migration test
+/// uses it to show that one lost dirty bit is caught and named; release builds have no such
+/// path, so no production container can lose a bit this way.
+#[cfg(debug_assertions)]
+fn test_fault_drop_dirty(
+    iova: u64,
+    size: u64,
+    pgsize: u64,
+    dest: &mut BitmapDest<'_>,
+) -> Result<()> {
+    static DROP: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let drop = *DROP.get_or_init(|| {
+        let v = std::env::var("TYPE1_TEST_FAULT_DROP_DIRTY_IOVA").ok()?;
+        match v.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => v.parse().ok(),
+        }
+    });
+    let Some(at) = drop.filter(|&a| a >= iova && a - iova < size) else {
+        return Ok(());
+    };
+    let bit = (at - iova) / pgsize;
+    let addr = dest.data + (bit / 64) * 8;
+    let mut w = [0u8; 8];
+    dest.user
+        .read(addr, &mut w)
+        .map_err(|a| Error::BadAddress { addr: a })?;
+    let word = u64::from_ne_bytes(w) & !(1u64 << (bit % 64));
+    dest.user
+        .write(addr, &word.to_ne_bytes())
+        .map_err(|a| Error::BadAddress { addr: a })
 }
