@@ -908,6 +908,10 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
             for f in crate::bench_device::bar_figures(budget, &lib)? {
                 push(f, &mut out);
             }
+            // MAP_DMA from real memory at three address-space sizes (child processes).
+            for f in crate::bench_map::figures(budget, &lib)? {
+                push(f, &mut out);
+            }
         }
         Err(e) => eprintln!("type1 bench: skipping the drop-in's cost: {e:#}"),
     }

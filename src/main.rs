@@ -8,6 +8,7 @@
 mod alloc_count;
 mod bench;
 mod bench_device;
+mod bench_map;
 mod fd_cost;
 
 #[global_allocator]
@@ -63,6 +64,10 @@ struct BenchArgs {
     /// Internal: be the child that loops a device-fd (or memfd) call and prints ns per call.
     #[arg(long, hide = true, value_name = "KIND")]
     device_call_cost: Option<String>,
+    /// Internal: be the child that makes this many memory areas and loops a 4K MAP_DMA and
+    /// UNMAP_DMA through the drop-in, printing ns per call of each.
+    #[arg(long, hide = true, value_name = "AREAS")]
+    map_cost: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -138,6 +143,11 @@ fn run_bench(a: &BenchArgs) -> Result<()> {
         let ns = bench_device::child(kind, std::time::Duration::from_millis(a.budget_ms))?;
         let words: Vec<String> = ns.iter().map(f64::to_string).collect();
         println!("{}", words.join(" "));
+        return Ok(());
+    }
+    if let Some(areas) = a.map_cost {
+        let (map, unmap) = bench_map::child(areas, std::time::Duration::from_millis(a.budget_ms))?;
+        println!("{map} {unmap}");
         return Ok(());
     }
     let json = a.json;

@@ -11,8 +11,9 @@
 //! - the charge itself lands in `mm->locked_vm`, which also counts every `VM_LOCKED` page the
 //!   process has `mlock`ed (`mlock_fixup`), so both compete for one limit.
 //!
-//! [`ProcessLimits`] reads all three live from this process (getrlimit, `CapEff` and `VmLck` of
-//! `/proc/thread-self/status`); [`FixedLimits`] holds constants, for tests, benches and
+//! [`ProcessLimits`] reads all three live from this process (getrlimit, `capget`, and `VmLck`
+//! of `/proc/thread-self/status`, read only for a charge against a finite limit without the
+//! capability); [`FixedLimits`] holds constants, for tests, benches and
 //! [`FakeMemory`](super::FakeMemory) address spaces. Amounts are bytes; [`Mm`](super::Mm) turns
 //! them into pages.
 
@@ -110,9 +111,10 @@ impl LockLimits for ProcessLimits {
     }
 
     /// Capabilities are per thread (`capable()` checks `current`), so this reads the calling
-    /// thread's `CapEff`. If it cannot be read, the limit applies.
+    /// thread's effective set (`capget`, one system call; the thread's `CapEff` if that fails).
+    /// If neither can be read, the limit applies.
     fn capability(&self) -> LockCapability {
-        match read_status().and_then(|s| s.cap_eff) {
+        match thread_cap_eff().or_else(|| read_status().and_then(|s| s.cap_eff)) {
             Some(caps) if caps & (1 << CAP_IPC_LOCK_BIT) != 0 => LockCapability::Unlimited,
             _ => LockCapability::Limited,
         }
@@ -140,6 +142,39 @@ pub fn process_memlock_limit() -> Option<u64> {
     } else {
         Some(rl.rlim_cur)
     }
+}
+
+/// `struct __user_cap_header_struct` (include/uapi/linux/capability.h).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`; version 3 passes two of them (capabilities 0–31, 32–63).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// The calling thread's effective capability set (`capget` with pid 0: the caller), by raw
+/// system call (inside the drop-in, libc's entry points may be interposed).
+fn thread_cap_eff() -> Option<u64> {
+    let mut h = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut d = [CapData::default(); 2];
+    // SAFETY: capget reads the header and writes two `__user_cap_data_struct`s, for version 3,
+    // into a valid array of two.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &raw mut h, d.as_mut_ptr()) };
+    (r == 0).then(|| u64::from(d[0].effective) | u64::from(d[1].effective) << 32)
 }
 
 /// The fields of `/proc/<pid>/status` the accounting reads.
@@ -200,6 +235,12 @@ mod tests {
                 parse_status("VmLck:\tlots\nCapEff:\tzz\n"),
                 StatusFields::default()
             );
+        }
+
+        #[test]
+        fn capget_gives_the_threads_cap_eff() {
+            let s = read_status().unwrap();
+            assert_eq!(thread_cap_eff(), s.cap_eff);
         }
 
         #[test]
