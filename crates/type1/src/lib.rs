@@ -44,6 +44,7 @@ pub mod group;
 mod ioctl;
 pub mod iova_list;
 pub mod mm;
+#[cfg(feature = "test-support")]
 pub mod model;
 mod pin;
 pub mod pinset;

@@ -1,28 +1,114 @@
 //! A deliberately simple reference model of the container, for differential tests and fuzzing.
 //!
-//! Everything is per 4K page in ordered maps: no page tables, no physical runs, no domains, no
-//! release tokens, no bitmaps shifted into words. It restates the rules of spec type1.md §4–§8
-//! for one fixed setup (one IOMMU-backed group with the x86 default description, one emulated
-//! group, one device per group, a fake address space described by a predicate) so that an
-//! engine result can be checked against an obviously right one. Results are `Ok(value)` or
-//! `Err(errno)`.
+//! Only built with the `test-support` feature (the differential test and the `ops_vs_model`
+//! fuzz target turn it on): it is a test oracle, not part of the library's API.
+//!
+//! Everything is per 4K page in ordered maps and sets: no page tables, no IOTLB, no physical
+//! runs beyond "does this page continue the previous one", no release tokens, no bitmaps
+//! shifted into words. It restates the kernel's rules (`vfio_dma_do_map`, `vfio_dma_do_unmap`,
+//! `vfio_pin_pages_remote`, `vfio_lock_acct`, `vfio_iommu_type1_pin_pages`,
+//! `vfio_iommu_type1_dma_rw`, `vfio_iova_dirty_bitmap`, `vfio_iommu_type1_attach_group`,
+//! `vfio_iommu_replay`, `vfio_iommu_type1_detach_group`; v6.18) and the project's extensions
+//! (precise dirty mode, lazy invalidation; docs/SEMANTICS.md) for one family of setups:
+//!
+//! - IOMMU group A: the x86 description, a stage-1 table with hardware dirty bits;
+//! - optionally IOMMU group B: the same aperture and MSI window, but a stage-2 table (no
+//!   hardware dirty bits, and "write without read" is expressible), so it gets its own domain;
+//! - optionally one emulated group; one device per group;
+//! - optionally a locked-memory limit, precise dirty mode, lazy invalidation with a flush ring
+//!   of `capacity` entries and a timer of `timeout` ticks of a manual clock.
+//!
+//! Results are `Ok(value)` or `Err(errno)`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::type1::Version;
+
+pub mod diff;
 
 const PAGE: u64 = 4096;
 const MSI: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
 const APERTURE_END: u64 = (1 << 48) - 1;
 const MAX_PIN: u64 = 512;
 
-/// Who asks for a pin or dma_rw.
+/// An IOMMU-backed group of the model (each has a domain of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dom {
+    /// Stage 1 with hardware dirty bits: in precise mode its devices' writes are reported.
+    A,
+    /// Stage 2, no hardware dirty bits: in precise mode it falls back to the kernel's rule.
+    B,
+}
+
+impl Dom {
+    /// Whether a device of this group may read a mapping with `read`/`write`: a stage-1 leaf
+    /// always reads (`arm_lpae_prot_to_pte`, v6.18), a stage-2 leaf as mapped.
+    fn can_read(self, read: bool, write: bool) -> bool {
+        match self {
+            Dom::A => read || write,
+            Dom::B => read,
+        }
+    }
+}
+
+/// Who asks for a pin, a `dma_rw` or a DMA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ModelDevice {
     /// The emulated group's device.
     Emulated,
-    /// The IOMMU-backed group's device.
-    Iommu,
+    /// An IOMMU-backed group's device.
+    Iommu(Dom),
+}
+
+/// Why a device DMA through an IOMMU domain failed (the model's view of
+/// [`crate::DmaError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevFault {
+    /// Nothing mapped at this IOVA.
+    NotMapped(u64),
+    /// The mapping does not allow the access at this IOVA.
+    Permission(u64),
+    /// The device's group is not attached.
+    Detached,
+}
+
+/// What the model needs to know about the owner's address space.
+pub trait ModelMemory {
+    /// Whether the page at `vaddr` can be pinned (for writing if `write`).
+    fn pinnable(&self, vaddr: u64, write: bool) -> bool;
+    /// Whether the page at `vaddr` is backed and physically follows the page before it, so one
+    /// pin covers both (`vaddr_get_pfns` batches contiguous pages).
+    fn continues_run(&self, vaddr: u64) -> bool;
+}
+
+/// Lazy invalidation: a flush ring of `capacity` entries per domain, flushed when full, when
+/// `timeout` ticks have passed since the first entry queued after the last timed flush, or on
+/// demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lazy {
+    /// Entries a ring holds.
+    pub capacity: usize,
+    /// Ticks from the first queued entry to the timed flush.
+    pub timeout: u64,
+}
+
+/// A model setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Type1 or type1v2.
+    pub version: Version,
+    /// `dma_entry_limit`.
+    pub dma_limit: u32,
+    /// Locked-memory limit in pages (`RLIMIT_MEMLOCK`), `None` for unlimited.
+    pub locked_limit: Option<u64>,
+    /// The emulated group is attached.
+    pub emulated: bool,
+    /// Group B is attached (group A always is at first).
+    pub second_domain: bool,
+    /// Precise dirty mode (else kernel-exact).
+    pub precise: bool,
+    /// Lazy invalidation (else strict).
+    pub lazy: Option<Lazy>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,51 +120,68 @@ struct Mapping {
     vaddr_invalid: bool,
 }
 
+/// An attached IOMMU-backed group and its domain.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    /// The group's device has pinned pages (`pinned_page_dirty_scope`).
+    pinned_scope: bool,
+    /// When the timer of its flush ring fires, if armed.
+    deadline: Option<u64>,
+}
+
+/// Pins of unmapped IOMMU mappings waiting for the domains that mapped them to flush.
+#[derive(Debug, Clone)]
+struct Pending {
+    iova: u64,
+    size: u64,
+    pages: u64,
+    /// Domains whose ring still holds the entry.
+    holders: BTreeSet<Dom>,
+}
+
 /// The model.
 #[derive(Debug, Clone)]
 pub struct Model {
-    version: Version,
-    limit: u64,
-    locked_limit: Option<u64>,
+    cfg: ModelConfig,
     maps: BTreeMap<u64, Mapping>,
-    iommu_attached: bool,
-    iommu_ever: bool,
+    groups: BTreeMap<Dom, Group>,
     emulated_attached: bool,
-    iommu_pinned_scope: bool,
     /// Pinned pages: iova page → device → count.
     pins: BTreeMap<u64, BTreeMap<ModelDevice, u32>>,
     tracking: bool,
     /// Pages dirtied since their mapping was last reported (iova pages).
     dirty: BTreeSet<u64>,
+    pending: Vec<Pending>,
+    now: u64,
 }
 
 fn last(start: u64, size: u64) -> Option<u64> {
     start.checked_add(size.checked_sub(1)?)
 }
 
+fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
+    a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
+}
+
 impl Model {
-    /// A container after `VFIO_SET_IOMMU(version)` with the IOMMU group attached or not and the
-    /// emulated group attached or not.
+    /// A container after `VFIO_SET_IOMMU` with the configured groups attached.
     #[must_use]
-    pub fn new(
-        version: Version,
-        limit: u32,
-        locked_limit_pages: Option<u64>,
-        iommu: bool,
-        emulated: bool,
-    ) -> Self {
+    pub fn new(cfg: ModelConfig) -> Self {
+        let mut groups = BTreeMap::new();
+        groups.insert(Dom::A, Group::default());
+        if cfg.second_domain {
+            groups.insert(Dom::B, Group::default());
+        }
         Model {
-            version,
-            limit: u64::from(limit),
-            locked_limit: locked_limit_pages,
+            cfg,
             maps: BTreeMap::new(),
-            iommu_attached: iommu,
-            iommu_ever: iommu,
-            emulated_attached: emulated,
-            iommu_pinned_scope: false,
+            groups,
+            emulated_attached: cfg.emulated,
             pins: BTreeMap::new(),
             tracking: false,
             dirty: BTreeSet::new(),
+            pending: Vec::new(),
+            now: 0,
         }
     }
 
@@ -94,30 +197,60 @@ impl Model {
         self.find(iova, iova)
     }
 
-    fn valid_iova(&self, start: u64, end: u64) -> bool {
-        if !self.iommu_ever {
-            return true;
-        }
-        if !self.iommu_attached {
-            return true; // [0, U64_MAX] after the last IOMMU group left
-        }
-        end <= APERTURE_END && (end < MSI.0 || start > MSI.1)
+    fn iommu(&self) -> bool {
+        !self.groups.is_empty()
     }
 
-    /// Pages charged now: IOMMU-pinned pages of every mapping with a domain, else device pins.
+    /// With an IOMMU group the aperture minus the MSI window; without one (after the last
+    /// left) the whole 64-bit space.
+    fn valid_iova(&self, start: u64, end: u64) -> bool {
+        !self.iommu() || (end <= APERTURE_END && (end < MSI.0 || start > MSI.1))
+    }
+
+    /// True if the group `d` is attached.
+    #[must_use]
+    pub fn attached(&self, d: Dom) -> bool {
+        self.groups.contains_key(&d)
+    }
+
+    /// True if the emulated group is attached.
+    #[must_use]
+    pub fn emulated_attached(&self) -> bool {
+        self.emulated_attached
+    }
+
+    /// Number of IOMMU domains.
+    #[must_use]
+    pub fn domains(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Pages charged now: every page of every mapping while an IOMMU domain exists, else the
+    /// pages devices pin; plus pages waiting for a flush.
     #[must_use]
     pub fn locked_pages(&self) -> u64 {
-        if self.iommu_attached {
+        let live = if self.iommu() {
             self.maps.values().map(|m| m.size / PAGE).sum()
         } else {
             self.pins.len() as u64
-        }
+        };
+        live + self.pending_pages()
+    }
+
+    /// Pages unmapped but waiting for a flush (lazy invalidation).
+    #[must_use]
+    pub fn pending_pages(&self) -> u64 {
+        self.pending.iter().map(|p| p.pages).sum()
+    }
+
+    fn over_limit(&self, pages: u64) -> bool {
+        self.cfg.locked_limit.is_some_and(|l| pages > l)
     }
 
     /// `dma_avail`.
     #[must_use]
     pub fn dma_avail(&self) -> u64 {
-        self.limit - self.maps.len() as u64
+        u64::from(self.cfg.dma_limit) - self.maps.len() as u64
     }
 
     /// Mappings as (iova, size), ascending.
@@ -126,10 +259,94 @@ impl Model {
         self.maps.iter().map(|(&k, m)| (k, m.size)).collect()
     }
 
-    /// MAP_DMA. `mem(vaddr, write)` says whether a page of the address space can be pinned.
+    // ----- lazy invalidation -----
+
+    /// Domain `d` flushes: it lets go of every entry it holds; entries no domain holds are
+    /// released (unpinned, uncharged).
+    fn flush_domain(&mut self, d: Dom) {
+        for p in &mut self.pending {
+            p.holders.remove(&d);
+        }
+        self.pending.retain(|p| !p.holders.is_empty());
+    }
+
+    /// The pins of `[iova, iova + size)` (`pages` charged) leave every domain: released now
+    /// under strict invalidation, queued in every domain's ring under lazy.
+    fn release(&mut self, iova: u64, size: u64, pages: u64) {
+        let Some(lazy) = self.cfg.lazy else { return };
+        if !self.iommu() || size == 0 {
+            return;
+        }
+        let doms: Vec<Dom> = self.groups.keys().copied().collect();
+        for &d in &doms {
+            // A full ring is flushed before the entry goes in; the timer stays as it was.
+            let queued = self
+                .pending
+                .iter()
+                .filter(|p| p.holders.contains(&d))
+                .count();
+            if queued >= lazy.capacity {
+                self.flush_domain(d);
+            }
+        }
+        self.pending.push(Pending {
+            iova,
+            size,
+            pages,
+            holders: doms.iter().copied().collect(),
+        });
+        let deadline = self.now + lazy.timeout;
+        for g in self.groups.values_mut() {
+            g.deadline.get_or_insert(deadline);
+        }
+    }
+
+    /// The clock moves `ticks` on; expired timers flush their domain (every container
+    /// operation runs them).
+    pub fn tick(&mut self, ticks: u64) {
+        self.now += ticks;
+        let expired: Vec<Dom> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.deadline.is_some_and(|t| self.now >= t))
+            .map(|(&d, _)| d)
+            .collect();
+        for d in expired {
+            self.flush_domain(d);
+            if let Some(g) = self.groups.get_mut(&d) {
+                g.deadline = None;
+            }
+        }
+    }
+
+    /// Every domain flushes now.
+    pub fn flush(&mut self) {
+        let doms: Vec<Dom> = self.groups.keys().copied().collect();
+        for d in doms {
+            self.flush_domain(d);
+            if let Some(g) = self.groups.get_mut(&d) {
+                g.deadline = None;
+            }
+        }
+    }
+
+    /// True if a device of `d` could still reach `[iova, iova + len)` through a translation
+    /// whose invalidation is pending (lazy mode's window): what it does there is not specified.
+    #[must_use]
+    pub fn stale_window(&self, d: Dom, iova: u64, len: u64) -> bool {
+        self.pending
+            .iter()
+            .any(|p| p.holders.contains(&d) && overlaps(p.iova, p.size, iova, len))
+    }
+
+    // ----- MAP_DMA -----
+
+    /// MAP_DMA.
     ///
     /// # Errors
-    /// The errno of §4.3.
+    /// The errno of `vfio_dma_do_map` (v6.18) in its order; pinning goes page by page, so the
+    /// first page that cannot be pinned (`EFAULT`) or would exceed the locked-memory limit
+    /// (`ENOMEM`, `vfio_pin_pages_remote`) decides.
     #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     pub fn map(
         &mut self,
@@ -139,7 +356,7 @@ impl Model {
         read: bool,
         write: bool,
         vaddr_flag: bool,
-        mem: &dyn Fn(u64, bool) -> bool,
+        mem: &dyn ModelMemory,
     ) -> Result<u64, i32> {
         use libc::{EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW};
         if size == 0 {
@@ -169,21 +386,32 @@ impl Model {
         if self.find(iova, end).is_some() {
             return Err(EEXIST);
         }
-        if self.maps.len() as u64 >= self.limit {
+        if self.maps.len() as u64 >= u64::from(self.cfg.dma_limit) {
             return Err(ENOSPC);
         }
         if !self.valid_iova(iova, end) {
             return Err(EINVAL);
         }
-        if self.iommu_attached {
+        if self.iommu() {
+            let locked = self.locked_pages();
+            // Pages pinned, charged and mapped run by run: a failure in a run undoes that run
+            // at once; the runs before it were mapped, so they leave like an unmap.
+            let mut run_start = 0;
             for p in 0..size / PAGE {
-                if !mem(vaddr + p * PAGE, write) {
-                    return Err(EFAULT);
+                let v = vaddr + p * PAGE;
+                if p > 0 && !mem.continues_run(v) {
+                    run_start = p;
                 }
-            }
-            if let Some(l) = self.locked_limit {
-                if self.locked_pages() + size / PAGE > l {
-                    return Err(ENOMEM);
+                let err = if !mem.pinnable(v, write) {
+                    Some(EFAULT)
+                } else if self.over_limit(locked + p + 1) {
+                    Some(ENOMEM)
+                } else {
+                    None
+                };
+                if let Some(e) = err {
+                    self.release(iova, run_start * PAGE, run_start);
+                    return Err(e);
                 }
             }
         }
@@ -200,16 +428,26 @@ impl Model {
         Ok(0)
     }
 
+    // ----- dirty reports -----
+
+    /// Every page of every IOMMU-mapped mapping is dirty: kernel-exact, while an IOMMU group
+    /// has never pinned; precise, while such a group's domain has no dirty bits.
+    fn full(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|(&d, g)| !g.pinned_scope && (!self.cfg.precise || d == Dom::B))
+    }
+
     fn report(&mut self, key: u64, base: u64, bits: &mut BTreeSet<u64>) {
         let Some(m) = self.maps.get(&key) else { return };
-        let full = self.iommu_attached && !self.iommu_pinned_scope;
+        let full = self.full();
         for p in 0..m.size / PAGE {
             let at = key + p * PAGE;
             let pinned = self.pins.contains_key(&at);
             if full || pinned || self.dirty.contains(&at) {
                 bits.insert((at - base) / PAGE);
             }
-            // §7: the bitmap is cleared and re-populated from the pinned pages, so a page pinned
+            // The bitmap is cleared and re-populated from the pinned pages, so a page pinned
             // now is reported once more even if it is unpinned before the next report.
             if pinned {
                 self.dirty.insert(at);
@@ -219,11 +457,13 @@ impl Model {
         }
     }
 
+    // ----- UNMAP_DMA -----
+
     /// UNMAP_DMA: `all`, `vaddr` and `bitmap` flags. Pins in removed mappings are released (the
     /// devices unpin on notification). Returns the bytes and the dirty pages (relative to `iova`).
     ///
     /// # Errors
-    /// The errno of §4.4.
+    /// The errno of `vfio_dma_do_unmap` (v6.18).
     #[allow(clippy::fn_params_excessive_bools)]
     pub fn unmap(
         &mut self,
@@ -258,7 +498,7 @@ impl Model {
         if bitmap && !self.tracking {
             return Err(EINVAL);
         }
-        if self.version == Version::V2 && !all {
+        if self.cfg.version == Version::V2 && !all {
             if let Some(k) = self.containing(iova) {
                 if k < iova {
                     return Err(EINVAL);
@@ -282,7 +522,7 @@ impl Model {
         if vaddr {
             let mut changed = Vec::new();
             for k in keys {
-                if self.version == Version::V1 && iova > k {
+                if self.cfg.version == Version::V1 && iova > k {
                     break;
                 }
                 let m = self.maps.get_mut(&k).ok_or(EINVAL)?;
@@ -301,7 +541,7 @@ impl Model {
             return Ok((done, bits));
         }
         for k in keys {
-            if self.version == Version::V1 && iova > k {
+            if self.cfg.version == Version::V1 && iova > k {
                 break;
             }
             if bitmap {
@@ -310,15 +550,25 @@ impl Model {
             let m = self.maps.remove(&k).ok_or(EINVAL)?;
             self.pins.retain(|&p, _| p < k || p > k + (m.size - 1));
             self.dirty.retain(|&p| p < k || p > k + (m.size - 1));
+            self.release(k, m.size, m.size / PAGE);
             done += m.size;
         }
         Ok((done, bits))
     }
 
+    // ----- devices -----
+
+    fn dev_attached(&self, dev: ModelDevice) -> bool {
+        match dev {
+            ModelDevice::Emulated => self.emulated_attached,
+            ModelDevice::Iommu(d) => self.attached(d),
+        }
+    }
+
     /// `vfio_pin_pages` of one device.
     ///
     /// # Errors
-    /// The errno of §5.1.
+    /// The errno of `vfio_pin_pages` / `vfio_iommu_type1_pin_pages` (v6.18).
     #[allow(clippy::fn_params_excessive_bools)]
     pub fn pin(
         &mut self,
@@ -327,23 +577,16 @@ impl Model {
         npage: u64,
         read: bool,
         write: bool,
-        mem: &dyn Fn(u64, bool) -> bool,
+        mem: &dyn ModelMemory,
     ) -> Result<u64, i32> {
         use libc::{E2BIG, EACCES, EBUSY, EFAULT, EINVAL, ENOMEM, EOVERFLOW, EPERM};
-        if npage == 0 {
-            return Err(EINVAL);
-        }
-        let attached = match dev {
-            ModelDevice::Iommu => self.iommu_attached,
-            ModelDevice::Emulated => self.emulated_attached,
-        };
-        if !attached {
+        if npage == 0 || !self.dev_attached(dev) {
             return Err(EINVAL);
         }
         if npage > MAX_PIN {
             return Err(E2BIG);
         }
-        if self.version != Version::V2 {
+        if self.cfg.version != Version::V2 {
             return Err(EACCES);
         }
         last(iova, npage * PAGE).ok_or(EOVERFLOW)?;
@@ -353,7 +596,8 @@ impl Model {
         if iova % PAGE != 0 {
             return Err(EINVAL);
         }
-        // Page by page, as the kernel: mapping, permission, pin, charge.
+        // Page by page, as the kernel: mapping, permission, pin, charge (only without an
+        // IOMMU domain, `vfio_lock_acct`).
         let mut new_pages = 0;
         for i in 0..npage {
             let at = iova + i * PAGE;
@@ -365,15 +609,11 @@ impl Model {
                 return Err(EPERM);
             }
             if !self.pins.contains_key(&at) {
-                if !mem(m.vaddr + (at - k), write) {
+                if !mem.pinnable(m.vaddr + (at - k), write) {
                     return Err(EFAULT);
                 }
-                if !self.iommu_attached {
-                    if let Some(l) = self.locked_limit {
-                        if self.locked_pages() + new_pages + 1 > l {
-                            return Err(ENOMEM);
-                        }
-                    }
+                if !self.iommu() && self.over_limit(self.locked_pages() + new_pages + 1) {
+                    return Err(ENOMEM);
                 }
                 new_pages += 1;
             }
@@ -386,8 +626,10 @@ impl Model {
                 self.dirty.insert(at);
             }
         }
-        if dev == ModelDevice::Iommu {
-            self.iommu_pinned_scope = true;
+        if let ModelDevice::Iommu(d) = dev {
+            if let Some(g) = self.groups.get_mut(&d) {
+                g.pinned_scope = true;
+            }
         }
         Ok(npage)
     }
@@ -400,7 +642,7 @@ impl Model {
         if npage == 0 || npage > MAX_PIN {
             return Err(libc::E2BIG);
         }
-        if self.version != Version::V2 {
+        if self.cfg.version != Version::V2 {
             return Err(libc::EACCES);
         }
         last(iova, npage * PAGE).ok_or(libc::EOVERFLOW)?;
@@ -430,22 +672,16 @@ impl Model {
     /// `vfio_dma_rw` write of `len` bytes.
     ///
     /// # Errors
-    /// The errno of §5.3 (`EINVAL` for a gap, `EPERM`, `EBUSY`); chunks before a gap stay written.
+    /// The errno of `vfio_iommu_type1_dma_rw` (v6.18): `EINVAL` for a gap, `EPERM`, `EBUSY`,
+    /// `EFAULT`; chunks before the failure stay written.
     pub fn rw_write(
         &mut self,
         dev: ModelDevice,
         iova: u64,
         len: u64,
-        mem: &dyn Fn(u64, bool) -> bool,
+        mem: &dyn ModelMemory,
     ) -> Result<u64, i32> {
-        if len == 0 {
-            return Err(libc::EINVAL);
-        }
-        let attached = match dev {
-            ModelDevice::Iommu => self.iommu_attached,
-            ModelDevice::Emulated => self.emulated_attached,
-        };
-        if !attached {
+        if len == 0 || !self.dev_attached(dev) {
             return Err(libc::EINVAL);
         }
         if self.maps.values().any(|m| m.vaddr_invalid) {
@@ -465,7 +701,7 @@ impl Model {
             // The copy goes through the owner's memory: any unwritable page faults the chunk.
             let mut p = at & !(PAGE - 1);
             while p < stop {
-                if !mem(m.vaddr + (p - k), true) {
+                if !mem.pinnable(m.vaddr + (p - k), true) {
                     return Err(libc::EFAULT);
                 }
                 p += PAGE;
@@ -482,16 +718,57 @@ impl Model {
         Ok(len)
     }
 
+    /// A DMA of `len` bytes at `iova` by the device of IOMMU group `d`, through its domain.
+    /// In precise mode with tracking on, a write through a domain with dirty bits dirties the
+    /// pages it reaches.
+    ///
+    /// # Errors
+    /// The first page the domain does not map, or whose mapping forbids the access (pages
+    /// before it were accessed); [`DevFault::Detached`] if the group is not attached.
+    pub fn device_dma(&mut self, d: Dom, iova: u64, len: u64, write: bool) -> Result<(), DevFault> {
+        if !self.attached(d) {
+            return Err(DevFault::Detached);
+        }
+        let Some(end) = last(iova, len) else {
+            return Ok(());
+        };
+        let mut page = iova & !(PAGE - 1);
+        loop {
+            let at = page.max(iova);
+            let Some(k) = self.containing(page) else {
+                return Err(DevFault::NotMapped(at));
+            };
+            let m = &self.maps[&k];
+            let allowed = if write {
+                m.write
+            } else {
+                d.can_read(m.read, m.write)
+            };
+            if !allowed {
+                return Err(DevFault::Permission(at));
+            }
+            if write && self.tracking && self.cfg.precise && d == Dom::A {
+                self.dirty.insert(page);
+            }
+            match page.checked_add(PAGE) {
+                Some(next) if next <= end => page = next,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    // ----- dirty tracking -----
+
     /// DIRTY_PAGES START / STOP.
     ///
     /// # Errors
     /// `EACCES` on v1.
     pub fn set_tracking(&mut self, on: bool) -> Result<u64, i32> {
-        if self.version != Version::V2 {
+        if self.cfg.version != Version::V2 {
             return Err(libc::EACCES);
         }
         if on && !self.tracking {
-            // START populates the bitmaps from the pages pinned now (§4.5 step 4).
+            // START populates the bitmaps from the pages pinned now (`vfio_dma_populate_bitmap`).
             self.dirty = self.pins.keys().copied().collect();
         }
         if !on {
@@ -504,7 +781,7 @@ impl Model {
     /// GET_BITMAP over `[iova, iova + size)`.
     ///
     /// # Errors
-    /// The errno of §4.5 steps 4–10.
+    /// The errno of `vfio_iommu_type1_dirty_pages` / `vfio_iova_dirty_bitmap` (v6.18).
     pub fn get_bitmap(&mut self, iova: u64, size: u64) -> Result<BTreeSet<u64>, i32> {
         if size == 0 {
             return Err(libc::EINVAL);
@@ -531,19 +808,24 @@ impl Model {
         Ok(bits)
     }
 
-    /// Detaches the IOMMU group (while the emulated group stays).
-    pub fn detach_iommu(&mut self) {
-        if !self.iommu_attached {
+    // ----- groups -----
+
+    /// Detaches IOMMU group `d` (the rig keeps another group in the container).
+    pub fn detach(&mut self, d: Dom) {
+        let Some(g) = self.groups.remove(&d) else {
             return;
-        }
-        let non_pinned = !self.iommu_pinned_scope;
-        self.iommu_attached = false;
-        self.iommu_pinned_scope = false;
-        if !self.emulated_attached {
+        };
+        // The domain goes: nothing it held waits for it any more.
+        self.flush_domain(d);
+        if !self.iommu() && !self.emulated_attached {
             self.maps.clear();
             self.pins.clear();
             self.dirty.clear();
-        } else if self.tracking && non_pinned {
+            return;
+        }
+        // A group that never pinned could have written anywhere (`vfio_iommu_type1_detach_group`,
+        // v6.18, since d0a78f91761f); in precise mode only unless its domain had dirty bits.
+        if self.tracking && !g.pinned_scope && (!self.cfg.precise || d == Dom::B) {
             for (&k, m) in &self.maps {
                 for p in 0..m.size / PAGE {
                     self.dirty.insert(k + p * PAGE);
@@ -552,48 +834,51 @@ impl Model {
         }
     }
 
-    /// Attaches the IOMMU group: replay pins every mapping.
+    /// Attaches IOMMU group `d`: with no other domain the replay pins every mapping, mapping by
+    /// mapping and page by page (pages devices pin are charged already); else it only maps.
     ///
     /// # Errors
-    /// `EBUSY` with invalid vaddrs, `EINVAL` for mappings outside the aperture or in the MSI
-    /// window, `EFAULT` for an unpinnable page, `ENOMEM` over the limit.
-    pub fn attach_iommu(&mut self, mem: &dyn Fn(u64, bool) -> bool) -> Result<u64, i32> {
-        if self.iommu_attached {
+    /// `EBUSY` with invalid vaddrs; `EINVAL` for mappings outside the aperture or in the MSI
+    /// window; `EFAULT` for an unpinnable page and `ENOMEM` over the limit, whichever page comes
+    /// first. Nothing changes on error.
+    pub fn attach(&mut self, d: Dom, mem: &dyn ModelMemory) -> Result<u64, i32> {
+        if self.attached(d) {
             return Err(libc::EINVAL);
         }
         if self.maps.values().any(|m| m.vaddr_invalid) {
             return Err(libc::EBUSY);
         }
-        for (&k, m) in &self.maps {
-            let end = k + (m.size - 1);
-            if end > APERTURE_END {
-                return Err(libc::EINVAL);
-            }
+        if self
+            .maps
+            .iter()
+            .any(|(&k, m)| k + (m.size - 1) > APERTURE_END)
+        {
+            return Err(libc::EINVAL);
         }
-        for (&k, m) in &self.maps {
+        if self.maps.iter().any(|(&k, m)| {
             let end = k + (m.size - 1);
-            if !(end < MSI.0 || k > MSI.1) {
-                return Err(libc::EINVAL);
-            }
+            !(end < MSI.0 || k > MSI.1)
+        }) {
+            return Err(libc::EINVAL);
         }
-        for m in self.maps.values() {
-            for p in 0..m.size / PAGE {
-                if !mem(m.vaddr + p * PAGE, m.write) {
-                    return Err(libc::EFAULT);
+        if !self.iommu() {
+            let locked = self.locked_pages();
+            let mut acct = 0;
+            for (&k, m) in &self.maps {
+                for p in 0..m.size / PAGE {
+                    if !mem.pinnable(m.vaddr + p * PAGE, m.write) {
+                        return Err(libc::EFAULT);
+                    }
+                    if !self.pins.contains_key(&(k + p * PAGE)) {
+                        if self.over_limit(locked + acct + 1) {
+                            return Err(libc::ENOMEM);
+                        }
+                        acct += 1;
+                    }
                 }
             }
         }
-        let total: u64 = self.maps.values().map(|m| m.size / PAGE).sum();
-        if let Some(l) = self.locked_limit {
-            if total > l {
-                return Err(libc::ENOMEM);
-            }
-        }
-        self.iommu_attached = true;
-        self.iommu_ever = true;
-        self.iommu_pinned_scope = false;
+        self.groups.insert(d, Group::default());
         Ok(0)
     }
 }
-
-pub mod diff;
