@@ -172,11 +172,58 @@ fn lookups(c: &mut Criterion) {
     g.finish();
 }
 
+/// The kernel anchor's workload (`ANCHORS.md`): random 4K IOVAs in a 1 GiB window at 64 GiB,
+/// phys = IOVA + 1 TiB, tables present, no-op TLB callbacks. `type1 bench` prints the same
+/// figures beside the anchor; this group is for profiling (`--profile-time`).
+fn anchor(c: &mut Criterion) {
+    const BASE: u64 = 64 << 30;
+    const DELTA: u64 = 1 << 40;
+    let mut g = c.benchmark_group("anchor");
+    let pt = IoPageTable::new(&cfg(), Arc::new(NoFlush)).unwrap();
+    for b in 0..SZ_1G / SZ_2M {
+        let iova = BASE + b * SZ_2M;
+        pt.map_pages(Iova(iova), PhysAddr(iova + DELTA), SZ_4K, 512, RW)
+            .unwrap();
+        pt.unmap_pages(Iova(iova), SZ_4K, 512, None);
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let iovas: Vec<u64> = (0..1 << 16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            BASE + (x % (SZ_1G / SZ_4K)) * SZ_4K
+        })
+        .collect();
+    let mut k = 0usize;
+    g.bench_function("map_unmap_4k_random", |b| {
+        b.iter(|| {
+            k = (k + 1) & 0xffff;
+            let i = iovas[k];
+            black_box(pt.map_pages(Iova(i), PhysAddr(i + DELTA), SZ_4K, 1, RW)).unwrap();
+            let mut gather = Gather::new();
+            black_box(pt.unmap_pages(Iova(i), SZ_4K, 1, Some(&mut gather)));
+        });
+    });
+    for b in 0..SZ_1G / SZ_2M {
+        let iova = BASE + b * SZ_2M;
+        pt.map_pages(Iova(iova), PhysAddr(iova + DELTA), SZ_4K, 512, RW)
+            .unwrap();
+    }
+    g.bench_function("iova_to_phys_random", |b| {
+        b.iter(|| {
+            k = (k + 1) & 0xffff;
+            black_box(pt.iova_to_phys(Iova(iovas[k] + 0x10)))
+        });
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    targets = map_unmap_4k, map_1g, lookups
+    targets = map_unmap_4k, map_1g, lookups, anchor
 }
 criterion_main!(benches);

@@ -51,7 +51,7 @@ pub use dirty::DirtyFlags;
 pub use domain::{Domain, DomainConfig, Fault, InvalidationPolicy, Translation, Unmapped};
 pub use error::Error;
 pub use iommu::iommu_pgsize;
-pub use memory::{TableArena, POISON_PA, POISON_PTE};
+pub use memory::{TableArena, POISON_BLOCK, POISON_PA, POISON_PTE};
 pub use prot::{Access, Prot};
 pub use table::{DirtySink, IoPageTable, Stats, WalkData};
 pub use tlb::{FlushOps, FlushQueue, FlushQueueConfig, Gather, Iotlb, IotlbConfig};

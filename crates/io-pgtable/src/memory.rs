@@ -1,16 +1,22 @@
 //! Table memory owned by the page table.
 //!
-//! Every non-root table lives in a [`TableArena`] and is named by a *table address*: a
-//! granule-aligned value in a private table-memory address space, which is what table
-//! descriptors hold in their address bits (spec §1.8, §3.5). The arena maps a table address back
-//! to its entries without a lock, so a device walker can follow table descriptors while another
-//! thread installs or frees tables elsewhere.
+//! Every non-root table lives in a [`TableArena`] and is named by its *table address*: the host
+//! address of its first entry, granule-aligned and below 2^48, which is what table descriptors
+//! hold in their address bits (spec §1.8, §3.5), as the kernel's hold the physical address of
+//! the next table. A walker turns a table descriptor into the next table with a mask and no
+//! lookup, so a walk costs one dependent load per level, like the hardware's (and the kernel's
+//! `__va(iopte_to_paddr(pte))`).
 //!
 //! Memory is grown in segments that are never moved or released before the arena is dropped:
-//! segment `k` holds `2^k` tables. A freed table goes on a free list and is zeroed when reused,
-//! so a reference obtained from [`TableArena::table`] is always to valid memory; whether its
-//! contents are still meaningful is the page table's business (a table is only freed after the
-//! walk-cache flush that makes it unreachable, §4.1).
+//! segment `k` holds `2^k` tables. A freed table is filled with poison (never a table
+//! descriptor, so nothing is ever followed out of it) and goes on a free list; it is zeroed when
+//! reused. So a table address, once handed out, names valid memory for the arena's whole life:
+//! a walker that raced with a free reads poison or a reused table, never freed memory. Whether
+//! the contents are still meaningful is the page table's business (a table is only freed after
+//! the walk-cache flush that makes it unreachable, §4.1).
+//!
+//! Concurrency: allocation, free and the statistics take one mutex; [`TableArena::table`] and
+//! the walkers' table access take none.
 //!
 //! The arena bounds memory (`max_tables`) and can inject allocation failures for tests
 //! ([`TableArena::set_alloc_budget`]).
@@ -21,17 +27,19 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::error::Error;
 
-/// What a freed table is filled with: at level 3 a page mapping [`POISON_PA`], at levels 0-2 a
-/// table descriptor naming no table (a walk through it faults). A walker that followed a freed
-/// table would translate to the poison address or fault, which the stress tests detect.
+/// What a freed level-3 table is filled with: pages mapping [`POISON_PA`]. A walker that
+/// followed a freed table would translate to the poison address, which the stress tests detect.
 pub const POISON_PTE: u64 = POISON_PA | 0b11;
-/// Output address of [`POISON_PTE`].
+/// What a freed table of levels 0-2 is filled with: blocks mapping [`POISON_PA`] (a table
+/// descriptor would have to name a table, and a freed table must lead nowhere).
+pub const POISON_BLOCK: u64 = POISON_PA | 0b01;
+/// Output address of [`POISON_PTE`] and [`POISON_BLOCK`].
 pub const POISON_PA: u64 = 0x0000_dead_0000_0000;
 
 /// Number of segments: segment `k` holds `2^k` tables, so the arena can address `2^40 - 1`.
 const SEGMENTS: usize = 40;
-/// Table addresses start here, so that a table address is never 0.
-const TABLE_BASE_INDEX: u64 = 1;
+/// Table addresses must fit the descriptors' address field (bits 47:12).
+const TABLE_ADDR_LIMIT: u64 = 1 << 48;
 
 /// A zeroed, never-moving block of atomics.
 fn alloc_zeroed_atomics(len: usize) -> Option<Box<[AtomicU64]>> {
@@ -51,11 +59,22 @@ fn alloc_zeroed_atomics(len: usize) -> Option<Box<[AtomicU64]>> {
     Some(unsafe { Box::from_raw(slice) })
 }
 
+/// One segment: `tables` granule-aligned tables starting at entry `first` of `mem` (the
+/// entries before it are alignment slack).
+#[derive(Debug)]
+struct Segment {
+    mem: Box<[AtomicU64]>,
+    first: usize,
+    tables: usize,
+    /// Table address of the first table (its entries' host address, provenance exposed).
+    base: u64,
+}
+
 #[derive(Debug, Default)]
 struct ArenaState {
-    /// Next never-used table id.
+    /// Next never-used table id (segment `k` holds ids `2^k - 1 ..= 2^(k+1) - 2`).
     next_id: u64,
-    /// Ids of freed tables, reused (after zeroing) before fresh ones.
+    /// Addresses of freed tables, reused (after zeroing) before fresh ones.
     free: Vec<u64>,
     /// Tables currently handed out.
     live: u64,
@@ -69,21 +88,22 @@ struct ArenaState {
 #[derive(Debug)]
 pub struct TableArena {
     entries_per_table: usize,
-    granule_shift: u32,
+    granule: u64,
     max_tables: u64,
-    segments: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    segments: Box<[OnceLock<Segment>]>,
     state: Mutex<ArenaState>,
 }
 
 impl TableArena {
     /// An empty arena of tables of `entries_per_table` entries, each `granule` bytes (a power of
-    /// two), holding at most `max_tables` at once.
+    /// two, at least `8 * entries_per_table`), holding at most `max_tables` at once.
     #[must_use]
     pub fn new(entries_per_table: usize, granule: u64, max_tables: u64) -> Self {
         debug_assert!(granule.is_power_of_two());
+        debug_assert!(granule >= 8 * entries_per_table as u64);
         TableArena {
             entries_per_table,
-            granule_shift: granule.trailing_zeros(),
+            granule,
             max_tables,
             segments: (0..SEGMENTS).map(|_| OnceLock::new()).collect(),
             state: Mutex::new(ArenaState::default()),
@@ -109,24 +129,32 @@ impl TableArena {
         )
     }
 
-    #[inline]
-    fn addr_of(&self, id: u64) -> u64 {
-        (id + TABLE_BASE_INDEX) << self.granule_shift
-    }
-
-    #[inline]
-    fn id_of(&self, addr: u64) -> Option<u64> {
-        if addr & ((1u64 << self.granule_shift) - 1) != 0 {
+    /// A new segment of `tables` granule-aligned tables.
+    fn new_segment(&self, tables: usize) -> Option<Segment> {
+        let granule = crate::to_usize(self.granule);
+        let slack = granule / 8 - 1;
+        let len = tables.checked_mul(granule / 8)?.checked_add(slack)?;
+        let mem = alloc_zeroed_atomics(len)?;
+        let at = mem.as_ptr().expose_provenance();
+        let first = (at.next_multiple_of(granule) - at) / 8;
+        let base = (at + first * 8) as u64;
+        let end = base.checked_add(tables as u64 * self.granule)?;
+        if end > TABLE_ADDR_LIMIT {
             return None;
         }
-        (addr >> self.granule_shift).checked_sub(TABLE_BASE_INDEX)
+        Some(Segment {
+            mem,
+            first,
+            tables,
+            base,
+        })
     }
 
     /// Allocates a zeroed table and returns its table address.
     ///
     /// # Errors
     /// [`Error::NoMemory`] past `max_tables`, when the injected budget is spent, or when the
-    /// system allocator fails.
+    /// system allocator fails (or returns memory above the descriptors' 48-bit address field).
     pub fn alloc(&self) -> Result<u64, Error> {
         let mut st = self.state();
         if st.live >= self.max_tables {
@@ -138,66 +166,85 @@ impl TableArena {
             }
             *b -= 1;
         }
-        let id = if let Some(id) = st.free.pop() {
-            for e in self.entries(id) {
+        let addr = if let Some(addr) = st.free.pop() {
+            for e in self.table(addr) {
                 e.store(0, Ordering::Relaxed);
             }
-            id
+            addr
         } else {
             let id = st.next_id;
-            let (seg, _) = Self::locate(id);
+            let (seg, idx) = Self::locate(id);
             if seg >= SEGMENTS {
                 return Err(Error::NoMemory);
             }
-            if self.segments[seg].get().is_none() {
-                let len = (1usize << seg).checked_mul(self.entries_per_table);
-                let mem = len.and_then(alloc_zeroed_atomics).ok_or(Error::NoMemory)?;
-                // Only this thread (holding `state`) initialises segments.
-                let _ = self.segments[seg].set(mem);
-            }
+            let segment = match self.segments[seg].get() {
+                Some(s) => s,
+                None => {
+                    let s = self.new_segment(1usize << seg).ok_or(Error::NoMemory)?;
+                    // Only this thread (holding `state`) initialises segments.
+                    self.segments[seg].get_or_init(|| s)
+                }
+            };
             st.next_id += 1;
-            id
+            segment.base + idx as u64 * self.granule
         };
         st.live += 1;
         st.allocations += 1;
-        Ok(self.addr_of(id))
+        Ok(addr)
     }
 
-    /// Returns the table at `addr` to the free list. The caller guarantees no walker can still
-    /// reach it (the walk-cache flush for it has completed).
-    pub fn free(&self, addr: u64) {
-        let Some(id) = self.id_of(addr) else { return };
-        for e in self.entries(id) {
-            e.store(POISON_PTE, Ordering::Relaxed);
+    /// Returns the table at `addr` to the free list, filled with `poison` ([`POISON_PTE`] for a
+    /// level-3 table, [`POISON_BLOCK`] above; never a table descriptor). The caller guarantees
+    /// no walker can still reach it (the walk-cache flush for it has completed). An address that
+    /// names no table of this arena is ignored.
+    pub fn free(&self, addr: u64, poison: u64) {
+        let entries = self.table(addr);
+        if entries.is_empty() {
+            return;
+        }
+        for e in entries {
+            e.store(poison, Ordering::Relaxed);
         }
         let mut st = self.state();
-        debug_assert!(
-            id < st.next_id && !st.free.contains(&id),
-            "double free of table {addr:#x}"
-        );
-        st.free.push(id);
+        debug_assert!(!st.free.contains(&addr), "double free of table {addr:#x}");
+        st.free.push(addr);
         st.live -= 1;
     }
 
-    fn entries(&self, id: u64) -> &[AtomicU64] {
-        let (seg, idx) = Self::locate(id);
-        match self.segments.get(seg).and_then(OnceLock::get) {
-            Some(mem) => {
-                let start = idx * self.entries_per_table;
-                &mem[start..start + self.entries_per_table]
-            }
-            None => &[],
-        }
-    }
-
-    /// The entries of the table at `addr`; empty if `addr` names no allocated table.
-    #[inline]
+    /// The entries of the table at `addr`; empty if `addr` names no table this arena has
+    /// handed out. Checked: it searches the segments. Walkers use [`TableArena::table_unchecked`].
     #[must_use]
     pub fn table(&self, addr: u64) -> &[AtomicU64] {
-        match self.id_of(addr) {
-            Some(id) => self.entries(id),
-            None => &[],
+        for seg in self.segments.iter().filter_map(OnceLock::get) {
+            let Some(off) = addr.checked_sub(seg.base) else {
+                continue;
+            };
+            if off % self.granule != 0 {
+                continue;
+            }
+            let idx = crate::to_usize(off / self.granule);
+            if idx < seg.tables {
+                let start = seg.first + idx * (crate::to_usize(self.granule) / 8);
+                return &seg.mem[start..start + self.entries_per_table];
+            }
         }
+        &[]
+    }
+
+    /// The entries of the table at `addr`, without a check.
+    ///
+    /// # Safety
+    /// `addr` is a table address this arena's [`TableArena::alloc`] returned (freed since or
+    /// not).
+    #[inline]
+    #[must_use]
+    pub(crate) unsafe fn table_unchecked(&self, addr: u64) -> &[AtomicU64] {
+        let ptr = std::ptr::with_exposed_provenance::<AtomicU64>(crate::to_usize(addr));
+        // SAFETY: by the contract `addr` is the first entry of a table inside a segment of this
+        // arena: `entries_per_table` initialised atomics, exposed when the segment was made, in
+        // memory never moved or released while `self` lives (the slice borrows `self`). Atomics
+        // are only ever accessed atomically, so shared references to them are sound.
+        unsafe { std::slice::from_raw_parts(ptr, self.entries_per_table) }
     }
 
     /// Tables currently allocated.
@@ -233,11 +280,47 @@ mod tests {
         assert_ne!(t1, 0);
         a.table(t1)[7].store(42, Ordering::Relaxed);
         assert_eq!(a.table(t2)[7].load(Ordering::Relaxed), 0);
-        a.free(t1);
+        a.free(t1, POISON_PTE);
         assert_eq!(a.live(), 1);
         let t3 = a.alloc().unwrap();
         assert_eq!(t3, t1, "freed tables are reused");
         assert!(a.table(t3).iter().all(|e| e.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn freed_tables_hold_the_poison_and_stay_addressable() {
+        let a = TableArena::new(512, 4096, 100);
+        let t = a.alloc().unwrap();
+        assert!(t < TABLE_ADDR_LIMIT, "fits the descriptor address field");
+        a.free(t, POISON_BLOCK);
+        assert_eq!(a.live(), 0);
+        // Still the arena's memory: a walker racing with the free reads the poison.
+        assert!(a
+            .table(t)
+            .iter()
+            .all(|e| e.load(Ordering::Relaxed) == POISON_BLOCK));
+        // SAFETY: `t` came from `a.alloc()`.
+        let raw = unsafe { a.table_unchecked(t) };
+        assert_eq!(raw.as_ptr(), a.table(t).as_ptr());
+        assert_eq!(
+            POISON_BLOCK & 0b11,
+            0b01,
+            "a block, never a table descriptor"
+        );
+        a.free(t + 4096 * 1000, POISON_PTE);
+        assert_eq!(a.live(), 0, "an address naming no table is ignored");
+    }
+
+    #[test]
+    fn tables_are_granule_aligned_for_every_granule() {
+        for granule in [4096u64, 16384, 65536] {
+            let a = TableArena::new(crate::to_usize(granule / 8), granule, 100);
+            for _ in 0..5 {
+                let t = a.alloc().unwrap();
+                assert_eq!(t % granule, 0);
+                assert_eq!(a.table(t).len(), crate::to_usize(granule / 8));
+            }
+        }
     }
 
     #[test]

@@ -25,12 +25,12 @@ use std::sync::Arc;
 use crate::addr::{Iova, PhysAddr};
 use crate::cfg::{Config, Geometry};
 use crate::error::Error;
-use crate::memory::TableArena;
+use crate::memory::{TableArena, POISON_BLOCK, POISON_PTE};
 use crate::prot::Prot;
 use crate::pte::{self, Descriptor};
 use crate::tlb::{FlushOps, Gather};
 
-/// Hard cap on `max_tables`, so that every table address fits the 48-bit descriptor field.
+/// Hard cap on `max_tables` (16 TiB of 4K tables).
 const MAX_TABLES_CAP: u64 = 1 << 32;
 
 /// Counts of entries by level, from [`IoPageTable::stats`].
@@ -83,6 +83,13 @@ pub struct IoPageTable {
     clean_start: AtomicBool,
     /// `map` uses only the smallest page size (per-page dirty state while tracking).
     page_granular: AtomicBool,
+    /// Index shift and mask of each level (`ARM_LPAE_LVL_IDX` precomputed, the PGD's included).
+    idx: [(u32, u64); 4],
+    /// Level + 1 of each supported page size by log2, 0 for an unsupported size.
+    level_by_shift: [u8; 64],
+    /// `tlb.tlb_add_page` is the plain gather (`FlushOps::add_page_is_gather`): a run of cleared
+    /// leaves is gathered inline, with no call per leaf.
+    inline_gather: bool,
 }
 
 impl IoPageTable {
@@ -98,6 +105,25 @@ impl IoPageTable {
             geo.granule.bytes(),
             cfg.max_tables.min(MAX_TABLES_CAP),
         );
+        let mut idx = [(0, 0); 4];
+        for (lvl, e) in (0u32..).zip(idx.iter_mut()) {
+            if lvl >= geo.start_level {
+                let bits = if lvl == geo.start_level {
+                    geo.pgd_bits
+                } else {
+                    geo.bits_per_level
+                };
+                *e = (geo.lvl_shift(lvl), (1u64 << bits) - 1);
+            }
+        }
+        let mut level_by_shift = [0u8; 64];
+        for lvl in geo.start_level..=3 {
+            let size = geo.block_size(lvl);
+            if geo.pgsize_bitmap & size != 0 {
+                level_by_shift[size.trailing_zeros() as usize] = u8::try_from(lvl + 1).unwrap_or(0);
+            }
+        }
+        let inline_gather = tlb.add_page_is_gather();
         Ok(IoPageTable {
             geo,
             pgd,
@@ -105,6 +131,9 @@ impl IoPageTable {
             tlb,
             clean_start: AtomicBool::new(false),
             page_granular: AtomicBool::new(false),
+            idx,
+            level_by_shift,
+            inline_gather,
         })
     }
 
@@ -172,7 +201,7 @@ impl IoPageTable {
                     break;
                 }
                 let t = self.arena.alloc()?;
-                let entries = self.arena.table(t);
+                let entries = self.table_at(t);
                 let child = lvl + 1;
                 let sz = self.geo.block_size(child);
                 let pa = pte::iopte_to_paddr(cur, self.geo.granule);
@@ -191,7 +220,7 @@ impl IoPageTable {
                     }
                     Err(now) => {
                         // A device marked it dirty meanwhile: retry with the new value.
-                        self.arena.free(t);
+                        self.free_table(t, child);
                         cur = now;
                     }
                 }
@@ -210,16 +239,70 @@ impl IoPageTable {
     }
 
     /// The level of `pgsize` if it is exactly one supported size.
+    #[inline]
     fn level_for_pgsize(&self, pgsize: u64) -> Option<u32> {
-        if !pgsize.is_power_of_two() || self.geo.pgsize_bitmap & pgsize == 0 {
+        if !pgsize.is_power_of_two() {
             return None;
         }
-        self.geo.level_of(pgsize)
+        match self.level_by_shift[pgsize.trailing_zeros() as usize] {
+            0 => None,
+            l => Some(u32::from(l) - 1),
+        }
     }
 
+    /// `ARM_LPAE_LVL_IDX(iova, lvl)` from the precomputed shifts and masks.
+    #[inline]
+    fn lvl_idx(&self, iova: u64, lvl: u32) -> usize {
+        let (shift, mask) = self.idx[lvl as usize & 3];
+        crate::to_usize((iova >> shift) & mask)
+    }
+
+    /// Adds the `n` leaves of `size` cleared from `iova` on to `g` (`tlb_add_page` for each).
+    #[inline]
+    fn gather_leaves(&self, g: &mut Gather, iova: u64, size: u64, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.inline_gather {
+            // What `n` calls of the plain `tlb_add_page` do: only the first page can need a
+            // sync (the rest are contiguous and of the same size).
+            if g.needs_sync_before(Iova(iova), size) {
+                self.tlb.iotlb_sync(g);
+                g.reset();
+            }
+            g.pgsize = size;
+            g.add_range(Iova(iova), n as u64 * size);
+        } else {
+            for j in 0..n {
+                self.tlb.tlb_add_page(g, Iova(iova + j as u64 * size), size);
+            }
+        }
+    }
+
+    /// The table a table descriptor read from one of this page table's tables points to: one
+    /// mask, no lookup. Only called on a descriptor that `pte::is_table` accepted at its level.
     #[inline]
     fn child(&self, pte: u64) -> &[AtomicU64] {
-        self.arena.table(pte::iopte_to_paddr(pte, self.geo.granule))
+        self.table_at(pte::iopte_to_paddr(pte, self.geo.granule))
+    }
+
+    /// The entries of the table at `addr`, an address from `self.arena.alloc()` (directly, or
+    /// decoded from a table descriptor of this page table).
+    #[inline]
+    fn table_at(&self, addr: u64) -> &[AtomicU64] {
+        // SAFETY: every table descriptor this page table holds was made by `pte::make_table`
+        // from an address `self.arena.alloc()` returned (`map_at`, `split_in`,
+        // `split_block_unmap` are the only writers of table descriptors, and the PGD and the
+        // tables are private); freed tables are filled with `POISON_PTE` / `POISON_BLOCK`, which
+        // are never table descriptors, so a walker racing with a free reads a leaf, a hole or a
+        // reused table of the same arena, never an address the arena did not hand out.
+        unsafe { self.arena.table_unchecked(addr) }
+    }
+
+    /// Frees the table at `addr`, which sits at `lvl` (its poison depends on the level).
+    fn free_table(&self, addr: u64, lvl: u32) {
+        let poison = if lvl == 3 { POISON_PTE } else { POISON_BLOCK };
+        self.arena.free(addr, poison);
     }
 
     /// `arm_lpae_map_pages` (§3.2–§3.4): maps up to `pgcount` pages of `pgsize` at `iova`,
@@ -302,7 +385,7 @@ impl IoPageTable {
         let mut table: &[AtomicU64] = &self.pgd;
         let mut lvl = self.geo.start_level;
         loop {
-            let idx = self.geo.lvl_idx(iova, lvl);
+            let idx = self.lvl_idx(iova, lvl);
             if lvl == target {
                 let n = crate::to_usize(pgcount)
                     .min(self.geo.max_entries(idx))
@@ -320,7 +403,7 @@ impl IoPageTable {
                     Ok(_) => cur = new,
                     Err(winner) => {
                         // Lost the race to another mapper: use its table.
-                        self.arena.free(t);
+                        self.free_table(t, lvl + 1);
                         cur = winner;
                     }
                 }
@@ -374,14 +457,14 @@ impl IoPageTable {
     /// (`__arm_lpae_free_pgtable`). The caller has made it unreachable and flushed walk caches.
     fn free_subtree(&self, addr: u64, lvl: u32) {
         if lvl < 3 {
-            for e in self.arena.table(addr) {
+            for e in self.table_at(addr) {
                 let p = e.load(Ordering::Acquire);
                 if pte::is_table(p, lvl) {
                     self.free_subtree(pte::iopte_to_paddr(p, self.geo.granule), lvl + 1);
                 }
             }
         }
-        self.arena.free(addr);
+        self.free_table(addr, lvl);
     }
 
     /// `arm_lpae_unmap_pages` (§3.6, with the split of §3.7): unmaps up to `pgcount` pages of
@@ -438,7 +521,7 @@ impl IoPageTable {
         dirty: &mut DirtySink<'_>,
     ) -> u64 {
         loop {
-            let idx = self.geo.lvl_idx(iova, lvl);
+            let idx = self.lvl_idx(iova, lvl);
             let Some(slot) = table.get(idx) else { return 0 };
             let cur = slot.load(Ordering::Acquire);
             if lvl == target {
@@ -493,19 +576,23 @@ impl IoPageTable {
             }
             cleared += 1;
         }
-        for (i, s) in run[..cleared].iter().enumerate() {
-            let old = s.swap(0, Ordering::AcqRel);
-            if pte::is_leaf(old, lvl) && pte::is_writable_dirty(old) {
-                if let Some(sink) = dirty.as_mut() {
+        if let Some(sink) = dirty.as_mut() {
+            for (i, s) in run[..cleared].iter().enumerate() {
+                // A swap, so a device's concurrent dirty update is reported, not lost.
+                let old = s.swap(0, Ordering::AcqRel);
+                if pte::is_leaf(old, lvl) && pte::is_writable_dirty(old) {
                     sink(Iova(iova + i as u64 * size), size);
                 }
+            }
+        } else {
+            // Nobody reads the old dirty state: a plain release store (`__arm_lpae_clear_pte`).
+            for s in &run[..cleared] {
+                s.store(0, Ordering::Release);
             }
         }
         if let Some(g) = gather {
             if !g.queued {
-                for j in 0..cleared {
-                    self.tlb.tlb_add_page(g, Iova(iova + j as u64 * size), size);
-                }
+                self.gather_leaves(g, iova, size, cleared);
             }
         }
         cleared as u64 * size
@@ -533,10 +620,10 @@ impl IoPageTable {
         let Ok(t) = self.arena.alloc() else {
             return 0;
         };
-        let entries = self.arena.table(t);
+        let entries = self.table_at(t);
         let split_sz = self.geo.block_size(lvl);
         let hole = if lvl == target {
-            let start = self.geo.lvl_idx(iova, lvl);
+            let start = self.lvl_idx(iova, lvl);
             let num = crate::to_usize(pgcount).min(entries.len() - start);
             start..start + num
         } else {
@@ -561,13 +648,7 @@ impl IoPageTable {
                     }
                     if let Some(g) = gather.as_deref_mut() {
                         if !g.queued {
-                            for j in 0..hole.len() {
-                                self.tlb.tlb_add_page(
-                                    g,
-                                    Iova(iova + j as u64 * split_sz),
-                                    split_sz,
-                                );
-                            }
+                            self.gather_leaves(g, iova, split_sz, hole.len());
                         }
                     }
                     return hole.len() as u64 * split_sz;
@@ -576,7 +657,7 @@ impl IoPageTable {
             }
             Err(now) => {
                 // Raced with another splitter: use its table if it installed one.
-                self.arena.free(t);
+                self.free_table(t, lvl);
                 if !pte::is_table(now, blk_lvl) {
                     return 0;
                 }
@@ -590,7 +671,7 @@ impl IoPageTable {
     /// covering from `base`).
     fn collect_dirty(&self, addr: u64, lvl: u32, base: u64, sink: &mut dyn FnMut(Iova, u64)) {
         let bs = self.geo.block_size(lvl);
-        for (i, e) in self.arena.table(addr).iter().enumerate() {
+        for (i, e) in self.table_at(addr).iter().enumerate() {
             let p = e.load(Ordering::Acquire);
             let at = base + i as u64 * bs;
             if pte::is_leaf(p, lvl) {
@@ -623,7 +704,7 @@ impl IoPageTable {
         let mut table: &[AtomicU64] = &self.pgd;
         let mut lvl = self.geo.start_level;
         loop {
-            let slot = table.get(self.geo.lvl_idx(iova, lvl))?;
+            let slot = table.get(self.lvl_idx(iova, lvl))?;
             let cur = slot.load(Ordering::Acquire);
             if pte::is_leaf(cur, lvl) {
                 return Some(LeafRef {
@@ -653,7 +734,7 @@ impl IoPageTable {
         let mut table: &[AtomicU64] = &self.pgd;
         let mut lvl = self.geo.start_level;
         loop {
-            let Some(slot) = table.get(self.geo.lvl_idx(iova.raw(), lvl)) else {
+            let Some(slot) = table.get(self.lvl_idx(iova.raw(), lvl)) else {
                 return data;
             };
             let cur = slot.load(Ordering::Acquire);

@@ -213,3 +213,71 @@ fn permission_faults() {
         Err(Fault::Permission { .. })
     ));
 }
+
+/// Flush ops that keep the provided `tlb_add_page` and say so, logging the syncs it causes.
+#[derive(Debug, Default)]
+struct InlineSyncs(std::sync::Mutex<Vec<(u64, u64, u64)>>);
+
+impl io_pgtable::FlushOps for InlineSyncs {
+    fn add_page_is_gather(&self) -> bool {
+        true
+    }
+    fn tlb_flush_all(&self) {}
+    fn tlb_flush_walk(&self, _iova: Iova, _size: u64, _granule: u64) {}
+    fn iotlb_sync(&self, g: &io_pgtable::Gather) {
+        if !g.is_empty() {
+            self.0.lock().unwrap().push((g.start, g.end, g.pgsize));
+        }
+    }
+}
+
+/// A run of cleared leaves gathered inline (no call per leaf) syncs and gathers exactly as one
+/// `tlb_add_page` per leaf does (`__arm_lpae_unmap` calls `io_pgtable_tlb_add_page` per leaf,
+/// v6.18): same syncs in the same order, same final gather.
+#[test]
+fn an_inline_gather_equals_one_add_page_per_leaf() {
+    use io_pgtable::testing::{RecordingFlushOps, TlbEvent};
+    use io_pgtable::{Gather, IoPageTable};
+    let cfg = Config::new(Format::ArmLpaeS1, B4K, 48, 48);
+    let per_leaf = Arc::new(RecordingFlushOps::default());
+    let inline = Arc::new(InlineSyncs::default());
+    let a = IoPageTable::new(&cfg, per_leaf.clone()).unwrap();
+    let b = IoPageTable::new(&cfg, inline.clone()).unwrap();
+    // Contiguous, then adjacent, then disjoint runs, then another page size, then a split.
+    let unmaps = [
+        (0x40_0000u64, SZ_4K, 3u64),
+        (0x40_3000, SZ_4K, 509),
+        (0x80_0000, SZ_4K, 2),
+        (0x100_0000, SZ_2M, 2),
+        (0x200_1000, SZ_4K, 4),
+    ];
+    for pt in [&a, &b] {
+        pt.map(Iova(0x40_0000), PhysAddr(0x1000), SZ_2M, RW)
+            .unwrap();
+        pt.map(Iova(0x80_0000), PhysAddr(0x1000), 2 * SZ_4K, RW)
+            .unwrap();
+        pt.map(Iova(0x100_0000), PhysAddr(0x100_0000), 2 * SZ_2M, RW)
+            .unwrap();
+        pt.map(Iova(0x200_0000), PhysAddr(0x200_0000), SZ_2M, RW)
+            .unwrap();
+    }
+    per_leaf.take();
+    let (mut ga, mut gb) = (Gather::new(), Gather::new());
+    for &(iova, size, n) in &unmaps {
+        let ra = a.unmap_pages(Iova(iova), size, n, Some(&mut ga));
+        let rb = b.unmap_pages(Iova(iova), size, n, Some(&mut gb));
+        assert_eq!(ra, n * size);
+        assert_eq!(ra, rb);
+    }
+    assert_eq!(ga, gb, "same final gather");
+    let syncs: Vec<(u64, u64, u64)> = per_leaf
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            TlbEvent::Sync { start, end, pgsize } => Some((start, end, pgsize)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(syncs.len(), 3, "disjoint run, other size, disjoint split");
+    assert_eq!(*inline.0.lock().unwrap(), syncs);
+}

@@ -252,6 +252,10 @@ impl Iotlb {
 }
 
 impl FlushOps for Iotlb {
+    fn add_page_is_gather(&self) -> bool {
+        true
+    }
+
     fn tlb_flush_all(&self) {
         self.invalidate_all();
     }

@@ -18,6 +18,14 @@ pub trait FlushOps: Send + Sync + Debug {
     /// Invalidates the leaf range gathered in `gather` (`iommu_ops.iotlb_sync`).
     fn iotlb_sync(&self, gather: &Gather);
 
+    /// True if [`FlushOps::tlb_add_page`] is the provided one (gather the page, syncing first if
+    /// the gather cannot absorb it), so the page table may gather a run of cleared leaves
+    /// inline instead of calling it per leaf. Only implementations that keep the provided
+    /// `tlb_add_page` may return `true`; the default, `false`, is always correct.
+    fn add_page_is_gather(&self) -> bool {
+        false
+    }
+
     /// Queues a leaf invalidation of `[iova, iova + granule)` (`tlb_add_page`), syncing first if
     /// the gather cannot absorb it (`iommu_iotlb_gather_add_page`).
     fn tlb_add_page(&self, gather: &mut Gather, iova: Iova, granule: u64) {
@@ -34,6 +42,9 @@ pub trait FlushOps: Send + Sync + Debug {
 pub struct NoFlush;
 
 impl FlushOps for NoFlush {
+    fn add_page_is_gather(&self) -> bool {
+        true
+    }
     fn tlb_flush_all(&self) {}
     fn tlb_flush_walk(&self, _iova: Iova, _size: u64, _granule: u64) {}
     fn iotlb_sync(&self, _gather: &Gather) {}
