@@ -1,9 +1,10 @@
 //! Page-table configuration (`struct io_pgtable_cfg`) and the geometry derived from it.
 //!
-//! Spec io-pgtable.md §1.1 (quirks), §1.3 (formats), §1.4 (granule selection,
-//! `arm_lpae_restrict_pgsizes`), §1.5 (levels and index decode), §1.6 (stage-2 concatenated
-//! tables and VTCR), §1.7 (MAIR). Source: `drivers/iommu/io-pgtable-arm.c`,
-//! `arm_lpae_alloc_pgtable`, `arm_64_lpae_alloc_pgtable_s1/_s2`, `arm_lpae_concat_mandatory`.
+//! Follows `drivers/iommu/io-pgtable-arm.c` and `include/linux/io-pgtable.h` as of v6.18: the
+//! `IO_PGTABLE_QUIRK_*` bits, the formats, granule selection (`arm_lpae_restrict_pgsizes`),
+//! levels and index decode (`arm_lpae_alloc_pgtable`), stage-2 concatenated tables and VTCR
+//! (`arm_64_lpae_alloc_pgtable_s2`, `arm_lpae_concat_mandatory`) and the stage-1 MAIR
+//! (`arm_64_lpae_alloc_pgtable_s1`).
 //!
 //! Levels are numbered as the architecture does: 0..=3, where 3 holds pages.
 
@@ -13,7 +14,8 @@ use crate::error::Error;
 pub const MAX_ADDR_BITS: u32 = 52;
 /// Largest number of granule pages a concatenated stage-2 PGD may span.
 pub const S2_MAX_CONCAT_PAGES: u64 = 16;
-/// The MAIR value a stage-1 table reports (§1.7): NC, WBRWA, nGnRE, inner-NC/outer-WB.
+/// The MAIR value a stage-1 table reports (`arm_64_lpae_alloc_pgtable_s1`, v6.18): NC, WBRWA,
+/// nGnRE, inner-NC/outer-WB.
 pub const MAIR_S1: u64 = 0x0000_0000_f404_ff44;
 /// MAIR index for Normal non-cacheable memory.
 pub const MAIR_IDX_NC: u64 = 0;
@@ -79,7 +81,8 @@ impl Granule {
 }
 
 bitflags::bitflags! {
-    /// `IO_PGTABLE_QUIRK_*` bits accepted by the LPAE formats (§1.1 table).
+    /// `IO_PGTABLE_QUIRK_*` bits accepted by the LPAE formats (`include/linux/io-pgtable.h`,
+    /// v6.18).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Quirks: u32 {
         /// Set NS in leaves and NSTABLE in table descriptors (stage 1).
@@ -88,7 +91,8 @@ bitflags::bitflags! {
         const ARM_TTBR1 = 1 << 5;
         /// Outer write-back walks for a non-coherent walker (stage 1; rejected when coherent).
         const ARM_OUTER_WBWA = 1 << 6;
-        /// Hardware dirty tracking: writable stage-1 leaves carry DBM (§5).
+        /// Hardware dirty tracking: writable stage-1 leaves carry DBM (`arm_lpae_prot_to_pte`,
+        /// v6.18).
         const ARM_HD = 1 << 7;
         /// Stage-2 forced write-back (MemAttr 0b0110 for cacheable).
         const ARM_S2FWB = 1 << 8;
@@ -97,7 +101,7 @@ bitflags::bitflags! {
     }
 }
 
-/// Which stage-2 PGD concatenation rule to apply (§1.6).
+/// Which stage-2 PGD concatenation rule to apply (`arm_64_lpae_alloc_pgtable_s2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ConcatRule {
     /// `arm_lpae_concat_mandatory` (v6.14+): only where Arm DDI0487 requires it.
@@ -227,7 +231,7 @@ pub struct Geometry {
     pub registers: Registers,
 }
 
-/// `arm_lpae_restrict_pgsizes` (§1.4): returns (granule, restricted bitmap, ias, oas).
+/// `arm_lpae_restrict_pgsizes` (v6.18): returns (granule, restricted bitmap, ias, oas).
 fn restrict_pgsizes(cfg: &Config) -> (Option<Granule>, u64, u32, u32) {
     let page = cfg.cpu_page_size;
     let bitmap = cfg.pgsize_bitmap;
@@ -475,7 +479,8 @@ impl Geometry {
         self.granule.bytes()
     }
 
-    /// True if `iova` is inside the input range (sign-extended for TTBR1 tables), §3.2 step 2.
+    /// True if `iova` is inside the input range (sign-extended for TTBR1 tables): the
+    /// `iaext` check of `arm_lpae_map_pages`, v6.18.
     #[inline]
     #[must_use]
     pub fn iova_in_range(&self, iova: u64) -> bool {
@@ -505,7 +510,8 @@ const fn tg0(granule: Granule) -> u32 {
     }
 }
 
-/// The page-size sets of the kernel selftest matrix (§6.1).
+/// The page-size sets of the kernel selftest matrix (`arm_lpae_do_selftests` in
+/// `drivers/iommu/io-pgtable-arm-selftests.c`, v6.18).
 pub const SELFTEST_PGSIZES: [u64; 3] = [SZ_4K | SZ_2M | SZ_1G, SZ_16K | SZ_32M, SZ_64K | SZ_512M];
-/// The address sizes of the kernel selftest matrix (§6.1).
+/// The address sizes of the kernel selftest matrix (`arm_lpae_do_selftests`, v6.18).
 pub const SELFTEST_ADDRESS_SIZES: [u32; 6] = [32, 36, 40, 42, 44, 48];

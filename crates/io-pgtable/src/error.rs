@@ -1,7 +1,7 @@
 //! Errors of the page-table layer and their kernel errno.
 //!
 //! Each variant corresponds to one failure of `io-pgtable-arm.c` or the iommu core
-//! (`drivers/iommu/iommu.c`), spec io-pgtable.md §3.10. [`Error::errno`] is the one exhaustive
+//! (`drivers/iommu/iommu.c`), v6.18. [`Error::errno`] is the one exhaustive
 //! mapping to the kernel's errno; `tests/errno_table.rs` pins every variant.
 
 use crate::addr::{Iova, PhysAddr};
@@ -16,13 +16,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// `pgsize` is not exactly one size of the table's `pgsize_bitmap` (§3.2 step 1).
+    /// `pgsize` is not exactly one size of the table's `pgsize_bitmap` (`arm_lpae_map_pages`,
+    /// first check).
     #[error("page size {pgsize:#x} is not a single supported size")]
     InvalidPageSize {
         /// The rejected size.
         pgsize: u64,
     },
-    /// The input address lies outside the input address size (§3.2 step 2, `-ERANGE`).
+    /// The input address lies outside the input address size (`arm_lpae_map_pages`, `-ERANGE`).
     #[error("iova {iova} is outside the {ias}-bit input range")]
     IovaOutOfRange {
         /// The first out-of-range address of the request.
@@ -30,7 +31,7 @@ pub enum Error {
         /// The table's input address size.
         ias: u32,
     },
-    /// The output address lies outside the output address size (§3.2 step 2, `-ERANGE`).
+    /// The output address lies outside the output address size (`arm_lpae_map_pages`, `-ERANGE`).
     #[error("physical address {paddr} is outside the {oas}-bit output range")]
     PhysOutOfRange {
         /// The first out-of-range address of the request.
@@ -38,10 +39,10 @@ pub enum Error {
         /// The table's output address size.
         oas: u32,
     },
-    /// The protection has neither READ nor WRITE (§3.2 step 3).
+    /// The protection has neither READ nor WRITE (`arm_lpae_map_pages`, `-EINVAL`).
     #[error("mapping must be readable or writable")]
     NoAccess,
-    /// A leaf already maps part of the range (§3.3, §3.4).
+    /// A leaf already maps part of the range (`__arm_lpae_map`, `arm_lpae_init_pte`: `-EEXIST`).
     #[error("iova {iova} is already mapped")]
     Exists {
         /// The address of the existing leaf that collided.
@@ -71,13 +72,14 @@ pub enum Error {
         /// Its length.
         len: u64,
     },
-    /// A dirty query hit an address that is neither a leaf nor a table (§5.3).
+    /// A dirty query hit an address that is neither a leaf nor a table (`io_pgtable_visit` under
+    /// `arm_lpae_read_and_clear_dirty`, `-EINVAL`).
     #[error("no mapping at {iova} inside the dirty query")]
     Hole {
         /// The first unmapped address reached.
         iova: Iova,
     },
-    /// A dirty query wraps or leaves the input range (§5.3).
+    /// A dirty query wraps or leaves the input range (`arm_lpae_read_and_clear_dirty`, `-EINVAL`).
     #[error("dirty query {iova}+{size:#x} is outside the input range")]
     DirtyOutOfRange {
         /// Start of the query.
@@ -85,7 +87,8 @@ pub enum Error {
         /// Its size.
         size: u64,
     },
-    /// Dirty tracking is only implemented by the stage-1 format (§5.2, §5.3).
+    /// Dirty tracking is only implemented by the stage-1 format (`arm_lpae_read_and_clear_dirty`
+    /// rejects every other format; SMMUv3 sets `IO_PGTABLE_QUIRK_ARM_HD` on stage 1 only).
     #[error("dirty tracking needs a stage-1 table")]
     DirtyUnsupported,
 }
