@@ -339,6 +339,9 @@ mod tests {
                 }
             }
         }
-        assert!(total > 5 && same * 10 >= total * 9, "{same} of {total} areas compared");
+        assert!(
+            total > 5 && same * 10 >= total * 9,
+            "{same} of {total} areas compared"
+        );
     }
 }
