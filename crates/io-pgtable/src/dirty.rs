@@ -1,15 +1,18 @@
-//! Hardware dirty tracking on stage-1 leaves (spec io-pgtable.md §5).
+//! Hardware dirty tracking on stage-1 leaves (`arm_lpae_read_and_clear_dirty`, v6.18; merged in
+//! v6.11 by 4fe88fd8b4ae "iommu/io-pgtable-arm: Add read_and_clear_dirty() support").
 //!
 //! With [`crate::Quirks::ARM_HD`] every writable leaf carries DBM and starts *dirty* (AP\[2\]
 //! clear). A device write through a clean leaf clears AP\[2\] atomically (done by the walker in
 //! [`crate::Domain::translate`]); [`IoPageTable::read_and_clear_dirty`] reports dirty leaves and
 //! sets AP\[2\] again with an atomic OR, never a plain store, because a device may be updating the
-//! same word (§5.1). Cleaning must be followed by an IOTLB sync of the recorded ranges, or writes
-//! through a cached dirty translation go unrecorded (§5.4); the gather argument collects them.
+//! same word. Cleaning must be followed by an IOTLB sync of the recorded ranges, or writes
+//! through a cached dirty translation go unrecorded (iommufd's `iommu_iotlb_sync` after the
+//! walk); the gather argument collects them.
 //!
 //! Differences from `arm_lpae_read_and_clear_dirty`: a query that starts inside a block reports
 //! that whole block and carries on at the next, correctly aligned (the kernel's walker keeps the
-//! unaligned cursor and can skip the tail, §3.9/§5.4); a split block keeps its DBM (§2.2).
+//! unaligned cursor and can skip the tail); a split block keeps its DBM. Both are listed in
+//! docs/SEMANTICS.md, "The page table".
 
 use std::sync::atomic::Ordering;
 
@@ -75,8 +78,9 @@ impl IoPageTable {
         result.map_err(|at| Error::Hole { iova: Iova(at) })
     }
 
-    /// Cleans every DBM leaf of the table (what enabling dirty tracking does first, §5.4 and
-    /// §8.9: every writable mapping starts dirty). The caller flushes the TLB afterwards.
+    /// Cleans every DBM leaf of the table (what enabling dirty tracking does first: with
+    /// `IO_PGTABLE_QUIRK_ARM_HD` every writable mapping starts dirty; iommufd's
+    /// `iopt_set_dirty_tracking`, v6.18). The caller flushes the TLB afterwards.
     /// Returns the number of leaves that were dirty.
     pub fn clear_all_dirty(&self) -> u64 {
         let geo = self.geometry();

@@ -2,8 +2,9 @@
 //!
 //! This is the unit an IOMMU-backed group maps into. [`Domain::map`] and [`Domain::unmap`] are
 //! `iommu_map` / `iommu_unmap` with the TLB maintenance of the chosen
-//! [`InvalidationPolicy`] (spec §4.4–§4.6); [`Domain::translate`] is what a device does on every
-//! DMA: IOTLB, then a walk that records hardware dirty state on writes (§5.1).
+//! [`InvalidationPolicy`] (strict as `iommu_unmap`, lazy as the flush queue of `dma-iommu.c`,
+//! v6.18); [`Domain::translate`] is what a device does on every DMA: IOTLB, then a walk that
+//! records hardware dirty state on writes, as an SMMUv3 with HTTU does for a DBM leaf.
 //!
 //! Unmapped memory is handed back through tokens: [`Domain::unmap`] takes a token for the range
 //! (say, the pinned pages behind it) and returns the tokens whose invalidation has completed.
@@ -32,7 +33,8 @@ pub enum InvalidationPolicy {
     #[default]
     Strict,
     /// Leaf invalidations are deferred to a flush queue (`IOMMU_DOMAIN_DMA_FQ`): faster, but a
-    /// device may reach unmapped memory until the flush (§4.7). Walk flushes stay synchronous.
+    /// device may reach unmapped memory until the flush (the isolation cost the kernel's
+    /// `IOMMU_DEFAULT_DMA_LAZY` help text names). Walk flushes stay synchronous.
     Lazy(FlushQueueConfig),
 }
 
@@ -163,7 +165,7 @@ impl<T> Domain<T> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `iommu_map` (§3.1): all or nothing. Also runs the flush-queue timer.
+    /// `iommu_map` (`__iommu_map`, v6.18): all or nothing. Also runs the flush-queue timer.
     ///
     /// # Errors
     /// As [`IoPageTable::map`].
@@ -239,7 +241,7 @@ impl<T> Domain<T> {
     }
 
     /// A device access at `iova`: IOTLB hit, or a walk that fills the IOTLB. A write through a
-    /// writable-clean DBM leaf marks it dirty atomically (§5.1).
+    /// writable-clean DBM leaf marks it dirty atomically (clears AP\[2\], as the SMMU does).
     ///
     /// # Errors
     /// [`Fault::NotMapped`] or [`Fault::Permission`].
@@ -274,7 +276,7 @@ impl<T> Domain<T> {
             let mut dirty_now = !perms.write_needs_dirty;
             if access == Access::Write && perms.write_needs_dirty {
                 // Mark dirty only on the entry we walked: if an unmap or a split replaced it
-                // meanwhile, walk again, so the mark is never lost (§5.1).
+                // meanwhile, walk again, so the mark is never lost.
                 let marked = leaf.pte & !pte::AP_RDONLY;
                 if leaf
                     .slot
@@ -305,7 +307,8 @@ impl<T> Domain<T> {
     }
 
     /// Reports and (unless `NO_CLEAR`) cleans dirty leaves in `[iova, iova + size)`, then syncs
-    /// the IOTLB for what was cleaned, so later writes are recorded again (§5.4).
+    /// the IOTLB for what was cleaned, so later writes are recorded again (as iommufd's
+    /// `iopt_read_and_clear_dirty_data` syncs after `read_and_clear_dirty`, v6.18).
     ///
     /// # Errors
     /// As [`IoPageTable::read_and_clear_dirty`].
@@ -329,7 +332,8 @@ impl<T> Domain<T> {
     /// Starts hardware dirty tracking: blocks are split into pages and new mappings use pages
     /// (so dirty state is per page, not per 2M or 1G block), new leaves start writable-clean,
     /// the initial "dirty" state of every writable leaf is cleaned and the IOTLB flushed
-    /// (§5.4, §8.9), so only writes from now on are reported, page by page.
+    /// (as iommufd's `iopt_set_dirty_tracking` does first, v6.18), so only writes from now on
+    /// are reported, page by page (pages only: docs/SEMANTICS.md, "The page table").
     pub fn start_dirty_tracking(&self) {
         self.table.set_clean_start(true);
         self.table.set_page_granular(true);

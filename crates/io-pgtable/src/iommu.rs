@@ -1,5 +1,5 @@
 //! The iommu core's side of mapping: block-size selection (`iommu_pgsize`) and the
-//! `__iommu_map` / `__iommu_unmap` loops (spec io-pgtable.md §3.1).
+//! `__iommu_map` / `__iommu_unmap` loops (`drivers/iommu/iommu.c`, v6.18).
 //!
 //! io-pgtable installs a leaf only when asked for exactly its block size; choosing the largest
 //! block that size and alignment allow is the core's job, ported here so `map` and `unmap`

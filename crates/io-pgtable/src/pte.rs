@@ -1,4 +1,5 @@
-//! Bit-exact LPAE descriptors (spec io-pgtable.md §2).
+//! Bit-exact LPAE descriptors (`drivers/iommu/io-pgtable-arm.c`, v6.18: `ARM_LPAE_PTE_*`,
+//! `paddr_to_iopte`, `iopte_to_paddr`, `arm_lpae_prot_to_pte`).
 //!
 //! Source: `io-pgtable-arm.c` (`ARM_LPAE_PTE_*`, `paddr_to_iopte`, `iopte_to_paddr`,
 //! `arm_lpae_prot_to_pte`, `iopte_leaf`, `iopte_table`). A raw descriptor is a `u64`; [`Descriptor`]
@@ -65,7 +66,8 @@ pub const ADDR_MASK: u64 = ((1u64 << 48) - 1) & !((1u64 << 12) - 1);
 
 /// Every bit of a leaf that describes its attributes rather than its type or address: what a
 /// block passes on to the pages it is split into. Unlike the kernel's old `iopte_prot()` masks,
-/// this keeps DBM (and the dirty state in AP\[2\]), so a split block stays tracked (§2.2).
+/// this keeps DBM (and the dirty state in AP\[2\]), so a split block stays tracked
+/// (docs/SEMANTICS.md, "The page table").
 pub const LEAF_ATTR_MASK: u64 = !(ADDR_MASK | TYPE_MASK | CONT | SW_SYNC);
 
 /// `paddr_to_iopte`: packs PA\[51:48\] into bits 15:12 for the 64K granule.
@@ -104,14 +106,14 @@ pub const fn is_table(pte: u64, lvl: u32) -> bool {
     lvl != 3 && pte & TYPE_MASK == TYPE_TABLE
 }
 
-/// `iopte_writeable_dirty`: DBM set and AP\[2\] clear (§5.1).
+/// `iopte_writeable_dirty` (v6.18): DBM set and AP\[2\] clear.
 #[inline]
 #[must_use]
 pub const fn is_writable_dirty(pte: u64) -> bool {
     pte & (AP_RDONLY | DBM) == DBM
 }
 
-/// `arm_lpae_prot_to_pte` (§2.1): attribute bits for a leaf, without type or address.
+/// `arm_lpae_prot_to_pte` (v6.18): attribute bits for a leaf, without type or address.
 #[must_use]
 pub fn prot_to_pte(geo: &Geometry, prot: Prot) -> u64 {
     let r = prot.contains(Prot::READ);

@@ -1,4 +1,5 @@
-//! The flush queue of lazy invalidation (spec io-pgtable.md §4.5–§4.6, `dma-iommu.c`).
+//! The flush queue of lazy invalidation (`drivers/iommu/dma-iommu.c`, v6.18: `queue_iova`,
+//! `fq_ring_free_locked`, `fq_flush_timeout`).
 //!
 //! In lazy mode an unmap clears PTEs at once but defers the leaf IOTLB invalidation: the range
 //! and a *token* standing for whatever must not be reused yet (pinned pages, an IOVA) go on a

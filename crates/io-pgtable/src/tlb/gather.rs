@@ -1,4 +1,5 @@
-//! `struct iommu_iotlb_gather` (spec §4.2): the leaf range to invalidate, with an inclusive end.
+//! `struct iommu_iotlb_gather` (`include/linux/iommu.h`, v6.18): the leaf range to invalidate,
+//! with an inclusive end.
 
 use crate::addr::Iova;
 

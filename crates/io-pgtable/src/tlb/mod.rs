@@ -2,8 +2,8 @@
 //! invalidations, an IOTLB model, the flush queue for lazy invalidation, and the drain of
 //! device transactions an invalidation waits for.
 //!
-//! Spec io-pgtable.md §4. The page table calls [`FlushOps`] exactly where `io-pgtable-arm.c`
-//! calls `io_pgtable_tlb_*` (§4.1): a synchronous walk flush before any table is freed, a leaf
+//! The page table calls [`FlushOps`] exactly where `io-pgtable-arm.c` (v6.18) calls
+//! `io_pgtable_tlb_*`: a synchronous walk flush before any table is freed, a leaf
 //! invalidation queued in a [`Gather`] for every cleared leaf (skipped when the gather is
 //! `queued`, i.e. lazy), and a flush-all when the table is dropped.
 
