@@ -1,17 +1,21 @@
 //! ARM LPAE I/O page tables, an IOTLB model with strict and lazy invalidation, and hardware dirty
 //! bits: the IOMMU-domain layer under `type1`.
 //!
-//! The behaviour follows Linux `drivers/iommu/io-pgtable-arm.c` and the iommu core, as written
-//! down in the project's `shared/spec/io-pgtable.md` (section numbers in the docs refer to it):
+//! The behaviour follows Linux v6.18: `drivers/iommu/io-pgtable-arm.c`, the iommu core
+//! (`drivers/iommu/iommu.c`) and the flush queue of `drivers/iommu/dma-iommu.c`. Our rules and
+//! deliberate differences are listed in docs/SEMANTICS.md, "The page table".
 //!
 //! - [`Config`] / [`Geometry`]: formats (stage 1 and 2), granules 4K/16K/64K, ias/oas up to 52
-//!   bits, `pgsize_bitmap` restriction, start level and stage-2 concatenation (§1);
-//! - [`pte`]: bit-exact descriptors (§2);
-//! - [`IoPageTable`]: `map_pages`, `unmap_pages` with block splitting (§3.7, kept although the
-//!   kernel dropped it in v6.13), `iova_to_phys` returning `Option`, the walker, and the core's
-//!   block-size choice in [`IoPageTable::map`] / [`IoPageTable::unmap`] (§3.1);
-//! - [`tlb`]: `iommu_flush_ops`, the gather, an [`Iotlb`] model and the lazy [`FlushQueue`] (§4);
-//! - [`IoPageTable::read_and_clear_dirty`]: DBM dirty tracking (§5);
+//!   bits, `pgsize_bitmap` restriction, start level and stage-2 concatenation
+//!   (`arm_lpae_alloc_pgtable`, `arm_lpae_restrict_pgsizes`, `arm_lpae_concat_mandatory`);
+//! - [`pte`]: bit-exact descriptors (`arm_lpae_prot_to_pte`, `paddr_to_iopte`);
+//! - [`IoPageTable`]: `map_pages`, `unmap_pages` with block splitting (`arm_lpae_split_blk_unmap`
+//!   as in v6.12, kept although 33729a5fc0ca removed it in v6.13), `iova_to_phys` returning
+//!   `Option`, the walker, and the core's block-size choice in [`IoPageTable::map`] /
+//!   [`IoPageTable::unmap`] (`iommu_pgsize`, `__iommu_map`, `__iommu_unmap`);
+//! - [`tlb`]: `iommu_flush_ops`, the gather, an [`Iotlb`] model and the lazy [`FlushQueue`]
+//!   (`queue_iova` and `fq_flush_timeout` in `dma-iommu.c`);
+//! - [`IoPageTable::read_and_clear_dirty`]: DBM dirty tracking (`arm_lpae_read_and_clear_dirty`);
 //! - [`Domain`]: table + IOTLB + [`InvalidationPolicy`], and the device's
 //!   [`Domain::translate`].
 //!

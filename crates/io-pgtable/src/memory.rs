@@ -2,10 +2,10 @@
 //!
 //! Every non-root table lives in a [`TableArena`] and is named by its *table address*: the host
 //! address of its first entry, granule-aligned and below 2^48, which is what table descriptors
-//! hold in their address bits (spec §1.8, §3.5), as the kernel's hold the physical address of
-//! the next table. A walker turns a table descriptor into the next table with a mask and no
-//! lookup, so a walk costs one dependent load per level, like the hardware's (and the kernel's
-//! `__va(iopte_to_paddr(pte))`).
+//! hold in their address bits, as the kernel's hold the physical address of the next table
+//! (`arm_lpae_install_table`, `paddr_to_iopte`, v6.18). A walker turns a table descriptor into
+//! the next table with a mask and no lookup, so a walk costs one dependent load per level, like
+//! the hardware's (and the kernel's `__va(iopte_to_paddr(pte))`).
 //!
 //! Memory is grown in segments that are never moved or released before the arena is dropped:
 //! segment `k` holds `2^k` tables. A freed table is filled with poison (never a table
@@ -13,7 +13,8 @@
 //! reused. So a table address, once handed out, names valid memory for the arena's whole life:
 //! a walker that raced with a free reads poison or a reused table, never freed memory. Whether
 //! the contents are still meaningful is the page table's business (a table is only freed after
-//! the walk-cache flush that makes it unreachable, §4.1).
+//! the walk-cache flush that makes it unreachable, as `__arm_lpae_unmap` calls
+//! `io_pgtable_tlb_flush_walk` before freeing a table, v6.18).
 //!
 //! Concurrency: allocation, free and the statistics take one mutex; [`TableArena::table`] and
 //! the walkers' table access take none.

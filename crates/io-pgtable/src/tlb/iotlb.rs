@@ -4,14 +4,16 @@
 //! valid), a data word (output base | permission bits) and a sequence counter; lookups are
 //! lock-free seqlock reads, so a hit costs a few loads. Fills and invalidations serialise on one
 //! *fill lock*, and a device walk (miss path) runs with that lock held. That gives the hardware
-//! guarantee the page table relies on (§4.1, §8.8): when an invalidation returns, no walk that
-//! could have read the old entries is still in flight, and none can insert a stale entry
-//! afterwards. In particular a table is never followed after the walk flush that precedes its
-//! freeing.
+//! guarantee the page table relies on (`__arm_lpae_unmap` frees a table right after
+//! `io_pgtable_tlb_flush_walk` returns, in strict and lazy mode alike, v6.18): when an
+//! invalidation returns, no walk that could have read the old entries is still in flight, and
+//! none can insert a stale entry afterwards. In particular a table is never followed after the
+//! walk flush that precedes its freeing.
 //!
 //! Cached permissions are what a *cached* hardware entry would allow: a write hits only if the
 //! leaf was writable-dirty (or writable without DBM) when filled; a write to a writable-clean
-//! leaf misses and walks, which lets the walker record dirty state (§5.1).
+//! leaf misses and walks, which lets the walker record dirty state (an SMMUv3
+//! with HTTU updates a DBM leaf only on a walk).
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};

@@ -1,4 +1,5 @@
-//! `struct iommu_flush_ops` (spec §1.2) plus the driver's `iotlb_sync` (§4.2, §4.3).
+//! `struct iommu_flush_ops` (`include/linux/io-pgtable.h`, v6.18) plus the driver's `iotlb_sync`
+//! (`iommu_iotlb_sync` in `include/linux/iommu.h`; SMMUv3's `arm_smmu_iotlb_sync`).
 
 use std::fmt::Debug;
 
