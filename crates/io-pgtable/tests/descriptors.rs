@@ -1,4 +1,5 @@
-//! Bit-exact descriptors (spec io-pgtable.md §2, §6.3.2).
+//! Bit-exact descriptors: `arm_lpae_prot_to_pte`, `__arm_lpae_init_pte`, `paddr_to_iopte` and
+//! `iopte_to_paddr` in `drivers/iommu/io-pgtable-arm.c`, v6.18.
 
 use io_pgtable::pte::{self, Descriptor};
 use io_pgtable::{Config, Format, Geometry, Granule, PhysAddr, Prot, Quirks};
@@ -12,7 +13,7 @@ fn g(format: Format, quirks: Quirks) -> Geometry {
 }
 
 #[test]
-fn worked_leaves_of_spec_2_1() {
+fn leaves_are_bit_exact_for_each_format_and_protection() {
     let s1 = g(Format::ArmLpaeS1, Quirks::empty());
     let s1hd = g(Format::ArmLpaeS1, Quirks::ARM_HD);
     let s2 = g(Format::ArmLpaeS2, Quirks::empty());
@@ -30,7 +31,7 @@ fn worked_leaves_of_spec_2_1() {
 }
 
 #[test]
-fn quirk_bits_spec_2_1() {
+fn quirks_set_their_descriptor_bits() {
     let ns = g(Format::ArmLpaeS1, Quirks::ARM_NS);
     assert_ne!(pte::prot_to_pte(&ns, Prot::READ) & pte::NS, 0);
     assert_ne!(pte::make_table(&ns, PA) & pte::NSTABLE, 0);

@@ -1,4 +1,5 @@
-//! Hardware dirty tracking (spec io-pgtable.md §5, §6.3.12).
+//! Hardware dirty tracking: `arm_lpae_read_and_clear_dirty` (`drivers/iommu/io-pgtable-arm.c`,
+//! v6.18) and our differences from it (docs/SEMANTICS.md, "The page table").
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ fn harvest(
 }
 
 #[test]
-fn conformance_cases_of_spec_6_3_12() {
+fn harvest_records_and_cleans_once_no_clear_keeps_and_a_hole_is_einval() {
     let pt = hd_table();
     pt.map(Iova(0), PhysAddr(0), 4 * SZ_4K, RW).unwrap();
     // Starts dirty; a harvest records and cleans to DBM|AP[2].
@@ -110,7 +111,8 @@ fn conformance_cases_of_spec_6_3_12() {
 
 #[test]
 fn query_starting_inside_a_block_reports_it_and_the_next_ones() {
-    // The kernel's unaligned cursor can skip the tail (§3.9, §5.4); ours does not.
+    // The kernel's walker (`__arm_lpae_iopte_walk`) keeps an unaligned cursor and can skip the
+    // tail; ours does not.
     let pt = hd_table();
     pt.map(Iova(0), PhysAddr(0), 4 * SZ_2M, RW).unwrap();
     let got = harvest(&pt, SZ_2M / 2, 3 * SZ_2M, DirtyFlags::empty()).unwrap();
@@ -167,7 +169,8 @@ fn clean_keep_blocks(d: &Domain) {
 
 #[test]
 fn split_block_keeps_dbm_and_dirty_state() {
-    // The kernel's old split dropped DBM (§2.2); a split here keeps tracking the pieces.
+    // The v6.12 split (`arm_lpae_split_blk_unmap`) dropped DBM; a split here keeps tracking the
+    // pieces.
     let d = hd_domain();
     d.map(Iova(0), PhysAddr(0), SZ_2M, RW).unwrap();
     clean_keep_blocks(&d);

@@ -1,4 +1,5 @@
-//! Every error variant pinned to the kernel errno (spec io-pgtable.md §3.10).
+//! Every error variant pinned to the kernel errno (`arm_lpae_map_pages`, `__arm_lpae_map`,
+//! `arm_lpae_read_and_clear_dirty`, `__iommu_map`; v6.18).
 
 use io_pgtable::error::errno::*;
 use io_pgtable::{Error, Iova, PhysAddr};

@@ -1,4 +1,6 @@
-//! Geometry, concatenation and register outputs (spec io-pgtable.md §1.4–§1.7, §6.3.1).
+//! Geometry, concatenation and register outputs: `arm_lpae_restrict_pgsizes`,
+//! `arm_lpae_alloc_pgtable`, `arm_64_lpae_alloc_pgtable_s1/_s2` and `arm_lpae_concat_mandatory`
+//! in `drivers/iommu/io-pgtable-arm.c`, v6.18 (the legacy concatenation rule as up to v6.13).
 
 use io_pgtable::cfg::{S1Registers, S2Registers, MAIR_S1};
 use io_pgtable::{ConcatRule, Config, Error, Format, Geometry, Granule, Quirks, Registers};
@@ -15,7 +17,7 @@ fn geo(format: Format, bitmap: u64, ias: u32, oas: u32) -> Geometry {
 }
 
 #[test]
-fn worked_values_of_spec_1_5() {
+fn levels_start_level_and_pgd_entries_per_granule_and_input_size() {
     // (bitmap, ias, levels, start, pgd entries)
     let rows = [
         (B4K, 32, 3, 1, 4),
@@ -79,7 +81,7 @@ fn index_decode_masks_the_pgd_and_handles_concatenation() {
 }
 
 #[test]
-fn granule_selection_follows_the_cpu_page_size_spec_1_4() {
+fn granule_selection_follows_the_cpu_page_size() {
     // 4K CPU page with 16K|64K hardware: the smallest size >= PAGE_SIZE.
     let g = geo(Format::ArmLpaeS1, SZ_16K | SZ_64K | (1 << 25), 48, 48);
     assert_eq!(g.granule, Granule::Size16K);
@@ -133,7 +135,7 @@ fn allocation_refusals() {
 }
 
 #[test]
-fn stage2_concatenation_current_rule_spec_1_6() {
+fn stage2_concatenates_only_where_the_architecture_requires_it() {
     // (bitmap, ias, oas, start, pgd bytes)
     let rows = [
         (B16K, 48, 48, 1, 32 << 10),
@@ -152,7 +154,7 @@ fn stage2_concatenation_current_rule_spec_1_6() {
 }
 
 #[test]
-fn stage2_concatenation_legacy_rule_spec_1_6() {
+fn stage2_legacy_rule_concatenates_every_small_start_level_0_pgd() {
     let legacy = |bitmap, ias, oas| {
         let mut cfg = Config::new(Format::ArmLpaeS2, bitmap, ias, oas);
         cfg.concat = ConcatRule::Legacy;
@@ -165,7 +167,7 @@ fn stage2_concatenation_legacy_rule_spec_1_6() {
 }
 
 #[test]
-fn register_outputs_spec_1_6_1_7() {
+fn register_outputs_tcr_vtcr_and_mair() {
     let g = geo(Format::ArmLpaeS1, B4K, 48, 48);
     assert_eq!(
         g.registers,

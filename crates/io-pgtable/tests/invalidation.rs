@@ -1,4 +1,6 @@
-//! Strict and lazy invalidation through a [`Domain`] (spec io-pgtable.md §4.4–§4.7, §6.3.15).
+//! Strict and lazy invalidation through a [`Domain`]: strict as `iommu_unmap`, lazy as the flush
+//! queue of `drivers/iommu/dma-iommu.c` (`queue_iova`, `fq_ring_free_locked`,
+//! `fq_flush_timeout`), v6.18.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,7 +155,8 @@ fn lazy_unmap_of_nothing_releases_at_once() {
 #[test]
 fn lazy_table_frees_still_flush_walk_caches_synchronously() {
     // Unmapping 2M over 4K pages frees an L3 table: its walk flush (and the cached leaves under
-    // it) must go at once, even in lazy mode (§4.1, §8.8).
+    // it) must go at once, even in lazy mode, as `__arm_lpae_unmap` flushes the walk before
+    // freeing a table.
     let (d, _) = domain(lazy(256, 10));
     d.map(Iova(0), PhysAddr(0), 4 * SZ_4K, RW).unwrap();
     d.translate(Iova(0x1000), Access::Read).unwrap();

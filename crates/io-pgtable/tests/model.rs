@@ -1,4 +1,6 @@
-//! The page table against a reference model (spec io-pgtable.md §3.1, §3.6, §3.7).
+//! The page table against a reference model: the core's block-size choice (`iommu_pgsize`),
+//! `arm_lpae_unmap_pages` (v6.18) and the v6.12 block split (`arm_lpae_split_blk_unmap`, kept:
+//! docs/SEMANTICS.md, "The page table").
 //!
 //! The model is a sorted map of non-overlapping `(iova, len) → pa` intervals. `map` succeeds on
 //! free ranges; `unmap` follows the iommu core: it walks the range in the chunks `iommu_pgsize`

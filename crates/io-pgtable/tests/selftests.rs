@@ -1,5 +1,7 @@
-//! The kernel's io-pgtable-arm selftests, ported (spec io-pgtable.md §6.1), the historical
-//! partial-unmap case (§6.2), and the extra conformance cases of §6.3.
+//! The kernel's io-pgtable-arm selftests, ported (`arm_lpae_do_selftests` and
+//! `arm_lpae_run_tests` in `drivers/iommu/io-pgtable-arm-selftests.c`, v6.18), the partial-unmap
+//! case the selftests had up to v6.12, and further cases the code of `io-pgtable-arm.c` implies
+//! but its selftests do not check.
 
 use std::sync::Arc;
 
@@ -26,7 +28,8 @@ fn sizes(bitmap: u64) -> impl Iterator<Item = u64> {
     (0..64).map(|b| 1u64 << b).filter(move |s| bitmap & s != 0)
 }
 
-/// The body of `arm_lpae_run_tests` for one table instance (§6.1 steps 2–6).
+/// The body of `arm_lpae_run_tests` for one table instance, from the first lookup to the free
+/// (the steps are numbered in the order the kernel runs them, allocation being step 1).
 fn run_selftest(cfg: &Config) {
     let (ops, tlb) = table(cfg);
     let bitmap = ops.geometry().pgsize_bitmap;
@@ -113,7 +116,7 @@ fn kernel_selftest_sweep_all_126_instances() {
 }
 
 #[test]
-fn historical_partial_unmap_splits_the_2m_block_spec_6_2() {
+fn partial_unmap_splits_the_2m_block_as_selftests_did_up_to_v6_12() {
     for bitmap in SELFTEST_PGSIZES {
         let cfg = Config::new(Format::ArmLpaeS1, bitmap, 48, 48);
         let (ops, _) = table(&cfg);
@@ -151,7 +154,7 @@ fn s1_4k() -> Config {
 }
 
 #[test]
-fn map_pages_argument_errors_spec_6_3_3() {
+fn map_pages_rejects_bad_page_size_protection_and_out_of_range_addresses() {
     let (ops, _) = table(&s1_4k());
     let p = Prot::READ;
     assert_eq!(
@@ -210,7 +213,7 @@ fn map_pages_argument_errors_spec_6_3_3() {
 }
 
 #[test]
-fn multi_entry_runs_stop_at_the_table_page_boundary_spec_6_3_4() {
+fn multi_entry_runs_stop_at_the_table_page_boundary() {
     let (ops, _) = table(&s1_4k());
     // 4 pages starting 2 pages before the end of an L3 table page.
     let iova = SZ_2M - 2 * SZ_4K;
@@ -231,7 +234,7 @@ fn multi_entry_runs_stop_at_the_table_page_boundary_spec_6_3_4() {
 }
 
 #[test]
-fn block_over_table_replaces_smaller_mappings_spec_6_3_5() {
+fn block_over_table_replaces_smaller_mappings() {
     let (ops, tlb) = table(&s1_4k());
     for i in 0..3 {
         ops.map_pages(Iova(i * SZ_4K), PhysAddr(i * SZ_4K), SZ_4K, 1, Prot::READ)
@@ -259,7 +262,7 @@ fn block_over_table_replaces_smaller_mappings_spec_6_3_5() {
 }
 
 #[test]
-fn page_under_a_block_is_eexist_spec_6_3_6() {
+fn page_under_a_block_is_eexist() {
     let (ops, _) = table(&s1_4k());
     ops.map_pages(Iova(0), PhysAddr(0), SZ_2M, 1, Prot::READ)
         .unwrap();
@@ -291,7 +294,7 @@ fn failed_leaf_install_changes_nothing_even_with_tables_in_the_run() {
 }
 
 #[test]
-fn unmap_bigger_than_mapping_removes_the_table_spec_6_3_7() {
+fn unmap_bigger_than_mapping_removes_the_table() {
     let (ops, tlb) = table(&s1_4k());
     ops.map_pages(Iova(0), PhysAddr(0), SZ_4K, 1, Prot::READ)
         .unwrap();
@@ -317,8 +320,9 @@ fn unmap_bigger_than_mapping_removes_the_table_spec_6_3_7() {
 }
 
 #[test]
-fn partial_block_unmap_splits_instead_of_refusing_spec_6_3_8() {
-    // The kernel since v6.13 returns 0 and keeps the block; we keep the pre-6.13 split (§3.7).
+fn partial_block_unmap_splits_instead_of_refusing() {
+    // The kernel since v6.13 (33729a5fc0ca) returns 0 and keeps the block; we keep the v6.12
+    // split, `arm_lpae_split_blk_unmap` (docs/SEMANTICS.md, "The page table").
     let (ops, tlb) = table(&s1_4k());
     ops.map_pages(Iova(0), PhysAddr(SZ_1G), SZ_2M, 1, Prot::READ)
         .unwrap();
@@ -347,7 +351,7 @@ fn partial_block_unmap_splits_instead_of_refusing_spec_6_3_8() {
 }
 
 #[test]
-fn unmap_stops_at_a_hole_spec_6_3_9() {
+fn unmap_stops_at_a_hole() {
     let (ops, _) = table(&s1_4k());
     for i in [0, 1, 3] {
         ops.map_pages(Iova(i * SZ_4K), PhysAddr(i * SZ_4K), SZ_4K, 1, Prot::READ)
@@ -359,7 +363,7 @@ fn unmap_stops_at_a_hole_spec_6_3_9() {
 }
 
 #[test]
-fn gather_semantics_spec_6_3_10() {
+fn leaf_invalidations_are_gathered_unless_queued_and_walk_flushes_are_synchronous() {
     let (ops, tlb) = table(&s1_4k());
     let map3 = || {
         ops.map_pages(Iova(0), PhysAddr(0), SZ_4K, 3, Prot::READ)
@@ -405,7 +409,7 @@ fn gather_semantics_spec_6_3_10() {
 }
 
 #[test]
-fn concurrent_mappers_install_exactly_one_table_spec_6_3_11() {
+fn concurrent_mappers_install_exactly_one_table() {
     for _ in 0..50 {
         let ops = Arc::new(IoPageTable::new(&s1_4k(), Arc::new(NoFlush)).unwrap());
         let threads: Vec<_> = (0..2u64)
@@ -430,7 +434,7 @@ fn concurrent_mappers_install_exactly_one_table_spec_6_3_11() {
 }
 
 #[test]
-fn walker_reports_every_level_spec_6_3_13() {
+fn walker_reports_every_level() {
     let (ops, _) = table(&s1_4k());
     ops.map_pages(Iova(0x1234_5000), PhysAddr(0x8000), SZ_4K, 1, Prot::READ)
         .unwrap();
@@ -449,7 +453,7 @@ fn walker_reports_every_level_spec_6_3_13() {
 }
 
 #[test]
-fn drop_flushes_all_exactly_once_and_frees_tables_spec_6_3_14() {
+fn drop_flushes_all_exactly_once_and_frees_tables() {
     let (ops, tlb) = table(&s1_4k());
     ops.map(Iova(0), PhysAddr(0), 64 * SZ_4K, Prot::READ)
         .unwrap();

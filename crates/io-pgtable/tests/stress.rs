@@ -1,6 +1,8 @@
-//! Walkers translating while another thread maps and unmaps other ranges (spec io-pgtable.md
-//! §3.5, §4.1): no torn entry, no stale table followed. Freed tables are poisoned (see
-//! `memory::POISON_PTE`), so following one would produce a wrong address or a fault.
+//! Walkers translating while another thread maps and unmaps other ranges (lockless table
+//! publication as `arm_lpae_install_table`, and a table freed only after its walk flush as in
+//! `__arm_lpae_unmap`, v6.18): no torn entry, no stale table followed. Freed tables are
+//! poisoned (see `memory::POISON_PTE`), so following one would produce a wrong address or a
+//! fault.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

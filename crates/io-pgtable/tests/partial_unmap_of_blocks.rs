@@ -1,6 +1,10 @@
-//! Seed 004 (Robin Murphy, Aug 2018): "iommu_map(domain, iova, paddr, SZ_8M, prot); ...
-//! iommu_unmap(domain, iova + SZ_1M * 5, SZ_1M * 3);" — if iova and paddr are suitably aligned,
-//! the map lays down blocks and the unmap has to split one (spec io-pgtable.md §3.7).
+//! A caller of the IOMMU API maps 8M at 2M-aligned addresses, which lays down four 2M blocks,
+//! then unmaps the last 3M starting 5M in: one block goes whole and the one that holds the 5M
+//! boundary must be split. Robin Murphy gave this example in the August 2018 review of
+//! "iommu/io-pgtable-arm: add support for non-strict mode", to show that `iommu_unmap` callers
+//! other than the DMA API may unmap part of a block. We split as `arm_lpae_split_blk_unmap` did
+//! up to v6.12 (the kernel refuses since v6.13, 33729a5fc0ca; docs/SEMANTICS.md, "The page
+//! table").
 
 use std::sync::Arc;
 
