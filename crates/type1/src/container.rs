@@ -1,4 +1,5 @@
-//! A VFIO container: groups, `VFIO_SET_IOMMU`, and the typed API (spec type1.md §3, §4).
+//! A VFIO container: groups, `VFIO_SET_IOMMU`, and the typed API (`drivers/vfio/container.c` and
+//! `drivers/vfio/vfio_iommu_type1.c`, v6.18).
 //!
 //! The container glue of `drivers/vfio/container.c`: groups are set on the container, then
 //! `VFIO_SET_IOMMU` opens the type1 backend and attaches every group; a group set later is
@@ -136,7 +137,8 @@ impl Container {
         raw::VFIO_API_VERSION
     }
 
-    /// `VFIO_CHECK_EXTENSION` (§4.1): before `VFIO_SET_IOMMU` the answer for no backend.
+    /// `VFIO_CHECK_EXTENSION` (`vfio_iommu_type1_check_extension`, v6.18): before `VFIO_SET_IOMMU`
+    /// the answer for no backend.
     #[must_use]
     pub fn check_extension(&self, ext: u64) -> u32 {
         let g = self.lock();
@@ -150,7 +152,8 @@ impl Container {
     /// failure leaves it out.
     ///
     /// # Errors
-    /// [`Error::GroupAttached`] if it is already in the container, or the attach errors of §6.1.
+    /// [`Error::GroupAttached`] if it is already in the container, or the attach errors of
+    /// `vfio_iommu_type1_attach_group`.
     pub fn set_group(&self, spec: GroupSpec) -> Result<()> {
         let mut g = self.lock();
         if g.groups.iter().any(|s| s.id == spec.id) {
@@ -197,14 +200,15 @@ impl Container {
         self.lock().iommu.is_some()
     }
 
-    /// `VFIO_SET_IOMMU` (§3).
+    /// `VFIO_SET_IOMMU` (`vfio_ioctl_set_iommu`, v6.18).
     ///
     /// # Errors
     /// - [`Error::SetIommuState`] without groups or with a backend already set;
     /// - [`Error::NoDriver`] for a type no driver supports (including the removed nesting type);
     /// - `EINVAL` ([`Error::InvalidFlags`]) for `VFIO_UNMAP_ALL`, which CHECK_EXTENSION accepts
     ///   but `open` refuses;
-    /// - any attach error of a group (§6.1); the container is left with no backend.
+    /// - any attach error of a group (`vfio_iommu_type1_attach_group`); the container is left with
+    ///   no backend.
     pub fn set_iommu(&self, ty: u64) -> Result<()> {
         let mut g = self.lock();
         if g.groups.is_empty() || g.iommu.is_some() {
@@ -242,21 +246,22 @@ impl Container {
         f(t, &inner.mm)
     }
 
-    /// `VFIO_IOMMU_MAP_DMA` (§4.3), from `vfio_dma_do_map` on.
+    /// `VFIO_IOMMU_MAP_DMA`, from `vfio_dma_do_map` (v6.18) on.
     ///
     /// # Errors
-    /// The errors of §4.3 in the kernel's order; on any error nothing changed.
+    /// The errors of `vfio_dma_do_map` in the kernel's order; on any error nothing changed.
     pub fn map_dma(&self, req: &MapDma) -> Result<()> {
         self.with_iommu(|t, mm| t.map_dma(req, mm))
     }
 
-    /// `VFIO_IOMMU_UNMAP_DMA` (§4.4), from `vfio_dma_do_unmap` on. Returns the bytes unmapped.
+    /// `VFIO_IOMMU_UNMAP_DMA`, from `vfio_dma_do_unmap` (v6.18) on. Returns the bytes unmapped.
     /// A GET_DIRTY_BITMAP request needs a bitmap: use [`Container::unmap_dma_dirty`] or
     /// [`Container::ioctl`].
     ///
     /// # Errors
-    /// The errors of §4.4 in the kernel's order; on any error nothing changed, except that
-    /// mappings removed before devices failed to unpin ([`Error::UnmapBusy`]) stay removed.
+    /// The errors of `vfio_dma_do_unmap` in the kernel's order; on any error nothing changed,
+    /// except that mappings removed before devices failed to unpin ([`Error::UnmapBusy`]) stay
+    /// removed.
     pub fn unmap_dma(&self, req: &UnmapDma) -> Result<u64> {
         self.unmap_loop(req, None)
     }
@@ -265,7 +270,8 @@ impl Container {
     /// `pgsize`). Returns the bytes unmapped and the bitmap.
     ///
     /// # Errors
-    /// As [`Container::unmap_dma`], plus the bitmap rules of §4.4.
+    /// As [`Container::unmap_dma`], plus the bitmap rules of `vfio_iommu_type1_unmap_dma`
+    /// (`verify_bitmap_size`) and `vfio_dma_do_unmap`.
     pub fn unmap_dma_dirty(&self, iova: u64, size: u64, pgsize: u64) -> Result<(u64, Vec<u64>)> {
         let (base, mut user) = Self::scratch_bitmap(size, pgsize)?;
         let req = UnmapDma {
@@ -292,7 +298,8 @@ impl Container {
         Ok((base, UserBuffer::new(base, crate::to_usize(bytes))))
     }
 
-    /// The unmap loop of §5.4: passes under the lock, device notifications without it.
+    /// The unmap loop of `vfio_dma_do_unmap` (its `again:` retry after
+    /// `vfio_notify_dma_unmap`): passes under the lock, device notifications without it.
     pub(crate) fn unmap_loop(
         &self,
         req: &UnmapDma,
@@ -339,7 +346,7 @@ impl Container {
         }
     }
 
-    // ----- devices (§5) -----
+    // ----- devices (`vfio_pin_pages`, `vfio_unpin_pages`, `vfio_dma_rw`) -----
 
     /// Registers a device of `group` (`vfio_iommu_type1_register_device`). A device that pins
     /// pages must give an unmap handler.
@@ -387,14 +394,14 @@ impl Container {
             .ok_or(Error::NoDevice { device: id.0 })
     }
 
-    /// `vfio_pin_pages` (§5.1): pins `npage` pages from `iova` for `device` and returns their
-    /// physical addresses. All or nothing.
+    /// `vfio_pin_pages` (`vfio_iommu_type1_pin_pages`, v6.18): pins `npage` pages from `iova` for
+    /// `device` and returns their physical addresses. All or nothing.
     ///
     /// # Errors
     /// In order: `EINVAL` for `npage == 0`, an unknown device, one without an unmap handler, or
-    /// one whose group is not in this container; `E2BIG` over 512 pages; then type1's: `EACCES` on v1, `EOVERFLOW`, `EBUSY` while vaddrs
-    /// are invalid, `EINVAL` for an unmapped page, `EPERM` for a forbidden access, `EFAULT`,
-    /// `ENOMEM`, `EINVAL` for a reserved page.
+    /// one whose group is not in this container; `E2BIG` over 512 pages; then type1's: `EACCES` on
+    /// v1, `EOVERFLOW`, `EBUSY` while vaddrs are invalid, `EINVAL` for an unmapped page, `EPERM`
+    /// for a forbidden access, `EFAULT`, `ENOMEM`, `EINVAL` for a reserved page.
     pub fn pin_pages(
         &self,
         device: DeviceId,
@@ -422,7 +429,8 @@ impl Container {
         t.pin_pages(&dev, iova, npage, prot)
     }
 
-    /// `vfio_unpin_pages` (§5.2), checked: every page must be pinned by `device`.
+    /// `vfio_unpin_pages` (`vfio_iommu_type1_unpin_pages`, v6.18), checked: every page must be
+    /// pinned by `device` (docs/SEMANTICS.md, "The container").
     ///
     /// # Errors
     /// `EINVAL` for `npage` 0 or over 512, an unknown device, or a page the device does not
@@ -437,7 +445,8 @@ impl Container {
         t.unpin_pages(dev.id, iova, npage)
     }
 
-    /// `vfio_dma_rw` (§5.3): copies between `buf` and guest memory at `iova`.
+    /// `vfio_dma_rw` (`vfio_iommu_type1_dma_rw`, v6.18): copies between `buf` and guest memory at
+    /// `iova`.
     ///
     /// # Errors
     /// `EINVAL` for an empty buffer, an unknown device or an unmapped address; `EBUSY` while
@@ -482,7 +491,7 @@ impl Container {
         Err(Error::GroupNotAttached { group: group.0 })
     }
 
-    // ----- dirty tracking (§4.5) -----
+    // ----- dirty tracking (`vfio_iommu_type1_dirty_pages`) -----
 
     /// `VFIO_IOMMU_DIRTY_PAGES` START.
     ///
@@ -515,7 +524,7 @@ impl Container {
     /// GET_BITMAP into a fresh bitmap (bit 0 = `iova`, one bit per `pgsize`).
     ///
     /// # Errors
-    /// The errors of §4.5 GET_BITMAP.
+    /// The errors of GET_BITMAP in `vfio_iommu_type1_dirty_pages` and `vfio_iova_dirty_bitmap`.
     pub fn dirty_bitmap(&self, iova: u64, size: u64, pgsize: u64) -> Result<Vec<u64>> {
         if size == 0 {
             return Err(Error::ZeroSize);
@@ -531,7 +540,7 @@ impl Container {
     /// UAPI requires).
     ///
     /// # Errors
-    /// The errors of §4.5 GET_BITMAP.
+    /// The errors of GET_BITMAP in `vfio_iommu_type1_dirty_pages` and `vfio_iova_dirty_bitmap`.
     pub fn dirty_bitmap_into(
         &self,
         iova: u64,
@@ -567,7 +576,7 @@ impl Container {
         })
     }
 
-    /// `VFIO_IOMMU_GET_INFO` contents (§4.2).
+    /// `VFIO_IOMMU_GET_INFO` contents (`vfio_iommu_type1_get_info`, v6.18).
     ///
     /// # Errors
     /// [`Error::NoIommu`] before `VFIO_SET_IOMMU`.
@@ -669,7 +678,8 @@ impl Container {
         }
     }
 
-    /// Checks every invariant of the backend (§2.4 and the locked-memory and page-table rules).
+    /// Checks every invariant of the backend (the counts `struct vfio_iommu` keeps consistent with
+    /// its `vfio_dma` tree, and the locked-memory and page-table rules).
     ///
     /// # Errors
     /// A description of the first broken invariant.
