@@ -1,5 +1,6 @@
 //! `struct vfio_iommu`: the type1 backend of one container after `VFIO_SET_IOMMU`
-//! (spec type1.md §2, §4, §6, §8).
+//! (`drivers/vfio/vfio_iommu_type1.c`, v6.18). Our rules and deliberate differences are listed in
+//! docs/SEMANTICS.md, "The container".
 //!
 //! Every public operation here runs under the container's lock, in the kernel's check order. The
 //! mapping tree is validated before it is mutated, and multi-step operations (MAP pinning run by
@@ -40,7 +41,8 @@ pub const DEFAULT_DMA_ENTRY_LIMIT: u32 = 65535;
 /// The container's IOMMU type (`VFIO_TYPE1_IOMMU` or `VFIO_TYPE1v2_IOMMU`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
-    /// Type 1: inexact unmaps allowed (§4.4), no pinning or dirty tracking.
+    /// Type 1: inexact unmaps allowed (the `!iommu->v2` break in `vfio_dma_do_unmap`), no pinning
+    /// or dirty tracking.
     V1,
     /// Type 1 v2: exact unmaps.
     V2,
@@ -170,7 +172,7 @@ pub(crate) enum UnmapStep {
     Notify { iova: u64, size: u64 },
 }
 
-/// What GET_INFO reports (§4.2).
+/// What GET_INFO reports (`vfio_iommu_type1_get_info`, v6.18).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
     /// `iova_pgsizes`.
@@ -337,7 +339,7 @@ impl Type1 {
         }
     }
 
-    /// `vfio_iommu_type1_check_extension` with a backend (§4.1).
+    /// `vfio_iommu_type1_check_extension` with a backend (v6.18).
     pub(crate) fn check_extension(&self, ext: u64) -> u32 {
         match u32::try_from(ext) {
             Ok(raw::VFIO_TYPE1_IOMMU | raw::VFIO_TYPE1v2_IOMMU | raw::VFIO_UNMAP_ALL) => 1,
@@ -376,9 +378,9 @@ impl Type1 {
         self.pgsize_bitmap = b;
     }
 
-    // ----- MAP_DMA (§4.3) -----
+    // ----- MAP_DMA (`vfio_iommu_type1_map_dma`) -----
 
-    /// `vfio_dma_do_map`, from step 1.
+    /// `vfio_dma_do_map` (v6.18), all of its checks in its order.
     pub(crate) fn map_dma(&mut self, req: &MapDma, mm: &Arc<Mm>) -> Result<()> {
         let MapDma {
             vaddr,
@@ -495,7 +497,8 @@ impl Type1 {
         }
     }
 
-    /// The VADDR branch of MAP_DMA (§4.3 step 8).
+    /// The VADDR branch of `vfio_dma_do_map` (`VFIO_DMA_MAP_FLAG_VADDR`, with
+    /// `vfio_change_dma_owner` since v6.3).
     fn update_vaddr(
         &mut self,
         iova: u64,
@@ -668,9 +671,9 @@ impl Type1 {
         }
     }
 
-    // ----- UNMAP_DMA (§4.4) -----
+    // ----- UNMAP_DMA (`vfio_iommu_type1_unmap_dma`) -----
 
-    /// One pass of `vfio_dma_do_unmap` (§4.4). Returns `Done(bytes)` or asks the caller to
+    /// One pass of `vfio_dma_do_unmap` (v6.18). Returns `Done(bytes)` or asks the caller to
     /// notify devices about a mapping that still holds pins, drop the lock, and call again with
     /// the same `progress` (the kernel's `goto again`).
     pub(crate) fn unmap_pass(
@@ -758,7 +761,8 @@ impl Type1 {
         Ok(UnmapStep::Done(progress.unmapped))
     }
 
-    /// §4.4 steps 1–5; returns the inclusive end.
+    /// The argument checks of `vfio_dma_do_unmap`, in its order, up to the dirty-bitmap check;
+    /// returns the inclusive end.
     fn unmap_checks(&self, req: &UnmapDma, pgsize: u64) -> Result<u64> {
         let UnmapDma {
             iova, size, flags, ..
@@ -807,7 +811,8 @@ impl Type1 {
         Ok(last)
     }
 
-    /// The v2 bisection check (§4.4 step 6), shared with GET_BITMAP (§4.5).
+    /// The v2 bisection check of `vfio_dma_do_unmap`, shared with GET_BITMAP
+    /// (`vfio_iova_dirty_bitmap`).
     pub(crate) fn check_bisection(&self, iova: u64, last: u64) -> Result<()> {
         let at_start = self.dmas.containing(iova).map(|d| (d.iova, d.last()));
         self.check_bisection_from(iova, last, at_start)
@@ -874,7 +879,7 @@ impl Type1 {
         Ok(unmapped)
     }
 
-    // ----- GET_INFO (§4.2) -----
+    // ----- GET_INFO (`vfio_iommu_type1_get_info`) -----
 
     /// The contents of GET_INFO.
     pub(crate) fn info(&self) -> Info {
@@ -887,7 +892,7 @@ impl Type1 {
         }
     }
 
-    // ----- groups (§6) -----
+    // ----- groups (attach, replay, detach, release) -----
 
     pub(crate) fn has_group(&self, id: GroupId) -> bool {
         self.emulated.iter().any(|g| g.id == id)
@@ -914,7 +919,7 @@ impl Type1 {
         false
     }
 
-    /// `vfio_iommu_type1_attach_group` (§6.1).
+    /// `vfio_iommu_type1_attach_group` (v6.18).
     pub(crate) fn attach_group(&mut self, spec: &GroupSpec) -> Result<()> {
         if self.vaddr_invalid_count > 0 {
             return Err(Error::VaddrInvalid);
@@ -1012,7 +1017,7 @@ impl Type1 {
         Ok(())
     }
 
-    /// `vfio_iommu_replay` (§6.2): maps every mapping into `new`, pinning those that no domain
+    /// `vfio_iommu_replay` (v6.18): maps every mapping into `new`, pinning those that no domain
     /// mapped yet. All or nothing.
     fn replay(&mut self, new: &Domain<Token>) -> Result<()> {
         let mut progress: Vec<Replayed> = Vec::new();
@@ -1108,7 +1113,7 @@ impl Type1 {
         Ok(())
     }
 
-    /// `vfio_iommu_type1_detach_group` (§6.4).
+    /// `vfio_iommu_type1_detach_group` (v6.18).
     pub(crate) fn detach_group(&mut self, id: GroupId) -> Result<()> {
         if let Some(pos) = self.emulated.iter().position(|g| g.id == id) {
             self.emulated.remove(pos);
@@ -1178,7 +1183,8 @@ impl Type1 {
         }
         if update_dirty_scope {
             self.num_non_pinned_groups -= 1;
-            // The seed 000 fix (d0a78f91761f): the group could have written anywhere.
+            // d0a78f91761f "vfio/iommu_type1: Populate full dirty when detach non-pinned group"
+            // (v5.12): the group could have written anywhere.
             if self.dirty_tracking && full_dirty {
                 self.populate_bitmap_full();
             }
@@ -1217,7 +1223,7 @@ impl Type1 {
         }
     }
 
-    /// `vfio_iommu_type1_release` (§6.5): everything unmapped, unpinned and uncharged; domains
+    /// `vfio_iommu_type1_release` (v6.18): everything unmapped, unpinned and uncharged; domains
     /// flushed and freed.
     pub(crate) fn release(&mut self) {
         for g in &self.emulated {
@@ -1236,7 +1242,9 @@ impl Type1 {
 
     // ----- invariants -----
 
-    /// Checks the invariants of §2.4 and the project's "nothing lost" rules.
+    /// Checks the invariants `struct vfio_iommu` keeps (free slots plus mappings equal the limit,
+    /// the invalid-vaddr and non-pinned-group counts match) and the project's "nothing lost"
+    /// rules.
     ///
     /// # Errors
     /// A description of the first broken invariant.
