@@ -1,9 +1,12 @@
-//! Devices registered on a container (spec type1.md §5.5) and their unmap notification.
+//! Devices registered on a container (`vfio_iommu_type1_register_device`, v6.18) and their unmap
+//! notification (`vfio_notify_dma_unmap`).
 //!
 //! A device belongs to a group of the container. An emulated (mdev-style) device that pins
 //! pages must register a [`DmaUnmapHandler`]: when a mapping holding pins is unmapped, every
-//! registered handler is called with the mapping's `(iova, length)` (the kernel's payload since
-//! v6.0, settling the seed 002 debate) and must unpin what it pinned there.
+//! registered handler is called with the whole mapping's `(iova, length)`, not the range the user
+//! asked to unmap (the `dma_unmap` callback of v6.0+, 8cfc5b60751b "vfio: Replace the iommu
+//! notifier with a device list"; the v4.10 notifier passed the same range), and must unpin what
+//! it pinned there.
 
 use std::fmt::Debug;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Dirty bitmaps (spec type1.md §7): the per-mapping bitmap and the copy to the user's bitmap.
+//! Dirty bitmaps (`dma->bitmap` and `update_user_bitmap`, v6.18): the per-mapping bitmap and the
+//! copy to the user's bitmap.
 //!
 //! A mapping's bitmap has one bit per `pgsize` page (the IOMMU minimum page size), LSB-first in
 //! `u64` words, exactly the layout of the user's `__u64 *data`. `report` is
@@ -14,7 +15,7 @@ use crate::ioctl::UserMemory;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DirtyMode {
     /// As the kernel: while an IOMMU-backed group has never pinned pages, every page of every
-    /// IOMMU-mapped mapping is dirty in every report (§7 rule 5).
+    /// IOMMU-mapped mapping is dirty in every report (`update_user_bitmap`).
     #[default]
     KernelExact,
     /// Beyond type1: pages IOMMU-backed devices wrote are read from the page table's hardware
@@ -182,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn shifted_reports_club_into_the_first_word_spec_7() {
+    fn shifted_reports_club_into_the_first_word() {
         let mut u = UserBuffer::new(0x1000, 32);
         // Mapping 1: 3 pages at bit 0, pages 0 and 2 dirty.
         report(&mut u, 0x1000, &[0b101], 3, 0, false).unwrap();

@@ -1,8 +1,9 @@
-//! One mapping (`struct vfio_dma`, spec type1.md §2.4) and the tree of them.
+//! One mapping (`struct vfio_dma`, v6.18) and the tree of them.
 //!
 //! Mappings are keyed by their first IOVA in a `BTreeMap` and never merged. Ranges here use an
 //! **inclusive** last byte (`iova + size - 1`), so a mapping that ends at `u64::MAX` is found like
-//! any other (the v6.18 overflow fixes, §10 item 18).
+//! any other (the v6.18-rc4 overflow series: "vfio/type1: sanitize for overflow using
+//! check_*_overflow()" and "vfio/type1: handle DMA map/unmap up to the addressable limit").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,7 +53,8 @@ pub struct Dma {
 }
 
 impl Dma {
-    /// Pages pinned by devices in (device pins of reserved pages are refused, §5.1) `[iova, iova + len)`.
+    /// Pages pinned by devices in `[iova, iova + len)` (device pins of reserved pages are
+    /// refused, as `vfio_iommu_type1_pin_pages` refuses a `!pfn_valid` page).
     #[must_use]
     pub fn device_pinned_in(&self, iova: u64, len: u64) -> u64 {
         self.pfn_list.count_in(iova, len)

@@ -1,4 +1,5 @@
-//! Errors of the container and their kernel errno (spec type1.md §3–§6, §8).
+//! Errors of the container and their kernel errno (`drivers/vfio/container.c` and
+//! `drivers/vfio/vfio_iommu_type1.c`, v6.18).
 //!
 //! One variant per distinct failure the kernel can report, so callers can match on the cause
 //! while [`Error::errno`] gives exactly what the ioctl would put in `errno`. The mapping is one
@@ -122,10 +123,13 @@ pub enum Error {
         /// Start of that mapping.
         iova: u64,
     },
-    /// UNMAP_DMA|VADDR while emulated groups are attached (§4.4 step 1).
+    /// UNMAP_DMA|VADDR while emulated groups are attached (`EBUSY`, the first check of
+    /// `vfio_dma_do_unmap` since v6.3).
     #[error("vaddr invalidation is unavailable with emulated groups attached")]
     VaddrWithEmulatedGroups,
-    /// An operation that needs valid vaddrs while some are invalidated (§5.1, §6.1).
+    /// An operation that needs valid vaddrs while some are invalidated (`EBUSY` from
+    /// `vfio_iommu_type1_pin_pages`, `vfio_iommu_type1_dma_rw` and
+    /// `vfio_iommu_type1_attach_group` since v6.3).
     #[error("a mapping's vaddr is invalid; update it first")]
     VaddrInvalid,
     /// The request is not a container ioctl this backend implements.

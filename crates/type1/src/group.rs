@@ -1,4 +1,5 @@
-//! IOMMU groups as a container sees them (spec type1.md §6, §12).
+//! IOMMU groups as a container sees them (`struct vfio_iommu_group` and what
+//! `vfio_iommu_type1_attach_group` asks of a group, v6.18).
 //!
 //! An IOMMU-backed group brings an [`IommuDesc`]: what `iommu_paging_domain_alloc` and the
 //! group's reserved regions would tell the kernel (page-table format, aperture, reserved regions,

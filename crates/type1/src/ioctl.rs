@@ -3,8 +3,9 @@
 //! `arg` is a user address (or, for CHECK_EXTENSION and SET_IOMMU, a plain value). Reads and
 //! writes of user memory go through [`UserMemory`], the `copy_from_user`/`copy_to_user` seam: a
 //! failure is `EFAULT`. Each wrapper checks `argsz` against its `minsz`, the flag mask, and writes
-//! back exactly what the kernel writes back (spec type1.md §4.2–§4.4), and then calls the same
-//! typed operation a library user calls.
+//! back exactly what the kernel writes back (`vfio_iommu_type1_get_info`,
+//! `vfio_iommu_type1_map_dma`, `vfio_iommu_type1_unmap_dma`, `vfio_iommu_type1_dirty_pages`,
+//! v6.18), and then calls the same typed operation a library user calls.
 
 use crate::container::Container;
 use crate::error::{Error, Result};
@@ -202,7 +203,7 @@ impl Container {
         }
     }
 
-    /// `vfio_iommu_type1_get_info` (§4.2), v6.6+ layout.
+    /// `vfio_iommu_type1_get_info`, v6.18 (capabilities 8-byte aligned since v6.6).
     fn ioctl_get_info(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
         let mut head = [0u8; uapi::INFO_MINSZ as usize];
         copy_from(user, arg, &mut head)?;
@@ -234,7 +235,7 @@ impl Container {
         copy_to(user, arg, &out[..minsz])
     }
 
-    /// `vfio_iommu_type1_map_dma` (§4.3 wrapper).
+    /// `vfio_iommu_type1_map_dma` (v6.18), the wrapper before `vfio_dma_do_map`.
     fn ioctl_map(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
         let mut b = [0u8; uapi::MAP_MINSZ as usize];
         copy_from(user, arg, &mut b)?;
@@ -257,7 +258,8 @@ impl Container {
         })
     }
 
-    /// `vfio_iommu_type1_unmap_dma` (§4.4 wrapper): nothing is written back on error.
+    /// `vfio_iommu_type1_unmap_dma` (v6.18), the wrapper before `vfio_dma_do_unmap`: nothing is
+    /// written back on error.
     fn ioctl_unmap(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
         let mut b = [0u8; uapi::UNMAP_MINSZ as usize];
         copy_from(user, arg, &mut b)?;
@@ -307,7 +309,7 @@ impl Container {
 }
 
 impl Container {
-    /// `vfio_iommu_type1_dirty_pages` (§4.5).
+    /// `vfio_iommu_type1_dirty_pages` (v6.18).
     fn ioctl_dirty(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
         if self.version() != Some(crate::type1::Version::V2) {
             return Err(Error::NotV2);

@@ -1,4 +1,5 @@
-//! The container's list of valid IOVA ranges (`iommu->iova_list`, spec type1.md §6.3).
+//! The container's list of valid IOVA ranges (`iommu->iova_list`: `vfio_iommu_iova_dma_valid`,
+//! `vfio_iommu_aper_resize`, `vfio_iommu_resv_exclude`, `vfio_iommu_aper_expand`, v6.18).
 //!
 //! Nodes are `[start, end]` with an **inclusive** end (so a range may end at `u64::MAX`), sorted
 //! and disjoint. An empty list means "no restriction": it is empty only until the first IOMMU

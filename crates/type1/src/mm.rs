@@ -1,5 +1,6 @@
-//! The user's memory behind `vaddr`: pinning and locked-memory accounting (spec type1.md §8,
-//! §12 "pluggable seams").
+//! The user's memory behind `vaddr`: pinning and locked-memory accounting (`vfio_pin_pages_remote`,
+//! `vfio_lock_acct`, `mm_lock_acct`, v6.18; our rules: docs/SEMANTICS.md, "Locked-memory
+//! accounting and long-term pin rules").
 //!
 //! An [`AddressSpace`] pins *runs*: the longest physically contiguous stretch at an address, so a
 //! mapping of contiguous memory is pinned, accounted and mapped in one step however large it is.

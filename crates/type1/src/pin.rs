@@ -1,9 +1,11 @@
 //! Pages pinned by emulated devices and their reads and writes of guest memory
-//! (`vfio_pin_pages`, `vfio_unpin_pages`, `vfio_dma_rw`; spec type1.md §5.1–§5.3).
+//! (`vfio_pin_pages`, `vfio_unpin_pages`, `vfio_dma_rw`; in type1 `vfio_iommu_type1_pin_pages`,
+//! `vfio_iommu_type1_unpin_pages`, `vfio_iommu_type1_dma_rw`, v6.18).
 //!
 //! Differences from the kernel, all deliberate:
 //! - pins belong to the device that made them; unpinning a page the device does not hold fails
-//!   (`EINVAL`) instead of dropping another device's reference (the wish in seed 000);
+//!   (`EINVAL`) instead of dropping another device's reference (the kernel counts one reference
+//!   per page, whoever took it);
 //! - `unpin_pages` validates the whole range first and changes nothing on error;
 //! - an `iova` not aligned to `PAGE_SIZE` is refused (the kernel keys pins by the raw address);
 //! - dirty bits of a pin are set only once the whole call succeeds.
@@ -17,7 +19,8 @@ use crate::pinset::Released;
 use crate::type1::{Type1, Version, PAGE_SIZE};
 
 /// Returns a page whose last device pin went to the address space that pinned it, and uncharges
-/// it if device pins of `dma` are accounted (no IOMMU domain, §8).
+/// it if device pins of `dma` are accounted (no IOMMU domain: `do_accounting` in
+/// `vfio_iommu_type1_pin_pages`).
 pub(crate) fn return_pin(dma: &mut Dma, r: &Released, accounting: bool) {
     r.space.space().unpin_run(&PinnedRun {
         pa: io_pgtable::PhysAddr(r.pa),
@@ -95,7 +98,8 @@ impl Type1 {
         Ok(pas)
     }
 
-    /// The caller's group now has pinned-page dirty scope (§2.3).
+    /// The caller's group now has pinned-page dirty scope (`pinned_page_dirty_scope`, set by
+    /// `vfio_iommu_type1_pin_pages` on success).
     fn promote_scope(&mut self, dev: &DeviceEntry) {
         for d in &mut self.domains {
             for g in &mut d.groups {

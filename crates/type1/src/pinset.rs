@@ -1,4 +1,5 @@
-//! The pages devices pinned in one mapping (`dma->pfn_list`, spec type1.md §5.1–§5.2), stored
+//! The pages devices pinned in one mapping (`dma->pfn_list` of `vfio_iommu_type1_pin_pages` and
+//! `vfio_iommu_type1_unpin_pages`, v6.18), stored
 //! densely.
 //!
 //! The kernel keeps one `struct vfio_pfn` (an rb-tree node of about 56 bytes) per pinned page. Here

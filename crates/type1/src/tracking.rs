@@ -1,7 +1,8 @@
-//! Dirty page tracking (`VFIO_IOMMU_DIRTY_PAGES`, spec type1.md §4.5, §7) and the reports that
-//! GET_BITMAP and UNMAP_DMA with GET_DIRTY_BITMAP produce.
+//! Dirty page tracking (`VFIO_IOMMU_DIRTY_PAGES`: `vfio_iommu_type1_dirty_pages`,
+//! `vfio_dma_bitmap_alloc_all`, `vfio_iova_dirty_bitmap`, `update_user_bitmap`, v6.18) and the
+//! reports that GET_BITMAP and UNMAP_DMA with GET_DIRTY_BITMAP produce.
 //!
-//! A page is reported dirty iff (§7): it is pinned now; or since the mapping's last report it
+//! A page is reported dirty iff: it is pinned now; or since the mapping's last report it
 //! was pinned, written with `dma_rw`, or covered by the detach of a group that escaped tracking;
 //! or (kernel-exact mode) its mapping is IOMMU-mapped while an IOMMU-backed group has never
 //! pinned; or (precise mode) a device wrote it through the page table (hardware dirty bits).
@@ -20,7 +21,8 @@ pub(crate) struct BitmapDest<'a> {
 }
 
 impl Type1 {
-    /// True if the mapping must be reported fully dirty (§7 rule 5, or its precise-mode
+    /// True if the mapping must be reported fully dirty (`update_user_bitmap` sets every bit while
+    /// `num_non_pinned_groups` is non-zero and the mapping is IOMMU-mapped, or its precise-mode
     /// equivalent for domains without hardware dirty bits).
     pub(crate) fn full_dirty(&self, dma: &Dma) -> bool {
         if !dma.iommu_mapped {
@@ -157,7 +159,8 @@ impl Type1 {
         self.populate_from_pins(key);
     }
 
-    /// `vfio_iova_dirty_bitmap` (§4.5 GET_BITMAP steps 8–11) after the wrapper's checks.
+    /// GET_BITMAP from the checks under the lock on (`vfio_iommu_type1_dirty_pages` then
+    /// `vfio_iova_dirty_bitmap`, v6.18), after the wrapper's checks.
     pub(crate) fn dirty_get_bitmap(
         &mut self,
         iova: u64,

@@ -2,7 +2,7 @@
 //! derived from `vfio-bindings` (bindgen output of `<linux/vfio.h>`), never hand-copied.
 //!
 //! Request numbers are `_IO(VFIO_TYPE, VFIO_BASE + n)`; the `n` of each request is the one in the
-//! header's `#define VFIO_... _IO(VFIO_TYPE, VFIO_BASE + n)` (spec type1.md §1).
+//! header's `#define VFIO_... _IO(VFIO_TYPE, VFIO_BASE + n)` (`include/uapi/linux/vfio.h`, v6.18).
 
 // Sizes and offsets of UAPI structs are all below 100 bytes (pinned by the tests below).
 #![allow(clippy::cast_possible_truncation)]
@@ -191,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_match_spec_1_1() {
+    fn sizes_and_minsz_match_the_uapi_header() {
         assert_eq!(INFO_SIZE, 24);
         assert_eq!(INFO_MINSZ, 16);
         assert_eq!(MAP_MINSZ, 32);
