@@ -100,6 +100,60 @@ impl DmaEngine {
         Ok(())
     }
 
+    /// Writes each `(iova, data)` of `writes` in one device transaction: every write is
+    /// translated (which marks its leaves dirty), the ones that translate are stored together
+    /// ([`crate::mm::AddressSpace::write_phys_vectored`]: one system call for process memory),
+    /// then translated again, as [`DmaEngine::write`] does for one. A write whose translation
+    /// fails stores nothing; the others go on. Later writes to the same bytes win.
+    ///
+    /// Returns one result per write, in order.
+    pub fn write_batch(&self, writes: &[(u64, &[u8])]) -> Vec<Result<(), DmaError>> {
+        let mut out = vec![Ok(()); writes.len()];
+        let _t = self.domain.transaction();
+        if let Err(e) = self.check() {
+            out.fill(Err(e));
+            return out;
+        }
+        // Per translated chunk: (pa, bytes) to store, and (owning write, iova).
+        let mut stores: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
+        let mut owners: Vec<(usize, u64)> = Vec::with_capacity(writes.len());
+        for (k, &(iova, data)) in writes.iter().enumerate() {
+            let first = stores.len();
+            let mut done = 0usize;
+            while done < data.len() {
+                let at = iova.wrapping_add(done as u64);
+                match self.domain.translate(Iova(at), Access::Write) {
+                    Ok(t) => {
+                        let n = crate::to_usize(t.len.min((data.len() - done) as u64));
+                        stores.push((t.pa.raw(), &data[done..done + n]));
+                        owners.push((k, at));
+                        done += n;
+                    }
+                    Err(f) => {
+                        stores.truncate(first);
+                        owners.truncate(first);
+                        out[k] = Err(DmaError::Fault(f));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut landed = owners.len();
+        if let Err((i, pa)) = self.mm.space().write_phys_vectored(&stores) {
+            landed = i;
+            for &(k, _) in &owners[i..] {
+                out[k] = Err(DmaError::Memory { pa });
+            }
+        }
+        // Re-validate after the store: re-marks the leaves a harvest cleaned meanwhile.
+        for &(k, at) in &owners[..landed] {
+            if let Err(f) = self.domain.translate(Iova(at), Access::Write) {
+                out[k] = Err(DmaError::Fault(f));
+            }
+        }
+        out
+    }
+
     /// Reads guest memory at `iova` into `buf`.
     ///
     /// # Errors

@@ -379,6 +379,21 @@ pub fn using_pipe_fallback() -> bool {
 mod tests {
     use super::*;
 
+    /// `copy_to_user` of several buffers writes them in order and stops at the first one that
+    /// faults, naming it and its first bad byte (as the kernel's copy of an iovec would).
+    #[test]
+    fn vectored_copy_writes_in_order_and_names_the_first_fault() {
+        let mut a = [0u8; 4];
+        let mut b = [0u8; 3];
+        let (pa, pb) = (a.as_mut_ptr() as u64, b.as_mut_ptr() as u64);
+        copy_to_process_vectored(&[(pa, b"abcd"), (pb, b"xyz"), (pa + 1, b"Q")]).unwrap();
+        assert_eq!((&a, &b), (b"aQcd", b"xyz"));
+        let r = copy_to_process_vectored(&[(pb, b"123"), (8, b"zz"), (pa, b"no")]);
+        assert_eq!(r, Err((1, 8)));
+        assert_eq!(&b, b"123");
+        assert_eq!(&a, b"aQcd");
+    }
+
     fn with_method<R>(m: Method, f: impl FnOnce() -> R) -> R {
         let old = METHOD.swap(m as u8, Ordering::SeqCst);
         let r = f();

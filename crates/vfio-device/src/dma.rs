@@ -247,10 +247,11 @@ impl Dma {
         Ok(())
     }
 
-    /// Reads guest memory at `iova` into `buf`.
+    /// Reads guest memory at `iova` into `buf`. In an IOMMU domain the whole range is
+    /// translated first, so a range refused up front leaves `buf` untouched.
     ///
     /// # Errors
-    /// [`DmaError`]; `buf` may be partly filled.
+    /// [`DmaError`]; `buf` may be partly filled when an unmap cuts the read short.
     pub fn read(&self, iova: Iova, buf: &mut [u8]) -> Result<(), DmaError> {
         self.check(iova, buf.len())?;
         if buf.is_empty() {
@@ -258,7 +259,10 @@ impl Dma {
         }
         match &self.path {
             Path::None => Err(DmaError::NoPath),
-            Path::Iommu(e) => e.read(iova.raw(), buf).map_err(engine_error),
+            Path::Iommu(e) => {
+                validate(e, iova, buf.len(), Access::Read)?;
+                e.read(iova.raw(), buf).map_err(engine_error)
+            }
             Path::Emulated { container, id, .. } => container
                 .dma_rw(*id, iova.raw(), buf, RwDirection::Read)
                 .map_err(|e| DmaError::Refused {
@@ -283,6 +287,48 @@ impl Dma {
         r
     }
 
+    /// Writes each `(iova, data)` of `writes` as [`Dma::write`] would, one result per write in
+    /// order; later writes to the same bytes win. In an IOMMU domain the batch is one device
+    /// transaction with one vectored store ([`DmaEngine::write_batch`]): every write is
+    /// translated for write access before any byte lands, so a refused write stores nothing
+    /// and the others go on; an unmap waits for the batch, so nothing lands after UNMAP
+    /// returns. Other paths write one by one.
+    pub fn write_batch(&self, writes: &[(Iova, &[u8])]) -> Vec<Result<(), DmaError>> {
+        let out: Vec<Result<(), DmaError>> = match &self.path {
+            Path::Iommu(e) => {
+                let mut out = vec![Ok(()); writes.len()];
+                let mut go: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
+                let mut idx = Vec::with_capacity(writes.len());
+                for (k, &(iova, data)) in writes.iter().enumerate() {
+                    match self.check(iova, data.len()) {
+                        Err(err) => out[k] = Err(err),
+                        Ok(()) if data.is_empty() => {}
+                        Ok(()) => {
+                            go.push((iova.raw(), data));
+                            idx.push(k);
+                        }
+                    }
+                }
+                for (k, r) in idx.into_iter().zip(e.write_batch(&go)) {
+                    out[k] = r.map_err(engine_error);
+                }
+                out
+            }
+            _ => writes
+                .iter()
+                .map(|&(iova, data)| self.write_unlogged(iova, data))
+                .collect(),
+        };
+        if let Some(l) = self.log().as_mut() {
+            for (&(iova, data), r) in writes.iter().zip(&out) {
+                if r.is_ok() {
+                    l.mark(iova.raw(), data.len() as u64);
+                }
+            }
+        }
+        out
+    }
+
     fn write_unlogged(&self, iova: Iova, data: &[u8]) -> Result<(), DmaError> {
         self.check(iova, data.len())?;
         if data.is_empty() {
@@ -291,17 +337,7 @@ impl Dma {
         match &self.path {
             Path::None => Err(DmaError::NoPath),
             Path::Iommu(e) => {
-                let first = iova.align_down(crate::PAGE_SIZE).raw();
-                let last = iova.raw() + (data.len() as u64 - 1);
-                let mut page = first;
-                while page <= last {
-                    let at = page.max(iova.raw());
-                    e.translate(at, Access::Write).map_err(engine_error)?;
-                    page = match page.checked_add(crate::PAGE_SIZE) {
-                        Some(p) => p,
-                        None => break,
-                    };
-                }
+                validate(e, iova, data.len(), Access::Write)?;
                 e.write(iova.raw(), data).map_err(engine_error)
             }
             Path::Emulated {
@@ -371,6 +407,24 @@ impl Dma {
         drop(p);
         result
     }
+}
+
+/// Translates every page of the non-empty `[iova, iova + len)` for `access` before any byte
+/// moves, so a range the IOMMU refuses up front is refused whole (a write marks the leaves
+/// dirty as it goes).
+fn validate(e: &DmaEngine, iova: Iova, len: usize, access: Access) -> Result<(), DmaError> {
+    let first = iova.align_down(crate::PAGE_SIZE).raw();
+    let last = iova.raw() + (len as u64 - 1);
+    let mut page = first;
+    while page <= last {
+        e.translate(page.max(iova.raw()), access)
+            .map_err(engine_error)?;
+        page = match page.checked_add(crate::PAGE_SIZE) {
+            Some(p) => p,
+            None => break,
+        };
+    }
+    Ok(())
 }
 
 fn engine_error(e: type1::DmaError) -> DmaError {

@@ -208,6 +208,25 @@ impl SharedMemory {
         true
     }
 
+    /// Runs `f` on `[offset, offset + len)` of the mapping as one byte slice, for a bulk copy
+    /// straight between this memory and guest memory (a device DMA without a bounce buffer);
+    /// `None` if the range is out of bounds. As with every copy of this type, other mappings of
+    /// the same pages may write meanwhile and `f` may see their bytes torn, as a DMA would.
+    pub(crate) fn with_bytes_mut<R>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Option<R> {
+        let start = self.span(offset, len)?;
+        // SAFETY: `start + len <= self.len` (checked by `span`): the bytes lie inside the live,
+        // read-write mapping, which outlives the call (`&self`); the slice does not escape `f`.
+        // This process makes no other Rust reference into the mapping; concurrent writers
+        // through other mappings are the shared-memory caveat stated on the type.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), len) };
+        Some(f(bytes))
+    }
+
     /// Reads a little-endian `u32` at `offset` (0 if out of range).
     #[must_use]
     pub fn read_u32(&self, offset: u64) -> u32 {

@@ -213,6 +213,23 @@ mod faults {
         assert_eq!(r.guest(MAPPED - 4096, 4096), vec![0u8; 4096]);
     }
 
+    /// A transfer from RAM whose source runs into an unmapped IOVA is refused before any byte
+    /// moves (the whole source is translated first): device memory keeps what it held, though
+    /// the copy goes straight into it without a bounce buffer.
+    #[test]
+    fn unmapped_source_reports_a_fault_and_leaves_device_memory_untouched() {
+        let r = rig(Kind::Iommu);
+        r.bus_master_on();
+        let data = pattern(8192);
+        r.mem.write(RAM + 0x2000, &data).unwrap();
+        assert_eq!(r.dma(0x2000, 0, 8192, 0), reg::STATUS_DONE);
+        r.mem.write(RAM + MAPPED - 4096, &[0xee; 4096]).unwrap();
+        let s = r.dma(MAPPED - 4096, 0, 8192, 0);
+        assert_eq!(s, reg::STATUS_DONE | reg::STATUS_DMA_ERROR);
+        assert_eq!(r.dma(0, 0x10_0000, 8192, reg::CMD_TO_RAM), reg::STATUS_DONE);
+        assert_eq!(r.guest(0x10_0000, 8192), data);
+    }
+
     #[test]
     fn emulated_unmapped_destination_writes_nothing() {
         let r = rig(Kind::Emulated);

@@ -56,6 +56,8 @@
 #define REG_WRITER_SEED 0xb8
 #define REG_WRITER_PAGES 0xc0
 #define REG_WRITER_FAULTS 0xc8
+/* The writer writes pages in batches of up to this many (one device transaction each). */
+#define WRITER_BATCH 64
 
 #define IDENT_VALUE 0x010000edu
 #define STATUS_BUSY 0x1u
