@@ -1,4 +1,5 @@
-//! Emulated devices: pin/unpin, dma_rw, the unmap notification loop (spec type1.md §5).
+//! Emulated devices: pin/unpin, dma_rw, the unmap notification loop (`vfio_iommu_type1_pin_pages`,
+//! `vfio_iommu_type1_unpin_pages`, `vfio_iommu_type1_dma_rw`, `vfio_notify_dma_unmap`, v6.18).
 
 mod common;
 use std::sync::{Arc, Mutex, Weak};
@@ -99,8 +100,9 @@ fn coop() -> Mdev {
     }
 }
 
+/// `vfio_pin_pages` then `vfio_iommu_type1_pin_pages`, v6.18: the checks in their order.
 #[test]
-fn pin_checks_in_order_spec_5_1() {
+fn pin_checks_in_order() {
     let (h, dev, _) = setup(vec![], V2, None, coop());
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     let pin = |d, iova, n, p| h.step(|c| c.pin_pages(d, iova, n, p));
@@ -191,8 +193,10 @@ fn pins_belong_to_the_device_that_made_them() {
     assert_eq!(h.mem.pinned_pages(), 0);
 }
 
+/// `do_accounting` in `vfio_iommu_type1_pin_pages`: with an IOMMU domain MAP already charged the
+/// pages.
 #[test]
-fn with_a_domain_device_pins_are_not_charged_again_spec_8() {
+fn with_a_domain_device_pins_are_not_charged_again() {
     let (h, dev, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, coop());
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     h.step(|c| mdev.pin(c, 0, 4, PinProt::Read)).unwrap();
@@ -215,8 +219,10 @@ fn device_pins_respect_the_limit_without_a_domain() {
     h.step(|c| mdev.pin(c, 0, 2, PinProt::Read)).unwrap();
 }
 
+/// `vfio_iommu_type1_dma_rw_chunk`, v6.18: an unmapped address or a gap is `EINVAL`, a write
+/// needs READ and WRITE (`EPERM`).
 #[test]
-fn dma_rw_rules_spec_5_3() {
+fn dma_rw_needs_a_mapping_read_permission_and_no_gap() {
     let (h, dev, _) = setup(vec![], V2, None, coop());
     h.map(0, RAM, 2 * SZ_4K, RW).unwrap();
     h.map(2 * SZ_4K, RAM + SZ_2M, 2 * SZ_4K, RW).unwrap();
@@ -267,8 +273,9 @@ fn dma_rw_rules_spec_5_3() {
     );
 }
 
+/// `vfio_notify_dma_unmap` and the retry of `vfio_dma_do_unmap`, v6.18.
 #[test]
-fn unmap_notifies_with_the_whole_mapping_and_waits_for_unpin_spec_5_4() {
+fn unmap_notifies_with_the_whole_mapping_and_waits_for_unpin() {
     let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, coop());
     h.map(0, RAM, 16 * SZ_4K, RW).unwrap();
     h.map(SZ_2M, RAM, 4 * SZ_4K, RW).unwrap();
@@ -322,8 +329,10 @@ fn a_device_that_never_unpins_makes_unmap_fail_after_eleven_calls() {
     assert_eq!(h.iovas(), vec![(SZ_2M, 4 * SZ_4K)]);
 }
 
+/// `vfio_iommu_type1_pin_pages` and `vfio_iommu_type1_dma_rw` return `EBUSY` while a vaddr is
+/// invalid (since v6.3).
 #[test]
-fn vaddr_invalid_blocks_pin_and_rw_with_ebusy_spec_5_1_step_3() {
+fn vaddr_invalid_blocks_pin_and_rw_with_ebusy() {
     // UNMAP|VADDR is refused with emulated groups attached, so register the device on an
     // IOMMU group: the pin path is the same.
     let h = H::iommu(V2);
@@ -376,10 +385,10 @@ fn a_device_whose_group_left_the_container_cannot_pin_or_rw() {
     );
 }
 
-/// §8 and §5.1: after a VADDR update from another owner (only possible without emulated
-/// groups, so the pinning device sits in the IOMMU group), new device pins come from the new
-/// owner while the pins taken before go back to the address space that pinned them. Both kinds
-/// live side by side in one mapping's pin store.
+/// `vfio_change_dma_owner` (v6.3+) and `vfio_iommu_type1_pin_pages`: after a VADDR update from
+/// another owner (only possible without emulated groups, so the pinning device sits in the IOMMU
+/// group), new device pins come from the new owner while the pins taken before go back to the
+/// address space that pinned them. Both kinds live side by side in one mapping's pin store.
 #[test]
 fn pins_taken_before_and_after_an_owner_change_return_to_their_own_address_spaces() {
     let h = H::iommu(V2);

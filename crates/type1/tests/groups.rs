@@ -1,4 +1,5 @@
-//! Groups and domains: attach, reuse, replay, detach, IOVA list (spec type1.md §6).
+//! Groups and domains: attach, reuse, replay, detach, IOVA list (`vfio_iommu_type1_attach_group`,
+//! `vfio_iommu_replay`, `vfio_iommu_type1_detach_group`, v6.18).
 
 mod common;
 use common::*;
@@ -20,8 +21,9 @@ fn other_driver() -> IommuDesc {
     }
 }
 
+/// `vfio_iommu_type1_attach_group`, v6.18: an emulated group only joins the emulated list.
 #[test]
-fn emulated_groups_change_nothing_spec_6_1_step_3() {
+fn emulated_groups_change_nothing() {
     let h = H::emulated(V2);
     h.map(0, RAM, SZ_4K, RW).unwrap();
     let before = h.c.info().unwrap();
@@ -33,8 +35,9 @@ fn emulated_groups_change_nothing_spec_6_1_step_3() {
     );
 }
 
+/// `vfio_iommu_type1_attach_group`, v6.18: same ops and coherency reuse an existing domain.
 #[test]
-fn compatible_groups_share_a_domain_spec_6_1_step_12() {
+fn compatible_groups_share_a_domain() {
     let h = H::iommu(V2);
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     h.step(|c| c.set_group(GroupSpec::iommu(2))).unwrap();
@@ -42,8 +45,9 @@ fn compatible_groups_share_a_domain_spec_6_1_step_12() {
     assert_eq!(h.mem.pinned_pages(), 8, "no replay, no new pins");
 }
 
+/// `vfio_iommu_replay`, v6.18.
 #[test]
-fn a_new_domain_gets_every_mapping_replayed_spec_6_2() {
+fn a_new_domain_gets_every_mapping_replayed() {
     let h = H::iommu(V2);
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     h.map(SZ_1G, SCATTERED, 16 * SZ_4K, MapFlags_R).unwrap();
@@ -61,8 +65,9 @@ fn a_new_domain_gets_every_mapping_replayed_spec_6_2() {
 #[allow(non_upper_case_globals)]
 const MapFlags_R: type1::MapFlags = type1::MapFlags::READ;
 
+/// `vfio_iommu_replay`, v6.18: mappings made without a domain are pinned and charged now.
 #[test]
-fn first_domain_pins_mappings_made_without_one_spec_6_2() {
+fn first_domain_pins_mappings_made_without_one() {
     let h = H::emulated(V2);
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     h.map(SZ_1G, BAR, 4 * SZ_4K, RW).unwrap();
@@ -73,8 +78,10 @@ fn first_domain_pins_mappings_made_without_one_spec_6_2() {
     assert!(h.c.mappings().iter().all(|m| m.iommu_mapped));
 }
 
+/// `vfio_iommu_replay` unwinds on error ("vfio/type1: Add proper error unwind for
+/// vfio_iommu_replay()", v5.9).
 #[test]
-fn failed_replay_unwinds_completely_spec_6_2_and_10_item_5() {
+fn failed_replay_unwinds_completely() {
     // A mapping whose vaddr was never valid fails the replay with EFAULT...
     let h = H::emulated(V2);
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
@@ -109,8 +116,9 @@ fn failed_replay_unwinds_completely_spec_6_2_and_10_item_5() {
     h.step(|c| c.set_group(GroupSpec::iommu(2))).unwrap();
 }
 
+/// `vfio_iommu_aper_conflict` in `vfio_iommu_type1_attach_group`, v6.18.
 #[test]
-fn aperture_conflict_spec_6_1_step_6() {
+fn mappings_outside_a_new_aperture_are_einval() {
     let h = H::iommu(V2);
     h.map(1 << 40, RAM, SZ_4K, RW).unwrap();
     let mut small = other_driver();
@@ -140,8 +148,10 @@ fn aperture_conflict_spec_6_1_step_6() {
     );
 }
 
+/// `vfio_iommu_resv_conflict` and `vfio_iommu_resv_exclude` in `vfio_iommu_type1_attach_group`,
+/// v6.18.
 #[test]
-fn reserved_conflict_and_relaxable_regions_spec_6_1_steps_7_8() {
+fn mappings_over_reserved_regions_are_einval_unless_relaxable() {
     let h = H::iommu(V2);
     h.map(0x1000_0000, RAM, SZ_4K, RW).unwrap();
     let mut d = other_driver();
@@ -173,8 +183,9 @@ fn reserved_conflict_and_relaxable_regions_spec_6_1_steps_7_8() {
     assert_eq!(errno(h.step(|c| c.set_group(iommu_group(3, d)))), EINVAL);
 }
 
+/// `vfio_iommu_type1_attach_group`, v6.18: an empty IOVA list after the exclusions is `EINVAL`.
 #[test]
-fn no_iova_left_is_einval_spec_6_1_step_8() {
+fn no_iova_left_is_einval() {
     let h = H::emulated(V2);
     let mut d = IommuDesc::x86_default();
     d.aperture = Aperture {
@@ -187,8 +198,10 @@ fn no_iova_left_is_einval_spec_6_1_step_8() {
     );
 }
 
+/// `allow_unsafe_interrupts` and `iommu_group_has_isolated_msi` in
+/// `vfio_iommu_type1_attach_group`, v6.18.
 #[test]
-fn msi_isolation_spec_6_1_step_10() {
+fn group_without_isolated_msi_is_eperm_unless_allowed() {
     let h = H::emulated(V2);
     let d = IommuDesc {
         msi: MsiIsolation::NotIsolated,
@@ -206,8 +219,10 @@ fn msi_isolation_spec_6_1_step_10() {
     h.step(|c| c.set_group(iommu_group(2, d))).unwrap();
 }
 
+/// `vfio_iommu_aper_expand` and `vfio_iommu_resv_refresh` in `vfio_iommu_type1_detach_group`,
+/// v6.18.
 #[test]
-fn detaching_one_of_two_domains_widens_the_iova_list_spec_6_4() {
+fn detaching_one_of_two_domains_widens_the_iova_list() {
     let h = H::iommu(V2);
     let mut small = other_driver();
     small.aperture = Aperture {
@@ -225,8 +240,9 @@ fn detaching_one_of_two_domains_widens_the_iova_list_spec_6_4() {
     assert_eq!(info.iova_pgsizes, 1 << 12 | 1 << 21 | 1 << 30);
 }
 
+/// `vfio_iommu_unmap_unpin_all` in `vfio_iommu_type1_detach_group`, v6.18.
 #[test]
-fn last_domain_without_emulated_groups_removes_every_mapping_spec_6_4() {
+fn last_domain_without_emulated_groups_removes_every_mapping() {
     let h = H::with(
         vec![GroupSpec::iommu(1), GroupSpec::iommu(2)],
         V2,

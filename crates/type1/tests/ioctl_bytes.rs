@@ -1,5 +1,5 @@
-//! The ioctl wrappers at byte level: argsz/minsz, flag masks, write-back (spec type1.md §4.3,
-//! §4.4 wrapper steps).
+//! The ioctl wrappers at byte level: argsz/minsz, flag masks, write-back
+//! (`vfio_iommu_type1_map_dma`, `vfio_iommu_type1_unmap_dma`, v6.18).
 
 mod common;
 use common::*;

@@ -1,4 +1,5 @@
-//! Container lifecycle, CHECK_EXTENSION and GET_INFO (spec type1.md §3, §4.1, §4.2).
+//! Container lifecycle, CHECK_EXTENSION and GET_INFO (`vfio_fops_unl_ioctl`,
+//! `vfio_ioctl_set_iommu`, `vfio_iommu_type1_check_extension`, `vfio_iommu_type1_get_info`, v6.18).
 
 mod common;
 use std::sync::Arc;
@@ -24,8 +25,9 @@ fn ioctl(c: &Container, req: u64, arg: u64) -> type1::Result<i64> {
     c.ioctl(req, arg, &mut UserBuffer::new(0, 0))
 }
 
+/// `vfio_fops_unl_ioctl` (`drivers/vfio/container.c`), v6.18.
 #[test]
-fn before_set_iommu_spec_3() {
+fn before_set_iommu_only_version_and_extensions_answer() {
     let (c, _) = bare();
     assert_eq!(ioctl(&c, uapi::VFIO_GET_API_VERSION, 0), Ok(0));
     assert_eq!(ioctl(&c, uapi::VFIO_CHECK_EXTENSION, V2), Ok(1));
@@ -37,8 +39,10 @@ fn before_set_iommu_spec_3() {
     assert_eq!(c.set_iommu(V2), Err(Error::SetIommuState));
 }
 
+/// `vfio_ioctl_set_iommu` and `vfio_iommu_type1_check_extension`, v6.18 (nesting removed in
+/// v6.13).
 #[test]
-fn set_iommu_types_spec_3_and_4_1() {
+fn set_iommu_accepts_type1_types_only_then_other_requests_are_enotty() {
     let (c, _) = bare();
     c.set_group(GroupSpec::iommu(1)).unwrap();
     for ty in [2, 4, 5, 6, 7, 8, 11] {
@@ -57,8 +61,9 @@ fn set_iommu_types_spec_3_and_4_1() {
     }
 }
 
+/// `vfio_iommu_type1_check_extension`, v6.18.
 #[test]
-fn check_extension_table_spec_4_1() {
+fn check_extension_answers_before_and_after_set_iommu() {
     let (c, _) = bare();
     let exts = |c: &Container| [1u64, 3, 9, 10, 4, 6, 2, 8].map(|e| c.check_extension(e));
     assert_eq!(exts(&c), [1, 1, 1, 0, 0, 0, 0, 0]);
@@ -85,8 +90,9 @@ fn check_extension_table_spec_4_1() {
     assert_eq!(e.check_extension(4), 1, "vacuously true without domains");
 }
 
+/// `vfio_group_detach_container` then `vfio_iommu_type1_release`, v6.18.
 #[test]
-fn removing_the_last_group_releases_everything_spec_3() {
+fn removing_the_last_group_releases_everything() {
     let h = H::iommu(V2);
     h.map(0, RAM, 32 * SZ_4K, RW).unwrap();
     h.c.unset_group(type1::GroupId(1)).unwrap();
@@ -140,8 +146,9 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes(b[at..at + 2].try_into().unwrap())
 }
 
+/// `vfio_iommu_type1_get_info` with `vfio_info_cap_add` aligning capabilities (v6.6+).
 #[test]
-fn get_info_capability_chain_v6_6_layout_spec_4_2() {
+fn get_info_capability_chain_v6_6_layout() {
     let h = H::iommu(V2);
     h.map(0, RAM, SZ_4K, RW).unwrap();
     // x86 default: [0, 0xfedfffff] and [0xfef00000, 2^48-1]: two ranges → 88 + 32 = 120.
@@ -173,8 +180,9 @@ fn get_info_capability_chain_v6_6_layout_spec_4_2() {
     );
 }
 
+/// `vfio_iommu_type1_get_info`, v6.18.
 #[test]
-fn get_info_small_argsz_reports_the_needed_size_spec_4_2() {
+fn get_info_small_argsz_reports_the_needed_size() {
     let h = H::iommu(V2);
     let (r, b) = get_info(&h.c, 24, 24);
     assert_eq!(r, Ok(0));
@@ -190,8 +198,9 @@ fn get_info_small_argsz_reports_the_needed_size_spec_4_2() {
     assert_eq!(get_info(&h.c, 120, 8).0.unwrap_err().errno(), libc::EFAULT);
 }
 
+/// `vfio_iommu_type1_get_info`, v6.18: no IOVA range capability while the list is empty.
 #[test]
-fn emulated_only_container_has_no_iova_range_cap_spec_4_2() {
+fn emulated_only_container_has_no_iova_range_cap() {
     let h = H::emulated(V2);
     let (r, b) = get_info(&h.c, 72, 72);
     assert_eq!(r, Ok(0));
@@ -199,8 +208,9 @@ fn emulated_only_container_has_no_iova_range_cap_spec_4_2() {
     assert_eq!(u64_at(&b, 8), !0xfff, "PAGE_MASK without domains");
 }
 
+/// `vfio_iommu_aper_expand` in `vfio_iommu_type1_detach_group`, v6.18.
 #[test]
-fn detach_of_the_last_iommu_group_reports_the_full_range_spec_6_4() {
+fn detach_of_the_last_iommu_group_reports_the_full_range() {
     let h = H::with(
         vec![GroupSpec::iommu(1), GroupSpec::emulated(2)],
         V2,

@@ -1,4 +1,5 @@
-//! VFIO_IOMMU_MAP_DMA (spec type1.md §4.3) and locked-memory accounting (§8).
+//! VFIO_IOMMU_MAP_DMA (`vfio_iommu_type1_map_dma`, `vfio_dma_do_map`) and locked-memory
+//! accounting (`vfio_pin_pages_remote`, `vfio_lock_acct`), v6.18.
 
 mod common;
 use common::*;
@@ -14,23 +15,27 @@ fn map_then_translate_through_the_domain() {
     assert_eq!(h.c.info().unwrap().dma_avail, 65534);
 }
 
+/// `vfio_dma_do_map`, v6.18.
 #[test]
-fn size_zero_is_einval_before_overflow_spec_4_3_step_2() {
+fn size_zero_is_einval_before_overflow() {
     let h = H::iommu(V2);
     assert_eq!(errno(h.map(u64::MAX, RAM, 0, RW)), EINVAL);
     assert_eq!(err(h.map(0, RAM, 0, RW)), Error::ZeroSize);
 }
 
+/// `vfio_dma_do_map`, v6.18 (`EINVAL`, after the alignment check, before v6.18).
 #[test]
-fn overflow_is_eoverflow_before_alignment_spec_4_3_step_3() {
+fn overflow_is_eoverflow_before_alignment() {
     let h = H::iommu(V2);
     // Misaligned *and* wrapping: v6.18 checks the wrap first.
     assert_eq!(errno(h.map(u64::MAX - 0x7ff, RAM, 0x1800, RW)), EOVERFLOW);
     assert_eq!(errno(h.map(0, u64::MAX - 0xfff, 0x2000, RW)), EOVERFLOW);
 }
 
+/// `vfio_dma_do_map`, v6.18: protection from the READ and WRITE flags; none without VADDR is
+/// `EINVAL`.
 #[test]
-fn protection_rules_spec_4_3_step_4() {
+fn read_only_and_write_only_are_legal_no_access_is_einval() {
     let h = H::iommu(V2);
     assert_eq!(
         err(h.map(0, RAM, SZ_4K, MapFlags::empty())),
@@ -45,16 +50,19 @@ fn protection_rules_spec_4_3_step_4() {
     h.map(SZ_4K, RAM, SZ_4K, MapFlags::READ).unwrap();
 }
 
+/// `vfio_dma_do_map`, v6.18: size, iova and vaddr aligned to the smallest IOMMU page size.
 #[test]
-fn alignment_to_the_minimum_page_size_spec_4_3_step_6() {
+fn alignment_to_the_minimum_page_size() {
     let h = H::iommu(V2);
     for (iova, vaddr, size) in [(0x800, RAM, SZ_4K), (0, RAM + 8, SZ_4K), (0, RAM, 0x1800)] {
         assert_eq!(errno(h.map(iova, vaddr, size, RW)), EINVAL);
     }
 }
 
+/// `vfio_dma_do_map`, v6.18: overlap, then the mapping limit (`dma_entry_limit`), then the IOVA
+/// list.
 #[test]
-fn eexist_before_enospc_before_iova_range_spec_4_3_steps_9_11() {
+fn eexist_before_enospc_before_iova_range() {
     let cfg = ContainerConfig {
         dma_entry_limit: 2,
         ..ContainerConfig::default()
@@ -79,8 +87,9 @@ fn eexist_before_enospc_before_iova_range_spec_4_3_steps_9_11() {
     );
 }
 
+/// `vfio_iommu_iova_dma_valid`, v6.18.
 #[test]
-fn iova_range_must_lie_in_one_valid_node_spec_6_3() {
+fn iova_range_must_lie_in_one_valid_node() {
     let h = H::iommu(V2);
     // Straddling the MSI window, and beyond the 48-bit aperture.
     assert_eq!(
@@ -91,8 +100,9 @@ fn iova_range_must_lie_in_one_valid_node_spec_6_3() {
     h.map(0xfef0_0000, RAM, SZ_4K, RW).unwrap();
 }
 
+/// `vfio_pin_map_dma`, v6.18: a pin error removes the whole mapping (`vfio_remove_dma`).
 #[test]
-fn pin_faults_are_efault_and_roll_back_spec_4_3_step_13() {
+fn pin_faults_are_efault_and_roll_back() {
     let h = H::iommu(V2);
     // Unmapped vaddr.
     assert_eq!(
@@ -122,8 +132,9 @@ fn failure_injected_at_page_k_rolls_back_everything() {
     h.map(0, SCATTERED, 256 * SZ_4K, RW).unwrap();
 }
 
+/// `vfio_pin_pages_remote` against `RLIMIT_MEMLOCK`, v6.18.
 #[test]
-fn locked_memory_limit_is_enomem_with_rollback_spec_8() {
+fn locked_memory_limit_is_enomem_with_rollback() {
     let h = H::with(
         vec![GroupSpec::iommu(1)],
         V2,
@@ -147,8 +158,9 @@ fn locked_memory_limit_is_enomem_with_rollback_spec_8() {
     assert_eq!(h.mm.locked_pages(), 64);
 }
 
+/// `dma->lock_cap` in `__account_locked_vm`, v6.18.
 #[test]
-fn lock_capability_exempts_from_the_limit_spec_8() {
+fn lock_capability_exempts_from_the_limit() {
     use std::sync::Arc;
     use type1::mm::{LockCapability, Mm};
     let mem = fake_memory();
@@ -171,8 +183,9 @@ fn lock_capability_exempts_from_the_limit_spec_8() {
     c.check_invariants().unwrap();
 }
 
+/// `vfio_dma_do_map`, v6.18: without an IOMMU domain the mapping is only recorded.
 #[test]
-fn without_a_domain_nothing_is_pinned_or_validated_spec_4_3_step_13() {
+fn without_a_domain_nothing_is_pinned_or_validated() {
     let h = H::emulated(V2);
     // vaddr 0 is not mapped, but nothing looks at it without an IOMMU domain.
     h.map(0, 0, 16 * SZ_4K, RW).unwrap();
@@ -181,8 +194,10 @@ fn without_a_domain_nothing_is_pinned_or_validated_spec_4_3_step_13() {
     assert!(!h.c.mappings()[0].iommu_mapped);
 }
 
+/// The v6.18-rc4 overflow series ("vfio/type1: handle DMA map/unmap up to the addressable
+/// limit").
 #[test]
-fn mappings_at_the_top_of_the_address_space_spec_10_item_18() {
+fn mappings_at_the_top_of_the_address_space() {
     // No IOVA restriction without a domain, so the last page of the space can be mapped.
     let h = H::emulated(V2);
     let top = u64::MAX - SZ_4K + 1;
@@ -197,8 +212,9 @@ fn mappings_at_the_top_of_the_address_space_spec_10_item_18() {
     assert_eq!(h.unmap(top, SZ_4K, UnmapFlags::empty()), Ok(SZ_4K));
 }
 
+/// `VFIO_DMA_MAP_FLAG_VADDR` in `vfio_dma_do_map`, v6.18.
 #[test]
-fn vaddr_update_rules_spec_4_3_step_8() {
+fn vaddr_update_rules() {
     let h = H::iommu(V2);
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
     let v = MapFlags::VADDR;
@@ -223,8 +239,9 @@ fn vaddr_update_rules_spec_4_3_step_8() {
     assert_eq!(h.c.iova_to_phys(0), Some(RAM_PA));
 }
 
+/// `vfio_change_dma_owner` (v6.3+).
 #[test]
-fn vaddr_update_from_another_owner_moves_the_charge_spec_8() {
+fn vaddr_update_from_another_owner_moves_the_charge() {
     use std::sync::Arc;
     use type1::mm::{LockCapability, Mm};
     let h = H::iommu(V2);

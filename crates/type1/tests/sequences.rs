@@ -1,5 +1,6 @@
 //! Random sequences of container operations: invariants after every step, and no trace of any
-//! failed operation (spec type1.md §2.4, §4.3, §4.4, §6, §8).
+//! failed operation (`vfio_dma_do_map`, `vfio_dma_do_unmap`, attach and detach, locked-memory
+//! accounting; v6.18).
 
 mod common;
 use common::*;

@@ -1,4 +1,4 @@
-//! VFIO_IOMMU_UNMAP_DMA (spec type1.md §4.4).
+//! VFIO_IOMMU_UNMAP_DMA: `vfio_iommu_type1_unmap_dma` and `vfio_dma_do_unmap`, v6.18.
 
 mod common;
 use common::*;
@@ -62,8 +62,9 @@ fn no_mapping_in_range_is_success_size_zero() {
     }
 }
 
+/// `VFIO_DMA_UNMAP_FLAG_ALL` in `vfio_dma_do_unmap`, v6.18.
 #[test]
-fn unmap_all_spec_4_4_step_4() {
+fn unmap_all_needs_zero_iova_and_size_and_removes_everything() {
     for ty in [V1, V2] {
         let h = three(ty);
         assert_eq!(errno(h.unmap(SZ_4K, 0, UnmapFlags::ALL)), EINVAL);
@@ -73,8 +74,9 @@ fn unmap_all_spec_4_4_step_4() {
     }
 }
 
+/// The argument checks of `vfio_dma_do_unmap` in its order (v6.18: `EOVERFLOW` for a wrap).
 #[test]
-fn argument_checks_in_order_spec_4_4_steps_3_4() {
+fn argument_checks_in_order() {
     let h = three(V2);
     assert_eq!(
         errno(h.unmap(0x800, 0, NONE)),
@@ -88,8 +90,9 @@ fn argument_checks_in_order_spec_4_4_steps_3_4() {
     assert_eq!(h.unmap(0, u64::MAX - 0xfff, NONE), Ok(12 * SZ_4K));
 }
 
+/// `vfio_dma_do_unmap`, v6.18: GET_DIRTY_BITMAP needs dirty tracking started.
 #[test]
-fn get_dirty_bitmap_without_tracking_is_einval_spec_4_4_step_5() {
+fn get_dirty_bitmap_without_tracking_is_einval() {
     let h = three(V2);
     assert_eq!(
         err(h.unmap(0, 4 * SZ_4K, UnmapFlags::GET_DIRTY_BITMAP)),
@@ -97,8 +100,10 @@ fn get_dirty_bitmap_without_tracking_is_einval_spec_4_4_step_5() {
     );
 }
 
+/// `VFIO_DMA_UNMAP_FLAG_VADDR` in `vfio_dma_do_unmap`, v6.18: an already invalid mapping rolls
+/// back the ones invalidated before it.
 #[test]
-fn vaddr_invalidation_and_rollback_spec_4_4_step_7() {
+fn vaddr_invalidation_and_rollback() {
     let h = three(V2);
     assert_eq!(
         h.unmap(4 * SZ_4K, 4 * SZ_4K, UnmapFlags::VADDR),
@@ -121,7 +126,8 @@ fn vaddr_invalidation_and_rollback_spec_4_4_step_7() {
         Ok(12 * SZ_4K)
     );
     assert!(h.c.mappings().iter().all(|m| m.vaddr_invalid));
-    // While vaddrs are invalid, attaching a group is EBUSY (§6.1 step 1).
+    // While vaddrs are invalid, attaching a group is EBUSY (the first check of
+    // `vfio_iommu_type1_attach_group` since v6.3).
     assert_eq!(errno(h.step(|c| c.set_group(GroupSpec::iommu(2)))), EBUSY);
     // Unmapping invalid mappings is fine.
     assert_eq!(h.unmap(0, 0, UnmapFlags::ALL), Ok(12 * SZ_4K));
@@ -134,8 +140,9 @@ fn v1_vaddr_follows_the_v1_rule() {
     assert!(h.c.mappings().iter().all(|m| !m.vaddr_invalid));
 }
 
+/// `vfio_dma_do_unmap` since v6.3: the emulated-group check comes before any argument check.
 #[test]
-fn vaddr_with_emulated_groups_is_ebusy_before_argument_checks_spec_4_4_step_1() {
+fn vaddr_with_emulated_groups_is_ebusy_before_argument_checks() {
     let h = H::with(
         vec![GroupSpec::iommu(1), GroupSpec::emulated(2)],
         V2,
