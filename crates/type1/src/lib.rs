@@ -1,9 +1,10 @@
 //! The Linux VFIO type1 IOMMU container, kernel-exact, in userspace.
 //!
-//! This crate implements `drivers/vfio/vfio_iommu_type1.c` and the container glue it depends on,
-//! as written down in the project's `shared/spec/type1.md` (section numbers in the docs refer to
-//! it). Each IOMMU-backed group's domain is an [`io_pgtable::Domain`]: an ARM LPAE page table with
-//! an IOTLB, so devices can translate and DMA through it.
+//! This crate implements `drivers/vfio/vfio_iommu_type1.c` and the container glue it depends on
+//! (`drivers/vfio/container.c`), as of Linux v6.18; our rules and deliberate differences are in
+//! docs/SEMANTICS.md, "The container". Each IOMMU-backed group's domain is an
+//! [`io_pgtable::Domain`]: an ARM LPAE page table with an IOTLB, so devices can translate and DMA
+//! through it.
 //!
 //! - [`Container`]: groups, `VFIO_SET_IOMMU`, CHECK_EXTENSION, MAP/UNMAP/GET_INFO as a typed API,
 //!   and [`Container::ioctl`] taking request numbers and user memory exactly as the kernel does;

@@ -1,5 +1,6 @@
-//! Dirty tracking: DIRTY_PAGES, GET_BITMAP, unmap with a bitmap, dirty scope (spec type1.md
-//! §4.4–§4.5, §6.4, §7; seeds 000 and 003).
+//! Dirty tracking: DIRTY_PAGES, GET_BITMAP, unmap with a bitmap, dirty scope
+//! (`vfio_iommu_type1_dirty_pages`, `vfio_iova_dirty_bitmap`, `update_user_bitmap`,
+//! `vfio_dma_do_unmap`, `vfio_iommu_type1_detach_group`, v6.18).
 
 mod common;
 use std::collections::BTreeSet;
@@ -57,8 +58,9 @@ const START: u32 = raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_START;
 const STOP: u32 = raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP;
 const GET: u32 = raw::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
 
+/// `vfio_iommu_type1_dirty_pages`, v6.18: the checks of START, STOP and GET_BITMAP in order.
 #[test]
-fn dirty_pages_checks_in_order_spec_4_5() {
+fn dirty_pages_checks_in_order() {
     // v1: EACCES before the argument is even read.
     let v1 = H::iommu(V1);
     let mut empty = UserBuffer::new(0, 0);
@@ -164,8 +166,10 @@ fn dirty_pages_checks_in_order_spec_4_5() {
     assert!(!h.c.dirty_tracking());
 }
 
+/// `vfio_iova_dirty_bitmap` clears each bitmap after a report and fills it again from the pinned
+/// pages (`vfio_dma_populate_bitmap`), v6.18.
 #[test]
-fn pinned_pages_stay_dirty_and_unpinned_ones_are_reported_once_spec_7() {
+fn pinned_pages_stay_dirty_and_unpinned_ones_are_reported_once() {
     let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
     let dev =
         h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
@@ -219,8 +223,10 @@ fn iommu_group_without_pinned_scope_makes_everything_dirty_rule_5() {
     assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
 }
 
+/// d0a78f91761f "vfio/iommu_type1: Populate full dirty when detach non-pinned group" (v5.12):
+/// a detached group's pages must all be reported, since it could have written anywhere.
 #[test]
-fn detaching_a_non_pinned_group_while_tracking_marks_everything_dirty_seed_000() {
+fn detaching_a_non_pinned_group_while_tracking_marks_everything_dirty() {
     let h = tracked(
         vec![GroupSpec::iommu(1), GroupSpec::emulated(9)],
         DirtyMode::KernelExact,
@@ -228,8 +234,8 @@ fn detaching_a_non_pinned_group_while_tracking_marks_everything_dirty_seed_000()
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
     h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap();
-    // The IOMMU group may have written anywhere; after it leaves rule 5 no longer fires, so
-    // the detach itself must record it (d0a78f91761f).
+    // The IOMMU group may have written anywhere; after it leaves, `update_user_bitmap` no
+    // longer reports its mappings fully dirty, so the detach itself must record it.
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
     assert_eq!(
         set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).len(),
@@ -238,8 +244,10 @@ fn detaching_a_non_pinned_group_while_tracking_marks_everything_dirty_seed_000()
     assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
 }
 
+/// UNMAP_DMA with GET_DIRTY_BITMAP (`vfio_dma_do_unmap` calling `update_user_bitmap` for each
+/// mapping, v6.18): pages a device dirtied are reported as they are unmapped.
 #[test]
-fn unmap_with_bitmap_over_512_mappings_seed_003() {
+fn unmap_with_bitmap_over_512_mappings_reports_each_written_page() {
     // A vIOMMU maps 4K pages one by one, then a domain-selective invalidation unmaps 2M at
     // once and asks for the dirty bitmap of all of it.
     let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
@@ -264,8 +272,9 @@ fn unmap_with_bitmap_over_512_mappings_seed_003() {
     h.check();
 }
 
+/// `update_user_bitmap`, v6.18: a mapping that starts inside a bitmap word is ORed into it.
 #[test]
-fn reports_club_mappings_that_share_a_word_spec_7() {
+fn reports_club_mappings_that_share_a_word() {
     // Mappings at page 3 (2 pages) and page 5 (70 pages) relative to the request base.
     let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
     let dev =
@@ -282,8 +291,9 @@ fn reports_club_mappings_that_share_a_word_spec_7() {
     assert_eq!(set_of(&bm, 128), BTreeSet::from([4, 5, 74]));
 }
 
+/// `vfio_iommu_type1_unmap_dma` (`verify_bitmap_size`) and `vfio_dma_do_unmap`, v6.18.
 #[test]
-fn unmap_bitmap_errors_spec_4_4() {
+fn unmap_bitmap_errors() {
     let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     // Not tracking.
