@@ -248,6 +248,20 @@ impl TableArena {
         unsafe { std::slice::from_raw_parts(ptr, self.entries_per_table) }
     }
 
+    /// [`TableArena::table_unchecked`] with the caller's copy of the entry count (a walker keeps
+    /// it in a register rather than reloading it after each acquire load).
+    ///
+    /// # Safety
+    /// As [`TableArena::table_unchecked`], and `entries` is this arena's entries per table.
+    #[inline]
+    #[must_use]
+    pub(crate) unsafe fn table_unchecked_len(&self, addr: u64, entries: usize) -> &[AtomicU64] {
+        debug_assert_eq!(entries, self.entries_per_table);
+        let ptr = std::ptr::with_exposed_provenance::<AtomicU64>(crate::to_usize(addr));
+        // SAFETY: as in `table_unchecked`; `entries` is the table's length by the contract.
+        unsafe { std::slice::from_raw_parts(ptr, entries) }
+    }
+
     /// Tables currently allocated.
     #[must_use]
     pub fn live(&self) -> u64 {

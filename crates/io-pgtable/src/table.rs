@@ -87,6 +87,12 @@ pub struct IoPageTable {
     idx: [(u32, u64); 4],
     /// Level + 1 of each supported page size by log2, 0 for an unsupported size.
     level_by_shift: [u8; 64],
+    /// 4K granule, start level 0 and a 512-entry PGD: walks use constant shifts.
+    four_level_4k: bool,
+    /// The table serves the upper half of the input space (`Quirks::ARM_TTBR1`).
+    ttbr1: bool,
+    /// `pte::prot_to_pte` of every protection (indexed by its bits).
+    attrs_by_prot: [u64; 64],
     /// `tlb.tlb_add_page` is the plain gather (`FlushOps::add_page_is_gather`): a run of cleared
     /// leaves is gathered inline, with no call per leaf.
     inline_gather: bool,
@@ -131,6 +137,16 @@ impl IoPageTable {
             tlb,
             clean_start: AtomicBool::new(false),
             page_granular: AtomicBool::new(false),
+            ttbr1: geo.quirks.contains(crate::cfg::Quirks::ARM_TTBR1),
+            attrs_by_prot: std::array::from_fn(|bits| {
+                pte::prot_to_pte(
+                    &geo,
+                    Prot::from_bits_truncate(u32::try_from(bits).unwrap_or(0)),
+                )
+            }),
+            four_level_4k: geo.granule == crate::cfg::Granule::Size4K
+                && geo.start_level == 0
+                && geo.pgd_bits == 9,
             idx,
             level_by_shift,
             inline_gather,
@@ -281,9 +297,11 @@ impl IoPageTable {
 
     /// The table a table descriptor read from one of this page table's tables points to: one
     /// mask, no lookup. Only called on a descriptor that `pte::is_table` accepted at its level.
+    /// Table addresses are below 2^48 (`TableArena` guarantees it), so the 64K granule's
+    /// PA\[51:48\] packing never applies to them: the address is the masked descriptor.
     #[inline]
     fn child(&self, pte: u64) -> &[AtomicU64] {
-        self.table_at(pte::iopte_to_paddr(pte, self.geo.granule))
+        self.table_at(pte & pte::ADDR_MASK)
     }
 
     /// The entries of the table at `addr`, an address from `self.arena.alloc()` (directly, or
@@ -315,7 +333,58 @@ impl IoPageTable {
     /// - [`Error::NoAccess`] if `prot` has neither READ nor WRITE;
     /// - [`Error::NoMemory`] if a table cannot be allocated;
     /// - [`Error::Exists`] if a leaf already maps any part of the run. Nothing changes then.
+    #[inline]
     pub fn map_pages(
+        &self,
+        iova: Iova,
+        paddr: PhysAddr,
+        pgsize: u64,
+        pgcount: u64,
+        prot: Prot,
+    ) -> Result<u64, Error> {
+        // The common case in a few instructions: a supported size, a non-empty run whose last
+        // byte (hence its first: no TTBR1 sign extension) is in range on both sides, and some
+        // access. Anything else takes the full checks below, which decide the exact error.
+        if let Some(target) = self.level_for_pgsize(pgsize) {
+            if pgcount != 0 && !self.ttbr1 && prot.intersects(Prot::READ | Prot::WRITE) {
+                let last = pgsize.checked_mul(pgcount).and_then(|len| {
+                    Some((
+                        iova.raw().checked_add(len - 1)?,
+                        paddr.raw().checked_add(len - 1)?,
+                    ))
+                });
+                if let Some((last_iova, last_pa)) = last {
+                    if last_iova >> self.geo.ias == 0 && self.geo.paddr_in_range(last_pa) {
+                        let attrs = self.leaf_attrs(prot);
+                        return self.map_at(
+                            iova.raw(),
+                            paddr.raw(),
+                            pgsize,
+                            target,
+                            pgcount,
+                            attrs,
+                        );
+                    }
+                }
+            }
+        }
+        self.map_pages_checked(iova, paddr, pgsize, pgcount, prot)
+    }
+
+    /// The leaf attributes for `prot` (`arm_lpae_prot_to_pte`, precomputed per protection),
+    /// writable-clean when new DBM leaves start clean.
+    #[inline]
+    fn leaf_attrs(&self, prot: Prot) -> u64 {
+        let mut attrs = self.attrs_by_prot[(prot.bits() & 63) as usize];
+        if attrs & pte::DBM != 0 && self.clean_start.load(Ordering::Relaxed) {
+            attrs |= pte::AP_RDONLY;
+        }
+        attrs
+    }
+
+    /// [`IoPageTable::map_pages`] with every check, in the kernel's order.
+    #[cold]
+    fn map_pages_checked(
         &self,
         iova: Iova,
         paddr: PhysAddr,
@@ -366,10 +435,7 @@ impl IoPageTable {
                 oas: self.geo.oas,
             });
         }
-        let mut attrs = pte::prot_to_pte(&self.geo, prot);
-        if attrs & pte::DBM != 0 && self.clean_start.load(Ordering::Relaxed) {
-            attrs |= pte::AP_RDONLY;
-        }
+        let attrs = self.leaf_attrs(prot);
         self.map_at(iova.raw(), paddr.raw(), pgsize, target, pgcount, attrs)
     }
 
@@ -686,39 +752,63 @@ impl IoPageTable {
 
     /// `iova_to_phys` (§3.9): the output address of `iova`, or `None` if it is unmapped or out of
     /// the input range.
+    #[inline]
     #[must_use]
     pub fn iova_to_phys(&self, iova: Iova) -> Option<PhysAddr> {
         let leaf = self.find_leaf(iova.raw())?;
-        let off = iova.raw() & (self.geo.block_size(leaf.lvl) - 1);
+        let off = iova.raw() & ((1u64 << self.idx[leaf.lvl as usize & 3].0) - 1);
         Some(PhysAddr(
             pte::iopte_to_paddr(leaf.pte, self.geo.granule) | off,
         ))
     }
 
-    /// The leaf translating `iova`, if any.
+    /// The leaf translating `iova`, if any: one load per level, and the next table is the
+    /// descriptor's address bits.
     #[inline]
     pub(crate) fn find_leaf(&self, iova: u64) -> Option<LeafRef<'_>> {
         if !self.geo.iova_in_range(iova) {
             return None;
+        }
+        if self.four_level_4k {
+            return self.find_leaf_4k(iova);
         }
         let mut table: &[AtomicU64] = &self.pgd;
         let mut lvl = self.geo.start_level;
         loop {
             let slot = table.get(self.lvl_idx(iova, lvl))?;
             let cur = slot.load(Ordering::Acquire);
-            if pte::is_leaf(cur, lvl) {
-                return Some(LeafRef {
+            if !pte::is_table(cur, lvl) {
+                return pte::is_leaf(cur, lvl).then_some(LeafRef {
                     slot,
                     pte: cur,
                     lvl,
                 });
             }
-            if !pte::is_table(cur, lvl) {
-                return None;
-            }
             table = self.child(cur);
             lvl += 1;
         }
+    }
+
+    /// [`IoPageTable::find_leaf`] for the common geometry (4K granule, four levels from level
+    /// 0, a 512-entry PGD): constant shifts and masks, unrolled.
+    #[inline]
+    fn find_leaf_4k(&self, iova: u64) -> Option<LeafRef<'_>> {
+        let mut table: &[AtomicU64] = &self.pgd;
+        for lvl in 0..4u32 {
+            let slot = table.get(crate::to_usize((iova >> (39 - 9 * lvl)) & 511))?;
+            let cur = slot.load(Ordering::Acquire);
+            if !pte::is_table(cur, lvl) {
+                return pte::is_leaf(cur, lvl).then_some(LeafRef {
+                    slot,
+                    pte: cur,
+                    lvl,
+                });
+            }
+            // SAFETY: as in `table_at`: a table descriptor of this page table names a table of
+            // `self.arena`, of 512 entries with this geometry, living as long as `self`.
+            table = unsafe { self.arena.table_unchecked_len(cur & pte::ADDR_MASK, 512) };
+        }
+        None
     }
 
     /// `pgtable_walk` (§1.2): the descriptors from the start level to the leaf or hole.
