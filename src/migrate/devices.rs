@@ -4,8 +4,9 @@
 //!   walk, hardware dirty bits.
 //! - An emulated (mdev-style) device pins pages and writes through their physical address, and
 //!   writes with `dma_rw`; it unpins when told a mapping goes away.
-//! - The same emulated device runs a vIOMMU phase (seed 003): it maps 512 guest pages one by one
-//!   at a second IOVA window, writes some of them, then unmaps the whole 2M window at once with
+//! - The same emulated device runs a vIOMMU phase (a guest IOMMU driver unmapping while
+//!   migration runs, which UNMAP with GET_DIRTY_BITMAP exists for): it maps 512 guest pages one by
+//!   one at a second IOVA window, writes some of them, then unmaps the whole 2M window at once with
 //!   GET_DIRTY_BITMAP. The pages that bitmap names are dirty guest pages the migration must copy:
 //!   they are handed over through `vIOMMU dirty`.
 
