@@ -35,7 +35,7 @@ pub const SCATTERED: u64 = 0x7e00_0000_0000;
 /// 1 MiB, read-only.
 pub const RO: u64 = 0x7d00_0000_0000;
 /// Mapping slots.
-pub const SLOTS: u64 = 24;
+pub const SLOTS: u64 = 26;
 /// Bytes per slot.
 pub const SLOT: u64 = 16 * SZ_4K;
 /// `dma_entry_limit` of the rig.
@@ -77,12 +77,15 @@ pub fn mem(vaddr: u64, write: bool) -> bool {
     RigMemory.pinnable(vaddr, write)
 }
 
-/// The IOVA of a slot: mostly low addresses; two slots straddle or follow the MSI window.
+/// The IOVA of a slot: mostly low addresses; two slots straddle or follow the MSI window, one
+/// is above group B's aperture, one above every aperture (valid only without IOMMU groups).
 #[must_use]
 pub fn iova_of(slot: u64) -> u64 {
     match slot {
         22 => 0xfee0_0000 - 8 * SZ_4K,
         23 => 0xfef0_0000,
+        24 => 1 << 40,
+        25 => 1 << 50,
         s => s * SLOT,
     }
 }
@@ -94,7 +97,8 @@ pub struct RigConfig {
     pub version: Version,
     /// An emulated group (group 2) with a device.
     pub emulated: bool,
-    /// A second IOMMU-backed group (group 3, stage 2, no hardware dirty bits: its own domain).
+    /// A second IOMMU-backed group (group 3, stage 2, no hardware dirty bits, 39-bit aperture:
+    /// its own domain).
     pub second_domain: bool,
     /// Precise dirty mode.
     pub precise: bool,
@@ -260,11 +264,12 @@ fn register(c: &Arc<Container>, group: u32) -> DeviceId {
     id
 }
 
-/// Group B: the x86 aperture and MSI window on a stage-2 table from another driver, so it
+/// Group B: the x86 MSI window, a 39-bit aperture, a stage-2 table from another driver, so it
 /// cannot share group A's domain, has no hardware dirty bits, and can map write-only.
 fn group_b() -> GroupSpec {
     let mut desc = IommuDesc::x86_default();
     desc.ops = 2;
+    desc.aperture.end = Dom::B.aperture_end();
     desc.table = io_pgtable::Config::new(
         io_pgtable::Format::ArmLpaeS2,
         (1 << 12) | (1 << 21) | (1 << 30),

@@ -12,7 +12,7 @@
 //! (precise dirty mode, lazy invalidation; docs/SEMANTICS.md) for one family of setups:
 //!
 //! - IOMMU group A: the x86 description, a stage-1 table with hardware dirty bits;
-//! - optionally IOMMU group B: the same aperture and MSI window, but a stage-2 table (no
+//! - optionally IOMMU group B: the MSI window, a 39-bit aperture and a stage-2 table (no
 //!   hardware dirty bits, and "write without read" is expressible), so it gets its own domain;
 //! - optionally one emulated group; one device per group;
 //! - optionally a locked-memory limit, precise dirty mode, lazy invalidation with a flush ring
@@ -28,7 +28,6 @@ pub mod diff;
 
 const PAGE: u64 = 4096;
 const MSI: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
-const APERTURE_END: u64 = (1 << 48) - 1;
 const MAX_PIN: u64 = 512;
 
 /// An IOMMU-backed group of the model (each has a domain of its own).
@@ -41,6 +40,15 @@ pub enum Dom {
 }
 
 impl Dom {
+    /// Last IOVA of the group's aperture: 48 bits for A (the x86 description), 39 for B.
+    #[must_use]
+    pub fn aperture_end(self) -> u64 {
+        match self {
+            Dom::A => (1 << 48) - 1,
+            Dom::B => (1 << 39) - 1,
+        }
+    }
+
     /// Whether a device of this group may read a mapping with `read`/`write`: a stage-1 leaf
     /// always reads (`arm_lpae_prot_to_pte`, v6.18), a stage-2 leaf as mapped.
     fn can_read(self, read: bool, write: bool) -> bool {
@@ -201,10 +209,12 @@ impl Model {
         !self.groups.is_empty()
     }
 
-    /// With an IOMMU group the aperture minus the MSI window; without one (after the last
-    /// left) the whole 64-bit space.
+    /// With IOMMU groups the intersection of their apertures minus the MSI window; without
+    /// one (after the last left) the whole 64-bit space.
     fn valid_iova(&self, start: u64, end: u64) -> bool {
-        !self.iommu() || (end <= APERTURE_END && (end < MSI.0 || start > MSI.1))
+        self.groups
+            .keys()
+            .all(|d| end <= d.aperture_end() && (end < MSI.0 || start > MSI.1))
     }
 
     /// True if the group `d` is attached.
@@ -838,9 +848,9 @@ impl Model {
     /// mapping and page by page (pages devices pin are charged already); else it only maps.
     ///
     /// # Errors
-    /// `EBUSY` with invalid vaddrs; `EINVAL` for mappings outside the aperture or in the MSI
-    /// window; `EFAULT` for an unpinnable page and `ENOMEM` over the limit, whichever page comes
-    /// first. Nothing changes on error.
+    /// `EBUSY` with invalid vaddrs; `EINVAL` for mappings outside the group's aperture or in
+    /// the MSI window; `EFAULT` for an unpinnable page and `ENOMEM` over the limit, whichever
+    /// page comes first. Nothing changes on error.
     pub fn attach(&mut self, d: Dom, mem: &dyn ModelMemory) -> Result<u64, i32> {
         if self.attached(d) {
             return Err(libc::EINVAL);
@@ -851,7 +861,7 @@ impl Model {
         if self
             .maps
             .iter()
-            .any(|(&k, m)| k + (m.size - 1) > APERTURE_END)
+            .any(|(&k, m)| k + (m.size - 1) > d.aperture_end())
         {
             return Err(libc::EINVAL);
         }
