@@ -1,18 +1,20 @@
 //! The ARM LPAE I/O page table: `map_pages`, `unmap_pages` with block splitting,
 //! `iova_to_phys` and the walkers.
 //!
-//! Spec io-pgtable.md §3.2–§3.9. Algorithms follow `io-pgtable-arm.c`; block splitting on a
-//! partial unmap is the v5.15–v6.12 `arm_lpae_split_blk_unmap` (§3.7), which the kernel dropped in
-//! v6.13 and we keep. Differences from the kernel, all deliberate:
+//! Algorithms follow `drivers/iommu/io-pgtable-arm.c` of v6.18; block splitting on a partial
+//! unmap is the v5.15–v6.12 `arm_lpae_split_blk_unmap`, which the kernel dropped in v6.13
+//! (33729a5fc0ca) and we keep. Differences from the kernel, all deliberate (docs/SEMANTICS.md,
+//! "The page table"):
 //! - a failed leaf install changes nothing: every slot is checked for a leaf before any subtree
 //!   is replaced (the kernel may tear down a table and then fail with `-EEXIST` on the next slot);
 //! - `map_pages` checks both ends of the run against ias/oas, and never writes past the PGD of a
 //!   small start level (the kernel relies on its callers for both);
-//! - a split keeps every attribute of the block, DBM and the dirty state included (§2.2);
-//! - `iova_to_phys` returns `Option` and treats an out-of-range input as unmapped (§8.4) instead
-//!   of aliasing it.
+//! - a split keeps every attribute of the block, DBM and the dirty state included (the v6.12
+//!   split's `iopte_prot()` masks dropped DBM);
+//! - `iova_to_phys` returns `Option` and treats an out-of-range input as unmapped instead of
+//!   aliasing it (the kernel's 0 also means physical address 0).
 //!
-//! Concurrency (§3.5): entries are atomics. Tables are published with a release CAS after being
+//! Concurrency (as `arm_lpae_install_table`): entries are atomics. Tables are published with a release CAS after being
 //! zeroed, and walkers load with acquire, so a walker never sees a table before its contents.
 //! Concurrent map and unmap of *disjoint* ranges are supported; overlapping ones are the caller's
 //! bug (memory-safe, but the mapping result is unspecified), exactly as in the kernel.
@@ -42,7 +44,7 @@ pub struct Stats {
     pub leaves: [u64; 4],
 }
 
-/// The descriptors met on the way to an address (`pgtable_walk`, §1.2): `ptes[lvl]` for every
+/// The descriptors met on the way to an address (`pgtable_walk`, v6.18): `ptes[lvl]` for every
 /// level from the start level down to the leaf or hole; other levels are 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WalkData {
@@ -178,7 +180,8 @@ impl IoPageTable {
     }
 
     /// Makes new writable DBM leaves start writable-clean (`true`, while dirty tracking is on)
-    /// or writable-dirty (`false`, the kernel's behaviour, §5.2).
+    /// or writable-dirty (`false`, the kernel's behaviour with
+    /// `IO_PGTABLE_QUIRK_ARM_HD`).
     pub fn set_clean_start(&self, clean: bool) {
         self.clean_start.store(clean, Ordering::Relaxed);
     }
@@ -323,7 +326,7 @@ impl IoPageTable {
         self.arena.free(addr, poison);
     }
 
-    /// `arm_lpae_map_pages` (§3.2–§3.4): maps up to `pgcount` pages of `pgsize` at `iova`,
+    /// `arm_lpae_map_pages` (with `__arm_lpae_map` and `arm_lpae_init_pte`, v6.18): maps up to `pgcount` pages of `pgsize` at `iova`,
     /// stopping at the end of the table page reached. Returns the bytes mapped.
     ///
     /// # Errors
@@ -464,7 +467,7 @@ impl IoPageTable {
             if cur == 0 {
                 let t = self.arena.alloc()?;
                 let new = pte::make_table(&self.geo, t);
-                // Release: the zeroed table is visible before the pointer to it (§3.5).
+                // Release: the zeroed table is visible before the pointer to it (`arm_lpae_install_table`).
                 match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => cur = new,
                     Err(winner) => {
@@ -505,7 +508,7 @@ impl IoPageTable {
         for (i, s) in slots.iter().enumerate() {
             let cur = s.load(Ordering::Acquire);
             if pte::is_table(cur, lvl) {
-                // A block mapped over smaller mappings replaces them (§3.4).
+                // A block mapped over smaller mappings replaces them (`arm_lpae_init_pte`).
                 s.store(0, Ordering::Release);
                 self.tlb
                     .tlb_flush_walk(Iova(iova + i as u64 * size), size, self.geo.min_pgsize());
@@ -533,7 +536,7 @@ impl IoPageTable {
         self.free_table(addr, lvl);
     }
 
-    /// `arm_lpae_unmap_pages` (§3.6, with the split of §3.7): unmaps up to `pgcount` pages of
+    /// `arm_lpae_unmap_pages` (v6.18, with the v6.12 split `arm_lpae_split_blk_unmap`): unmaps up to `pgcount` pages of
     /// `pgsize` at `iova` and returns the bytes unmapped. Stops at the end of a table page or at a
     /// hole; 0 for bad arguments or a hole at `iova`. Leaf invalidations go to `gather` unless
     /// it is `queued`; walk flushes for freed tables are issued synchronously.
@@ -664,7 +667,7 @@ impl IoPageTable {
         cleared as u64 * size
     }
 
-    /// `arm_lpae_split_blk_unmap` (§3.7): replaces the block in `slot` (at `blk_lvl`) by a table
+    /// `arm_lpae_split_blk_unmap` (as in v6.12, removed in v6.13): replaces the block in `slot` (at `blk_lvl`) by a table
     /// of the next level holding the same translation minus the piece being unmapped, then
     /// continues the unmap in it (splitting again if the request is smaller still).
     #[allow(clippy::too_many_arguments)]
@@ -750,7 +753,7 @@ impl IoPageTable {
         }
     }
 
-    /// `iova_to_phys` (§3.9): the output address of `iova`, or `None` if it is unmapped or out of
+    /// `arm_lpae_iova_to_phys` (v6.18): the output address of `iova`, or `None` if it is unmapped or out of
     /// the input range.
     #[inline]
     #[must_use]
@@ -811,7 +814,7 @@ impl IoPageTable {
         None
     }
 
-    /// `pgtable_walk` (§1.2): the descriptors from the start level to the leaf or hole.
+    /// `arm_lpae_pgtable_walk` (v6.18): the descriptors from the start level to the leaf or hole.
     #[must_use]
     pub fn walk(&self, iova: Iova) -> WalkData {
         let mut data = WalkData {
@@ -851,7 +854,8 @@ impl IoPageTable {
     /// Visits every leaf overlapping `[start, last]` in ascending order with
     /// `(slot, pte, block start, level)`. Returns `Err(addr)` at the first hole if `holes` is
     /// [`Holes::Fail`]. Block starts are aligned, so a walk that begins inside a block still
-    /// reports that whole block and then continues at the next one (the fix of §3.9/§5.4).
+    /// reports that whole block and then continues at the next one (the kernel's
+    /// `__arm_lpae_iopte_walk` keeps an unaligned cursor and can skip the tail).
     pub(crate) fn for_each_leaf(
         &self,
         start: u64,
@@ -947,7 +951,7 @@ impl IoPageTable {
 }
 
 impl Drop for IoPageTable {
-    /// `free_io_pgtable_ops`: flush the whole context, then release every table (§3.8).
+    /// `free_io_pgtable_ops`: flush the whole context, then release every table (`arm_lpae_free_pgtable`, v6.18).
     fn drop(&mut self) {
         self.tlb.tlb_flush_all();
     }
