@@ -14,12 +14,12 @@
 //! - `iova_to_phys` returns `Option` and treats an out-of-range input as unmapped instead of
 //!   aliasing it (the kernel's 0 also means physical address 0).
 //!
-//! Concurrency (as `arm_lpae_install_table`): entries are atomics. Tables are published with a release CAS after being
-//! zeroed, and walkers load with acquire, so a walker never sees a table before its contents.
-//! Concurrent map and unmap of *disjoint* ranges are supported; overlapping ones are the caller's
-//! bug (memory-safe, but the mapping result is unspecified), exactly as in the kernel.
-//! Ranges in this module are `(start, length)` with an exclusive end; walkers use inclusive
-//! `last` internally so a range may end at `u64::MAX`.
+//! Concurrency (as `arm_lpae_install_table`): entries are atomics. Tables are published with a
+//! release CAS after being zeroed, and walkers load with acquire, so a walker never sees a table
+//! before its contents. Concurrent map and unmap of *disjoint* ranges are supported; overlapping
+//! ones are the caller's bug (memory-safe, but the mapping result is unspecified), exactly as in
+//! the kernel. Ranges in this module are `(start, length)` with an exclusive end; walkers use
+//! inclusive `last` internally so a range may end at `u64::MAX`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -326,8 +326,9 @@ impl IoPageTable {
         self.arena.free(addr, poison);
     }
 
-    /// `arm_lpae_map_pages` (with `__arm_lpae_map` and `arm_lpae_init_pte`, v6.18): maps up to `pgcount` pages of `pgsize` at `iova`,
-    /// stopping at the end of the table page reached. Returns the bytes mapped.
+    /// `arm_lpae_map_pages` (with `__arm_lpae_map` and `arm_lpae_init_pte`, v6.18): maps up to
+    /// `pgcount` pages of `pgsize` at `iova`, stopping at the end of the table page reached.
+    /// Returns the bytes mapped.
     ///
     /// # Errors
     /// - [`Error::InvalidPageSize`] if `pgsize` is not exactly one supported size;
@@ -467,7 +468,8 @@ impl IoPageTable {
             if cur == 0 {
                 let t = self.arena.alloc()?;
                 let new = pte::make_table(&self.geo, t);
-                // Release: the zeroed table is visible before the pointer to it (`arm_lpae_install_table`).
+                // Release: the zeroed table is visible before the pointer to it
+                // (`arm_lpae_install_table`).
                 match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => cur = new,
                     Err(winner) => {
@@ -536,10 +538,10 @@ impl IoPageTable {
         self.free_table(addr, lvl);
     }
 
-    /// `arm_lpae_unmap_pages` (v6.18, with the v6.12 split `arm_lpae_split_blk_unmap`): unmaps up to `pgcount` pages of
-    /// `pgsize` at `iova` and returns the bytes unmapped. Stops at the end of a table page or at a
-    /// hole; 0 for bad arguments or a hole at `iova`. Leaf invalidations go to `gather` unless
-    /// it is `queued`; walk flushes for freed tables are issued synchronously.
+    /// `arm_lpae_unmap_pages` (v6.18, with the v6.12 split `arm_lpae_split_blk_unmap`): unmaps up
+    /// to `pgcount` pages of `pgsize` at `iova` and returns the bytes unmapped. Stops at the end of
+    /// a table page or at a hole; 0 for bad arguments or a hole at `iova`. Leaf invalidations go to
+    /// `gather` unless it is `queued`; walk flushes for freed tables are issued synchronously.
     pub fn unmap_pages(
         &self,
         iova: Iova,
@@ -667,9 +669,9 @@ impl IoPageTable {
         cleared as u64 * size
     }
 
-    /// `arm_lpae_split_blk_unmap` (as in v6.12, removed in v6.13): replaces the block in `slot` (at `blk_lvl`) by a table
-    /// of the next level holding the same translation minus the piece being unmapped, then
-    /// continues the unmap in it (splitting again if the request is smaller still).
+    /// `arm_lpae_split_blk_unmap` (as in v6.12, removed in v6.13): replaces the block in `slot` (at
+    /// `blk_lvl`) by a table of the next level holding the same translation minus the piece being
+    /// unmapped, then continues the unmap in it (splitting again if the request is smaller still).
     #[allow(clippy::too_many_arguments)]
     fn split_block_unmap(
         &self,
@@ -753,8 +755,8 @@ impl IoPageTable {
         }
     }
 
-    /// `arm_lpae_iova_to_phys` (v6.18): the output address of `iova`, or `None` if it is unmapped or out of
-    /// the input range.
+    /// `arm_lpae_iova_to_phys` (v6.18): the output address of `iova`, or `None` if it is unmapped
+    /// or out of the input range.
     #[inline]
     #[must_use]
     pub fn iova_to_phys(&self, iova: Iova) -> Option<PhysAddr> {
@@ -951,7 +953,8 @@ impl IoPageTable {
 }
 
 impl Drop for IoPageTable {
-    /// `free_io_pgtable_ops`: flush the whole context, then release every table (`arm_lpae_free_pgtable`, v6.18).
+    /// `free_io_pgtable_ops`: flush the whole context, then release every table
+    /// (`arm_lpae_free_pgtable`, v6.18).
     fn drop(&mut self) {
         self.tlb.tlb_flush_all();
     }
