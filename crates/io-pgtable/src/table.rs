@@ -14,12 +14,21 @@
 //! - `iova_to_phys` returns `Option` and treats an out-of-range input as unmapped instead of
 //!   aliasing it (the kernel's 0 also means physical address 0).
 //!
+//! Table descriptors hold the host address of the next table (see [`crate::memory`]), so a walk
+//! is one load and one mask per level, like the kernel's `__va(iopte_to_paddr(pte))`. Argument
+//! checks stay exact but cost little on the common path: [`IoPageTable::map_pages`] tests the
+//! last byte of the run on both sides and falls back to the full, ordered checks only to pick
+//! the error. A run of cleared leaves is gathered inline for flush ops that keep the plain
+//! `tlb_add_page` ([`crate::FlushOps::add_page_is_gather`]), one call per leaf otherwise.
+//!
 //! Concurrency (as `arm_lpae_install_table`): entries are atomics. Tables are published with a
 //! release CAS after being zeroed, and walkers load with acquire, so a walker never sees a table
-//! before its contents. Concurrent map and unmap of *disjoint* ranges are supported; overlapping
-//! ones are the caller's bug (memory-safe, but the mapping result is unspecified), exactly as in
-//! the kernel. Ranges in this module are `(start, length)` with an exclusive end; walkers use
-//! inclusive `last` internally so a range may end at `u64::MAX`.
+//! before its contents. Freed tables stay allocated (poisoned, then reused) until the page table
+//! drops, so a walker that races with a free reads poison or a reused table, never freed memory.
+//! Concurrent map and unmap of *disjoint* ranges are supported; overlapping ones are the caller's
+//! bug (memory-safe, but the mapping result is unspecified), exactly as in the kernel. Ranges in
+//! this module are `(start, length)` with an exclusive end; walkers use inclusive `last` internally
+//! so a range may end at `u64::MAX`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -499,6 +508,14 @@ impl IoPageTable {
         pa: u64,
         attrs: u64,
     ) -> Result<(), Error> {
+        if let [s] = slots {
+            // One leaf into a hole (the common 4K map): one load, one store.
+            let cur = s.load(Ordering::Acquire);
+            if cur == 0 || !(pte::is_leaf(cur, lvl) || pte::is_table(cur, lvl)) {
+                s.store(pte::make_leaf(attrs, lvl, pa), Ordering::Release);
+                return Ok(());
+            }
+        }
         let size = self.geo.block_size(lvl);
         for (i, s) in slots.iter().enumerate() {
             if pte::is_leaf(s.load(Ordering::Acquire), lvl) {
@@ -542,6 +559,7 @@ impl IoPageTable {
     /// to `pgcount` pages of `pgsize` at `iova` and returns the bytes unmapped. Stops at the end of
     /// a table page or at a hole; 0 for bad arguments or a hole at `iova`. Leaf invalidations go to
     /// `gather` unless it is `queued`; walk flushes for freed tables are issued synchronously.
+    #[inline]
     pub fn unmap_pages(
         &self,
         iova: Iova,
