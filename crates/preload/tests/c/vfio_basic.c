@@ -2,7 +2,8 @@
  * A VFIO container user, written as a VMM would: open the container and a group, check
  * extensions, set the container, SET_IOMMU, walk GET_INFO's capability chain, map guest RAM,
  * exercise the v2 and v1 unmap rules, dirty tracking and unmap-all, then unset and close.
- * Every result and errno is asserted against spec type1.md §3-§4. Compiles as C and C++.
+ * Every result and errno is asserted against the kernel's container and type1 ioctls
+ * (drivers/vfio/container.c, vfio_iommu_type1.c, Linux v6.18). Compiles as C and C++.
  *
  * Expects TYPE1_GROUPS="7:iommu,8:emulated" and TYPE1_DEVICES="0000:00:04.0@7".
  * argv[1]: "group-first" closes the group before the container, else the container first.
@@ -96,7 +97,7 @@ int main(int argc, char **argv)
     free(rp);
     CHECK(stat("/sys/bus/pci/devices/0000:00:04.0", &st) == 0 && S_ISDIR(st.st_mode));
 
-    /* The container before SET_IOMMU (§3, §4.1). */
+    /* The container before SET_IOMMU (vfio_fops_unl_ioctl, vfio_iommu_type1_check_extension). */
     int c = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
     CHECK(c >= 0);
     errno = 0;
@@ -174,7 +175,8 @@ int main(int argc, char **argv)
     CHECK(avail && avail->avail == 65535);
     EXPECT_ERR(ioctl(c, VFIO_IOMMU_GET_INFO, (void *)8), EFAULT);
 
-    /* MAP_DMA over guest RAM (this program's memory), in the kernel's check order (§4.3). */
+    /* MAP_DMA over guest RAM (this program's memory), in the kernel's check order
+     * (vfio_dma_do_map). */
     size_t ram_size = 16 * MIB;
     char *ram = (char *)mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(ram != MAP_FAILED);
@@ -191,7 +193,7 @@ int main(int argc, char **argv)
     EXPECT_ERR(map(c, 0x40000000, ro, 4096, RW), EFAULT);                    /* read-only */
     CHECK(map(c, 0x40000000, ro, 4096, VFIO_DMA_MAP_FLAG_READ) == 0);
 
-    /* UNMAP_DMA, v2 rules (§4.4): a bisecting unmap fails and writes nothing back. */
+    /* UNMAP_DMA, v2 rules (vfio_dma_do_unmap): a bisecting unmap fails and writes nothing back. */
     uint64_t sz = 4096;
     struct vfio_iommu_type1_dma_unmap u;
     memset(&u, 0, sizeof(u));
@@ -205,7 +207,8 @@ int main(int argc, char **argv)
     sz = 0;
     EXPECT_ERR(unmap(c, 0x100000, &sz, 0), EINVAL);
 
-    /* Dirty tracking (§4.5): the IOMMU group never pinned, so every page is dirty. */
+    /* Dirty tracking (vfio_iommu_type1_dirty_pages): the IOMMU group never pinned, so every
+     * page is dirty. */
     /* The header and its payload (a flexible array) live in one aligned buffer. */
     uint64_t dp_buf[8];
     memset(dp_buf, 0, sizeof(dp_buf));
