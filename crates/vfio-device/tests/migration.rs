@@ -461,6 +461,41 @@ mod bad_streams {
     }
 }
 
+mod routed_resume {
+    use super::*;
+
+    /// Routed mode: the program writes the stream through the drop-in's routed `write` and
+    /// leaves RESUMING with the data fd still open, as QEMU does (it closes the fd only after
+    /// the state change, `vfio_load_cleanup`). The transition must not wait for bytes on the
+    /// pipe, which in routed mode never come (it blocked forever until the pipe end was made
+    /// non-blocking; found by the migration_stream fuzz target). Bounded: fails after 10 s.
+    #[test]
+    fn leaving_resuming_with_the_routed_fd_open_restores_without_waiting() {
+        let g = {
+            let s = rig();
+            s.w32(reg::LIVENESS, 77);
+            s.save_v2()
+        };
+        let dst = Arc::new(rig());
+        dst.dev.set_data_fd_mode(DataFdMode::Routed);
+        let (r, _, fd) = dst.set_state(RESUMING);
+        r.unwrap();
+        let file = dst.dev.data_file(fd).unwrap();
+        assert_eq!(file.write(&g).unwrap(), g.len());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dst.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(d.set_state(RUNNING).0);
+        });
+        let res = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("RESUMING -> RUNNING still blocked after 10 s");
+        assert_eq!(res, Ok(0));
+        close(fd);
+        assert_eq!(dst.r32(reg::LIVENESS), !77);
+    }
+}
+
 mod random_streams {
     use super::*;
 

@@ -320,8 +320,11 @@ impl DataFile {
             Direction::Resume => (w, r),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        // Non-blocking in both modes: `settle` drains what is in the pipe now, and in routed
+        // mode the program still holds the write end when it leaves RESUMING (a blocking read
+        // there waited for bytes that never come: found by the migration_stream fuzz target).
+        set_nonblock(ours.as_raw_fd());
         let thread = if mode == DataFdMode::Pipe {
-            set_nonblock(ours.as_raw_fd());
             let t = transfer.clone();
             let s = stop.clone();
             let dup = ours.try_clone().map_err(|e| Error::Os {
