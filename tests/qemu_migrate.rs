@@ -1,30 +1,53 @@
 //! QEMU 7.2 live migration end to end (issue 13): two unmodified `qemu-system-x86_64` processes,
 //! each under `type1 run` with the DMA test device offering the legacy v1 migration region
-//! (`--device BDF@5,migration=v1`, QEMU's `x-enable-migration=on`), migrate over a unix socket.
+//! (`--device BDF@5,migration=v1`, QEMU's `x-enable-migration=on`), migrate over a unix socket
+//! while the source's device writes guest RAM.
 //!
-//! Per dirty mode (`precise`, `kernel-exact`), every wait bounded and both QEMUs killed on failure
-//! with their stderr in the message:
+//! Per case (precise, kernel-exact, and precise with a dropped dirty bit), every wait bounded
+//! and both QEMUs killed on failure with their stderr in the message:
 //! - the source boots until the firmware has assigned the device's BARs and its trace is quiet;
 //!   the destination is started with `-S -incoming unix:...`, so it stays paused once the
 //!   migration is in (`paused`, not `running`: its RAM is compared while nothing runs);
+//! - the device writes guest RAM throughout pre-copy with no guest driver: the source's device
+//!   option `writer=BASE+SIZE,writer-rate,writer-seed` makes the drop-in start the device's
+//!   autonomous writer once bus mastering is on and the window is mapped (QEMU maps all guest
+//!   RAM when it realizes the device). SeaBIOS leaves bus mastering off for a function it does
+//!   not drive, so the test sets it as a guest driver's `pci_set_master` would, with config
+//!   cycles through ports 0xcf8/0xcfc (HMP `o`/`i` over QMP). The writer's counters are read
+//!   from BAR0 through the guest's memory map (HMP `xp`), and must have grown during the
+//!   migration;
 //! - QMP `migrate-set-parameters` (bandwidth, downtime limit) and `migrate` run a live migration
 //!   of the running source, which must complete within `MIGRATION`; the source is then
 //!   `postmigrate`, the destination `paused`;
 //! - QMP `pmemsave` of all guest RAM on both sides, compared page by page (the legacy
 //!   0xA0000–0xFFFFF window reads through chipset routing, not RAM, and is left out): a
-//!   mismatch names the pages;
+//!   mismatch names the pages (guest-physical addresses); the writer's window must hold exactly
+//!   what its writes 1..=n leave, n its final count on the source (its sequence is
+//!   deterministic: xorshift64 from the seed);
+//! - the writer's migrated position: QEMU 7.2 keeps the paused destination's device in
+//!   `_RESUMING` until the VM runs (`vfio_vmstate_change`), and the device applies the state on
+//!   that transition, so the destination is resumed (`cont`), left to write a little, stopped,
+//!   and its window must hold exactly what writes 1..=m leave, m its count: the source's writes
+//!   through the migrated RAM, the destination's continuing the same sequence (a writer that
+//!   restarted or lost its position leaves other pages);
+//! - the dropped-dirty-bit case: the source's container runs with the test-only fault
+//!   `TYPE1_TEST_FAULT_DROP_DIRTY_IOVA` (debug builds only, `crates/type1/src/tracking.rs`),
+//!   which never reports one page of a two-page writer window dirty; the comparison must then
+//!   find exactly that page different and name it. Release builds have no such fault, and the
+//!   same run must come out identical there;
 //! - the source's trace shows type1 dirty tracking as QEMU 7.2 drives it for a VFIO device
 //!   (`vfio_set_dirty_page_tracking`, `vfio_get_dirty_bitmap`): `VFIO_IOMMU_DIRTY_PAGES` START,
 //!   GET_BITMAP over the mapped RAM, and STOP. QEMU postpones the log stop while the VM is not
 //!   running (`memory_global_dirty_log_stop`), so STOP comes when the source is resumed with
 //!   `cont`. Kernel-exact reports every page of a mapping dirty at every GET_BITMAP, as the
 //!   kernel does while a group cannot scope its dirty pages (`update_user_bitmap`, v6.18);
-//!   precise reports only pages a device wrote, and with no guest driver the device writes none;
+//!   precise reports only pages the device wrote (none outside the writer's window, some in
+//!   all);
 //! - the v1 region itself is read through the device fd, which the trace does not show, and
 //!   QEMU 7.2's `query-migrate` has no VFIO section: that the migration completes at all is the
 //!   evidence (without a migration-capable device QEMU 7.2 blocks migration);
-//! - `query-migrate`'s figures (total time, downtime, bytes transferred, dirty-sync count) are
-//!   printed per mode (`--nocapture` shows them);
+//! - `query-migrate`'s figures (total time, downtime, bytes transferred, dirty-sync count) and
+//!   the pages the device wrote during the migration are printed per case (`--nocapture`);
 //! - both QEMUs `quit` and exit 0; no QEMU stderr line mentions VFIO or dirty bitmaps but the
 //!   one below; every VFIO request
 //!   succeeds but QEMU's probe of the ERR IRQ index and one GET_REGION_INFO: looking for the
