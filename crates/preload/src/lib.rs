@@ -28,6 +28,8 @@ mod interpose;
 pub mod paths;
 mod real;
 mod spin;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod stack;
 mod state;
 mod sys;
 mod trace;

@@ -219,6 +219,13 @@ impl State {
 }
 
 extern "C" fn atfork_prepare() {
+    // A handler's `fork` that interrupted a call served with signals open: the locks may be
+    // held below us on this thread, so nothing is taken (nor released in the parent); the
+    // child forgets the tables and unlocks everything as usual.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if crate::interpose::reentrant() {
+        return;
+    }
     let _ = state();
     if let Some(s) = STATE.get() {
         s.files.lock_for_fork();
@@ -229,6 +236,10 @@ extern "C" fn atfork_prepare() {
 }
 
 extern "C" fn atfork_parent() {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if crate::interpose::reentrant() {
+        return;
+    }
     if let Some(s) = STATE.get() {
         // SAFETY: `atfork_prepare` locked it on this thread and forgot the guard.
         unsafe { s.mm.force_unlock() };

@@ -154,6 +154,23 @@ fn signal_handler_calling_close_and_ioctl_never_deadlocks() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A signal handler that calls the drop-in while the thread it interrupted is inside a device
+/// register access served with signals open (issue 12): each of its calls gets the kernel's
+/// answer (`vfio_pci_bar_rw`, `vfio_fops_unl_ioctl`, `close_fd`, v6.18) or `EDEADLK` (the
+/// documented rule: our locks may be held below it), never a hang; the interrupted loop's
+/// results and errno stay exact.
+#[test]
+fn signal_handler_during_a_device_register_access_gets_an_answer_or_edeadlk() {
+    let dir = scratch("device-signals");
+    let prog = build("hostile_device_signals", &dir);
+    let env = [("TYPE1_DEVICES", "0000:00:04.0@7")];
+    let run = start(&prog, &[], &env, &dir, "hostile_device_signals");
+    // 3 s of signals, plus room for a debug build on a loaded 2-core machine.
+    run.finish(Instant::now() + Duration::from_secs(60))
+        .assert_pass();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `fork` while another thread maps and unmaps leaves each child usable: its own new container
 /// answers GET_API_VERSION and CHECK_EXTENSION (`vfio_fops_unl_ioctl`), and the container fd it
 /// inherited fails with EBADFD instead of serving a silent private copy (README: the drop-in

@@ -42,10 +42,18 @@ enum Bufs {
 /// Largest chunk moved through a bounce buffer at a time.
 const CHUNK: usize = 64 << 10;
 
+/// Largest access served by [`device_register`]: a register (1, 2, 4 or 8 bytes).
+const REGISTER_MAX: usize = 8;
+
 /// Serves a transfer on a fake or inherited fd; `None` if the fd is neither (or is a sysfs
 /// file, whose memfd answers natively).
 fn rw(fd: c_int, dir: Rw, at: At, bufs: Bufs) -> Option<isize> {
     if OURS.contains(fd) {
+        if let (At::Offset(off), Bufs::One(buf, n)) = (at, bufs) {
+            if let Some(r) = device_register(fd, dir, off, buf, n) {
+                return Some(r);
+            }
+        }
         return serve(-1, || {
             let s = state()?;
             let (file, acc) = s.files.get_with_mode(fd)?;
@@ -59,6 +67,85 @@ fn rw(fd: c_int, dir: Rw, at: At, bufs: Bufs) -> Option<isize> {
         return serve(-1, || super::ioctl::check_inherited(fd).map(Err));
     }
     None
+}
+
+/// A register access on a device fd (`pread`/`pwrite` of at most [`REGISTER_MAX`] bytes at an
+/// offset, into or from a buffer on the caller's stack, [`crate::stack::direct`]), served with
+/// one system call: the `fstat` of the fd identity check. Signals stay open while it runs; the
+/// per-thread serving flag makes a handler's call into the drop-in fail instead of waiting for
+/// a lock held below it ([`super::serve`]). The buffer is loaded or stored directly: it is live
+/// stack, so no `EFAULT` can arise. `None` when any of that does not hold (or the fd turns out
+/// not to be a device): the call takes the general path, which checks everything again.
+fn device_register(fd: c_int, dir: Rw, off: i64, buf: u64, n: usize) -> Option<isize> {
+    if n == 0 || n > REGISTER_MAX || off < 0 || super::reentrant() {
+        return None;
+    }
+    if !crate::stack::direct(buf, n) {
+        return None;
+    }
+    let _serving = super::Serving::enter();
+    let saved = crate::sys::errno();
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let s = state()?;
+        let (file, acc) = s.files.get_with_mode(fd)?;
+        let File::Device(h) = file else {
+            return None;
+        };
+        Some(device_register_rw(
+            &h.dev,
+            acc,
+            dir,
+            off.unsigned_abs(),
+            buf,
+            n,
+        ))
+    }))
+    .unwrap_or(Some(Err(libc::EIO)))?;
+    match served {
+        Ok(v) => {
+            crate::sys::set_errno(saved);
+            Some(v)
+        }
+        Err(e) => {
+            crate::sys::set_errno(e);
+            Some(-1)
+        }
+    }
+}
+
+fn device_register_rw(
+    dev: &vfio_device::Device,
+    acc: c_int,
+    dir: Rw,
+    off: u64,
+    buf: u64,
+    n: usize,
+) -> Served<isize> {
+    let allowed = match dir {
+        Rw::Read => acc != libc::O_WRONLY,
+        Rw::Write => acc != libc::O_RDONLY,
+    };
+    if !allowed {
+        return Err(libc::EBADF);
+    }
+    let mut tmp = [0u8; REGISTER_MAX];
+    let user = buf as *mut u8;
+    let done = match dir {
+        Rw::Read => {
+            let got = dev.read(off, &mut tmp[..n]).map_err(|e| e.errno())?;
+            let got = got.min(n);
+            // SAFETY: `stack::direct` found `[buf, buf + n)` on this thread's live stack above
+            // our frame: mapped read-write, and no Rust reference of ours points there.
+            unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr(), user, got) };
+            got
+        }
+        Rw::Write => {
+            // SAFETY: as above; the bytes are read into our own buffer first.
+            unsafe { std::ptr::copy_nonoverlapping(user.cast_const(), tmp.as_mut_ptr(), n) };
+            dev.write(off, &tmp[..n]).map_err(|e| e.errno())?
+        }
+    };
+    Ok(isize::try_from(done).unwrap_or(isize::MAX))
 }
 
 fn rw_file(fd: c_int, file: &File, acc: c_int, dir: Rw, at: At, bufs: Bufs) -> Served<isize> {

@@ -12,7 +12,11 @@
 //! - a call on a path reads the path through [`type1::usercopy`] (never dereferencing the host
 //!   program's pointer), so a bad pointer is `EFAULT` as from the kernel, never a crash;
 //! - while the library serves a call it blocks every signal (no handler can run on a thread
-//!   that holds our locks) and catches panics (`EIO`; never an unwind into C);
+//!   that holds our locks) and catches panics (`EIO`; never an unwind into C); the one
+//!   exception is a register-sized device region access ([`io`]), which sets a per-thread
+//!   "serving" flag instead: a signal handler that interrupts it and calls the drop-in on one
+//!   of our fds gets `EDEADLK` (bookkeeping after a real `close`/`dup` is left to the identity
+//!   check), since the interrupted access may hold any of our locks;
 //! - `errno` is untouched on success and set only on failure; the library's own system calls
 //!   never leak their `errno` into the host program's.
 
@@ -56,10 +60,49 @@ pub(crate) use real;
 /// What serving a call ourselves gave.
 pub(crate) type Served<R> = Result<R, c_int>;
 
+thread_local! {
+    /// Set while this thread serves a call without blocking signals (see the module docs).
+    static SERVING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a thread whose signal handler interrupted a call served with signals open: our
+/// locks may be held below us.
+#[inline]
+pub(crate) fn reentrant() -> bool {
+    SERVING.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+/// Marks this thread as serving with signals open until dropped.
+pub(crate) struct Serving(bool);
+
+impl Serving {
+    pub(crate) fn enter() -> Serving {
+        Serving(SERVING.try_with(|s| s.replace(true)).unwrap_or(false))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let was = self.0;
+        let _ = SERVING.try_with(|s| s.set(was));
+    }
+}
+
 /// Serves a call that is ours: blocks signals, catches panics (`EIO`), keeps `errno` as it was
 /// on success and sets it on failure. `f` returns `None` if the call turned out not to be ours
 /// after all (the caller then goes to libc, with `errno` as the host program left it).
+///
+/// On a thread whose handler interrupted a call served with signals open ([`reentrant`]) nothing
+/// is run: a call with a result fails with `EDEADLK`; a call without one (`()`: the fd-table
+/// bookkeeping after a real `close`, `dup` or `munmap`) is skipped, `errno` untouched; the fd
+/// identity check forgets a closed fd at its next use.
 pub(crate) fn serve<R>(fail: R, f: impl FnOnce() -> Option<Served<R>>) -> Option<R> {
+    if reentrant() {
+        if std::mem::size_of::<R>() != 0 {
+            sys::set_errno(libc::EDEADLK);
+        }
+        return Some(fail);
+    }
     let saved = sys::errno();
     let r = {
         let _mask = SignalsBlocked::new();
@@ -224,6 +267,13 @@ pub(crate) fn target(dirfd: c_int, p: *const c_char) -> Target {
         return Target::Real;
     }
     let path = match read_path(p) {
+        // Resolving under one of our directory fds takes the fd table's lock.
+        PathArg::NotOurs if reentrant() && dirfd >= 0 && crate::files::OURS.contains(dirfd) => {
+            return match state() {
+                Some(s) => Target::Ours(s, Err(libc::EDEADLK)),
+                None => Target::Real,
+            };
+        }
         PathArg::Maybe(path) => path,
         PathArg::Fault => return Target::Fault,
         PathArg::NotOurs => {

@@ -34,15 +34,19 @@
 //! | 0xc8 | writer DMA faults (u64, RO) |
 //!
 //! A transfer runs to completion inside the write of 0x98 (start): on the device side the
-//! address is an offset in BAR2; on the RAM side an IOVA. The source is read whole before the
-//! destination is written, and the destination range is validated before any byte lands
-//! ([`crate::Dma::write`]), so a refused transfer sets the error bits and writes nothing. Unlike
-//! edu, a range outside device memory is refused, not copied out of bounds.
+//! address is an offset in BAR2; on the RAM side an IOVA. The bytes move in one pass, straight
+//! between guest memory and the BAR2 mapping. The RAM range is translated whole before any byte
+//! moves ([`crate::Dma::read`], [`crate::Dma::write`]), so a transfer the IOMMU refuses sets the
+//! error bits and writes nothing, on either side. Unlike edu, a range outside device memory is
+//! refused, not copied out of bounds.
 //!
 //! The autonomous writer (0xa0–0xc8) writes whole guest pages at pseudo-random page indexes of
 //! its window (xorshift64 from the seed: same seed, same sequence), each page filled with a
 //! pattern naming its sequence number, at the configured rate. It runs on a thread with all
-//! signals blocked, and stops on control 0, reset and release.
+//! signals blocked, and stops on control 0, reset and release. Pages go out in batches of up
+//! to 64 ([`crate::Dma::write_batch`]: one device transaction and one vectored store in an
+//! IOMMU domain; at a set rate a batch holds only the writes already due), and the page count
+//! moves once per batch.
 
 mod state;
 mod writer;

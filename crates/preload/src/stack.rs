@@ -1,0 +1,140 @@
+//! Which user buffers can be touched directly: those on the calling thread's own stack, above
+//! the current stack pointer.
+//!
+//! A user buffer is normally copied through `type1::usercopy` (a system call that fails with
+//! `EFAULT` instead of faulting). A buffer that lies between our own stack frame and the top of
+//! the stack area the thread is running on is part of that thread's live stack: its caller's
+//! frames. It is mapped, readable and writable for as long as the thread runs on it, so a
+//! register-sized device access (QEMU's `vfio_region_read`/`_write` pass a local variable) can
+//! load or store it without a system call and without any chance of a fault.
+//!
+//! The stack area is asked of the kernel once per thread with `PROCMAP_QUERY` on
+//! `/proc/self/maps` (`do_procmap_query`, fs/proc/task_mmu.c, Linux 6.11): the area containing
+//! our stack pointer, which must be private, anonymous, readable and writable. The answer is
+//! kept per thread. A thread that runs on another stack (a coroutine, `sigaltstack`) asks again,
+//! at most [`MAX_QUERIES`] times; without the ioctl (older kernels, no `/proc`), or past that,
+//! every buffer goes through `type1::usercopy`. Areas are `[start, end)`.
+//!
+//! Everything here is async-signal-safe: raw system calls, no allocation, no lock.
+
+use std::cell::Cell;
+
+/// `struct procmap_query` (include/uapi/linux/fs.h, v6.11+). The kernel copies `size` bytes
+/// (`copy_struct_from_user`).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<ProcmapQuery>() == 104);
+
+/// `PROCMAP_QUERY_VMA_READABLE`, `_WRITABLE`, `_SHARED` (`enum procmap_query_flags`).
+const VMA_READABLE: u64 = 0x01;
+const VMA_WRITABLE: u64 = 0x02;
+const VMA_SHARED: u64 = 0x08;
+
+/// `PROCMAP_QUERY = _IOWR('f', 17, struct procmap_query)` (generic ioctl encoding).
+const PROCMAP_QUERY: u64 =
+    (3 << 30) | ((std::mem::size_of::<ProcmapQuery>() as u64) << 16) | ((b'f' as u64) << 8) | 17;
+
+/// Queries per thread (a thread that keeps switching stacks stops asking).
+const MAX_QUERIES: u32 = 8;
+
+thread_local! {
+    /// This thread's known stack area `[start, end)` and the queries made.
+    static STACK: Cell<(u64, u64, u32)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// The private, anonymous, read-write area containing `addr`, asked of the kernel.
+fn query(addr: u64) -> Option<(u64, u64)> {
+    // SAFETY: a NUL-terminated path; raw openat, never our interposer.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    let mut q = ProcmapQuery {
+        size: std::mem::size_of::<ProcmapQuery>() as u64,
+        query_addr: addr,
+        ..ProcmapQuery::default()
+    };
+    // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query` we own; the name and
+    // build-id sizes are 0, so the kernel writes nothing else. The fd is the one just opened.
+    let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, PROCMAP_QUERY, &raw mut q) };
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+    let want = VMA_READABLE | VMA_WRITABLE;
+    let private = q.vma_flags & VMA_SHARED == 0 && q.inode == 0 && q.dev_major == 0;
+    (r == 0 && q.vma_flags & want == want && private && q.vma_start <= addr && addr < q.vma_end)
+        .then_some((q.vma_start, q.vma_end))
+}
+
+/// True if `[addr, addr + len)` lies on this thread's stack above the caller's frame, so it
+/// can be read and written directly (see the module docs). Never inlined: our own frame must
+/// lie below every frame of the caller.
+#[inline(never)]
+pub(crate) fn direct(addr: u64, len: usize) -> bool {
+    let marker = 0u8;
+    let here = std::ptr::addr_of!(marker) as u64;
+    let Some(end) = addr.checked_add(len as u64) else {
+        return false;
+    };
+    if addr < here {
+        return false;
+    }
+    let Ok((mut lo, mut hi, n)) = STACK.try_with(Cell::get) else {
+        return false;
+    };
+    if !(lo..hi).contains(&here) {
+        if n >= MAX_QUERIES {
+            return false;
+        }
+        if let Some((l, h)) = query(here) {
+            (lo, hi) = (l, h);
+        }
+        let _ = STACK.try_with(|s| s.set((lo, hi, n + 1)));
+        if !(lo..hi).contains(&here) {
+            return false;
+        }
+    }
+    end <= hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local variable of the caller is on the stack; heap memory and addresses below the
+    /// stack pointer are not (they go through `usercopy`, which gives `EFAULT` as
+    /// `copy_to_user` does).
+    #[test]
+    fn only_the_live_stack_above_us_is_direct() {
+        let local = [0u8; 8];
+        let heap = Box::new([0u8; 8]);
+        assert!(direct(local.as_ptr() as u64, local.len()));
+        assert!(!direct(heap.as_ptr() as u64, heap.len()));
+        assert!(!direct(8, 8));
+        assert!(!direct(u64::MAX - 3, 8));
+        let (_, hi, _) = STACK.with(Cell::get);
+        assert!(!direct(hi - 4, 8), "a range past the top of the stack area");
+    }
+}
