@@ -412,7 +412,7 @@ fn device_write_batch_lands_each_translated_write_and_marks_exactly_those_pages(
     h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
-    let page = [0x5au8; SZ_4K as usize];
+    let page = [0x5au8; 4096];
     let out = dma.write_batch(&[
         (2 * SZ_4K, &page[..]),
         (200 * SZ_4K, &page[..]),
