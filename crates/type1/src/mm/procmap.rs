@@ -61,6 +61,7 @@ const fn ioc_readwrite(ty: u8, nr: u8, size: usize) -> u64 {
 
 /// `PATH_MAX`: the kernel never writes a longer name (it fails with `ENAMETOOLONG` instead).
 const NAME_MAX: usize = 4096;
+const NAME_MAX_U32: u32 = 4096;
 
 /// A name buffer for [`query`].
 #[derive(Debug)]
@@ -119,7 +120,7 @@ impl Cache {
     /// Our `/proc/self/maps` fd, verified (module docs), or a fresh one; `None` if `/proc`
     /// cannot be opened.
     pub(crate) fn fd(&self) -> Option<i32> {
-        let pid = u64::from(crate::usercopy::pid().cast_unsigned());
+        let pid = u64::try_from(crate::usercopy::pid()).unwrap_or(0);
         let cached = self.fd.load(Ordering::Acquire);
         if cached != 0 && cached >> 32 == pid {
             let fd = i32::try_from(cached & 0x7fff_ffff).unwrap_or(-1);
@@ -152,7 +153,7 @@ impl Cache {
         self.dev.store(dev, Ordering::Release);
         self.ino.store(ino, Ordering::Release);
         self.fd
-            .store(pid << 32 | u64::from(fd.cast_unsigned()), Ordering::Release);
+            .store(pid << 32 | u64::try_from(fd).unwrap_or(0), Ordering::Release);
         Some(fd)
     }
 }
@@ -171,7 +172,7 @@ pub(crate) fn query_fd(fd: i32, addr: u64, name: &mut NameBuf) -> Answer<'_> {
     let mut q = ProcmapQuery {
         size: std::mem::size_of::<ProcmapQuery>() as u64,
         query_addr: addr,
-        vma_name_size: NAME_MAX as u32,
+        vma_name_size: NAME_MAX_U32,
         vma_name_addr: name.0.as_mut_ptr() as u64,
         ..ProcmapQuery::default()
     };
@@ -189,7 +190,7 @@ pub(crate) fn query_fd(fd: i32, addr: u64, name: &mut NameBuf) -> Answer<'_> {
         return Answer::Unsupported;
     }
     // The kernel counts the terminating NUL in `vma_name_size`; 0 means no name.
-    let len = (q.vma_name_size as usize).min(NAME_MAX);
+    let len = usize::try_from(q.vma_name_size).map_or(NAME_MAX, |n| n.min(NAME_MAX));
     let raw = &name.0[..len];
     let raw = raw.split(|&b| b == 0).next().unwrap_or(&[]);
     let Ok(path) = std::str::from_utf8(raw) else {
