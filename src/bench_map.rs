@@ -73,8 +73,7 @@ fn make_areas(target: u64) -> Result<()> {
     for i in (0..target).step_by(2) {
         let at = base as u64 + i * PAGE;
         // SAFETY: changes the protection of one page of our own reservation.
-        if unsafe { libc::mprotect(at as *mut libc::c_void, PAGE as usize, libc::PROT_READ) } != 0
-        {
+        if unsafe { libc::mprotect(at as *mut libc::c_void, PAGE as usize, libc::PROT_READ) } != 0 {
             return Err(os_err("mprotect (is vm.max_map_count below 65530?)"));
         }
     }
