@@ -152,8 +152,10 @@ impl Cache {
         self.fd.store(0, Ordering::Release);
         self.dev.store(dev, Ordering::Release);
         self.ino.store(ino, Ordering::Release);
-        self.fd
-            .store(pid << 32 | u64::try_from(fd).unwrap_or(0), Ordering::Release);
+        self.fd.store(
+            pid << 32 | u64::try_from(fd).unwrap_or(0),
+            Ordering::Release,
+        );
         Some(fd)
     }
 }
