@@ -20,6 +20,7 @@
 //! | `dirty` | `update_user_bitmap` (kernel-exact: every page), precise: the pages the device wrote; emulated: pinned-page dirty scope; strict invalidation against the autonomous writer |
 //! | `sysfs` | pci-sysfs attributes and their formats, `iommu_group` and `driver` links, the group's `devices` link, `config`; values equal the config space read through the device fd |
 //! | `fortify` | `__pread_chk`, `__pread64_chk` reach `vfio_pci_rw` with the same answers |
+//! | `mig_v2` | `vfio_ioctl_device_feature_migration`, `vfio_ioctl_device_feature_mig_device_state` over every pair of states the system header names (`vfio_mig_get_next_state`: invalid targets EINVAL, state unchanged, the struct copied back), data fds (`vfio_ioct_mig_return_fd`: O_CLOEXEC, direction, ESPIPE, EOF), restore after reset, bad streams EINVAL and named on stderr (issue 13) |
 
 mod common;
 
@@ -140,4 +141,20 @@ fn fortified_pread_chk_entry_points_reach_the_device() {
         );
     }
     assert_pass_quiet("dev_fortify", &run_preloaded(&prog, &[], &[]));
+}
+
+/// The five bad streams of `dev_mig_v2` are each named on stderr, once, by the device
+/// (docs/SEMANTICS.md: a refused stream, one line naming what was wrong).
+#[test]
+fn v2_migration_walks_every_arc_refuses_every_invalid_target_and_restores_through_data_fds() {
+    let prog = build("dev_mig_v2", &[]);
+    let rest = common::assert_pass("dev_mig_v2", &run_preloaded(&prog, &[], &[]));
+    let prefix = "type1 vfio-device 0000:00:1f.0: RESUMING: device state stream rejected: ";
+    let why: Vec<&str> = rest.iter().filter_map(|l| l.strip_prefix(prefix)).collect();
+    assert_eq!(why.len(), rest.len(), "other stderr lines: {rest:?}");
+    let want = ["empty stream", "truncated", "truncated", "truncated", "checksum mismatch"];
+    assert_eq!(why.len(), want.len(), "{rest:?}");
+    for (w, line) in want.iter().zip(&why) {
+        assert!(line.contains(w), "wanted {w:?}: {line}");
+    }
 }
