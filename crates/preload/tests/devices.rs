@@ -20,6 +20,7 @@
 //! | `dirty` | `update_user_bitmap` (kernel-exact: every page), precise: the pages the device wrote; emulated: pinned-page dirty scope; strict invalidation against the autonomous writer |
 //! | `sysfs` | pci-sysfs attributes and their formats, `iommu_group` and `driver` links, the group's `devices` link, `config`; values equal the config space read through the device fd |
 //! | `fortify` | `__pread_chk`, `__pread64_chk` reach `vfio_pci_rw` with the same answers |
+//! | `mig_v1` | the deprecated v1 migration region in QEMU 7.2's order (`vfio_save_setup`, `vfio_save_buffer`, `vfio_save_complete_precopy`, `vfio_load_buffer`, `vfio_vmstate_change`): region info and TYPE capability, whole-field header access, invalid states EINVAL and unchanged, state restored on 100 → 001, a cut stream EINVAL with the state still 100 (issue 13) |
 //! | `mig_v2` | `vfio_ioctl_device_feature_migration`, `vfio_ioctl_device_feature_mig_device_state` over every pair of states the system header names (`vfio_mig_get_next_state`: invalid targets EINVAL, state unchanged, the struct copied back), data fds (`vfio_ioct_mig_return_fd`: O_CLOEXEC, direction, ESPIPE, EOF), restore after reset, bad streams EINVAL and named on stderr (issue 13) |
 
 mod common;
@@ -157,4 +158,19 @@ fn v2_migration_walks_every_arc_refuses_every_invalid_target_and_restores_throug
     for (w, line) in want.iter().zip(&why) {
         assert!(line.contains(w), "wanted {w:?}: {line}");
     }
+}
+
+/// QEMU 7.2's order over the v1 region; the cut stream is named once on stderr.
+#[test]
+fn v1_region_saves_and_restores_in_qemu_7_2_order_and_refuses_bad_states_and_streams() {
+    let prog = build("dev_mig_v1", &[]);
+    let env = [("TYPE1_DEVICES", "0000:00:1f.0@5,migration=v1,0000:00:1e.0@6")];
+    let rest = common::assert_pass("dev_mig_v1", &run_preloaded(&prog, &[], &env));
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(
+        rest[0].starts_with(
+            "type1 vfio-device 0000:00:1f.0: RESUMING: device state stream rejected: truncated"
+        ),
+        "{rest:?}"
+    );
 }
