@@ -4,7 +4,8 @@
 //!
 //! The first byte picks the setup: bit 0 v1, bit 1 no emulated group, bit 2 a second IOMMU
 //! domain, bit 3 precise dirty mode, bit 4 lazy invalidation, bit 5 a locked-memory limit (of
-//! 8 to 135 pages, from the second byte). Then 4 bytes per operation.
+//! 8 to 135 pages, from the second byte), bit 6 an emulated device that keeps its pins. Then 4
+//! bytes per operation.
 #![cfg_attr(fuzzing, no_main)]
 
 use type1::model::diff::{iova_of, rig_with, step, Op, RigConfig, SLOTS};
@@ -24,12 +25,13 @@ fn decode(data: &[u8]) -> (RigConfig, Vec<Op>) {
         precise: head & 8 != 0,
         lazy: head & 16 != 0,
         memlock_pages: (head & 32 != 0).then(|| 8 + u64::from(limit & 127)),
+        stubborn_emulated: head & 64 != 0,
     };
     let mut ops = Vec::new();
     while rest.len() >= 4 && ops.len() < 200 {
         let (k, a, b, f) = (rest[0], u64::from(rest[1]), u64::from(rest[2]), rest[3]);
         rest = &rest[4..];
-        ops.push(match k % 15 {
+        ops.push(match k % 16 {
             0 | 1 => Op::Map { slot: a % SLOTS, src: f & 3, off: b % 8, pages: 1 + b % 19, flags: if f & 0x80 != 0 { 3 } else { (f >> 2) & 7 } },
             2 => Op::Unmap { at: a * 2, pages: b % 40, flags: f & 7 },
             3 => Op::Pin { dev: f % 3, at: a * 2, n: b % 6, prot: 1 + (f >> 2) % 3 },
@@ -42,7 +44,8 @@ fn decode(data: &[u8]) -> (RigConfig, Vec<Op>) {
             10 => Op::Attach { b: f & 1 != 0 },
             11 | 12 => Op::Dma { b: f & 1 != 0, nth: u8::try_from(a).unwrap_or(0), off: b * 389, len: 1 + u64::from(f >> 1) * 97, write: f & 0x80 == 0 },
             13 => Op::Tick { ms: 1 + b % 16 },
-            _ => Op::Flush,
+            14 => Op::Flush,
+            _ => Op::Reregister { dev: f % 3 },
         });
     }
     (cfg, ops)

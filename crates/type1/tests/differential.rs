@@ -5,8 +5,9 @@
 //! invariants checked after every step.
 //!
 //! Setups: one IOMMU domain with and without an emulated group, v1; and a random mix of a
-//! second IOMMU domain (stage 2, no hardware dirty bits) with attach/replay/detach of either,
-//! precise dirty mode, lazy invalidation on a manual clock, and a locked-memory limit.
+//! second IOMMU domain (stage 2, no hardware dirty bits, a smaller aperture) with
+//! attach/replay/detach of either, precise dirty mode, lazy invalidation on a manual clock, a
+//! locked-memory limit, and an emulated device that does not unpin when told.
 //!
 //! CI runs a fixed budget; `TYPE1_DIFF_CASES=N` runs a long campaign.
 
@@ -42,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|b| Op::Attach { b }),
         2 => prop_oneof![Just(1u64), Just(4), Just(9), Just(10), Just(25)].prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::Flush),
+        1 => (0u8..3).prop_map(|dev| Op::Reregister { dev }),
     ]
 }
 
@@ -53,15 +55,17 @@ fn extended() -> impl Strategy<Value = RigConfig> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![1 => Just(None), 2 => (8u64..160).prop_map(Some)],
+        prop_oneof![3 => Just(false), 1 => Just(true)],
     )
         .prop_map(
-            |(emulated, second_domain, precise, lazy, memlock_pages)| RigConfig {
+            |(emulated, second_domain, precise, lazy, memlock_pages, stubborn)| RigConfig {
                 version: Version::V2,
                 emulated,
                 second_domain,
                 precise,
                 lazy,
                 memlock_pages,
+                stubborn_emulated: stubborn,
             },
         )
 }
@@ -96,9 +100,10 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(384), ..ProptestConfig::default() })]
-    /// Two domains, precise mode, lazy invalidation and a memlock limit, in any combination.
+    /// Two domains, precise mode, lazy invalidation, a memlock limit and a device that keeps
+    /// its pins, in any combination.
     #[test]
-    fn engine_matches_model_with_domains_dirty_modes_invalidation_and_memlock(
+    fn engine_matches_model_with_domains_dirty_modes_invalidation_memlock_and_stuck_pins(
         cfg in extended(),
         ops in proptest::collection::vec(op(), 1..100),
     ) {

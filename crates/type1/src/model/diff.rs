@@ -106,6 +106,8 @@ pub struct RigConfig {
     pub lazy: bool,
     /// Locked-memory limit in pages.
     pub memlock_pages: Option<u64>,
+    /// The emulated device ignores unmap notifications (a driver that does not unpin).
+    pub stubborn_emulated: bool,
 }
 
 impl RigConfig {
@@ -119,6 +121,7 @@ impl RigConfig {
             precise: false,
             lazy: false,
             memlock_pages: None,
+            stubborn_emulated: false,
         }
     }
 }
@@ -217,17 +220,27 @@ pub enum Op {
     },
     /// Flush every domain now.
     Flush,
+    /// A device unregisters (releasing its pins) and registers again.
+    Reregister {
+        /// Which device, as for [`Op::Pin`].
+        dev: u8,
+    },
 }
 
-/// Releases every pin its device holds in an unmapped range, like a real mdev driver.
+/// Releases every pin its device holds in an unmapped range, like a real mdev driver, unless
+/// `stubborn`.
 #[derive(Debug, Default)]
 struct Cooperative {
     c: Mutex<Option<Weak<Container>>>,
     id: Mutex<Option<DeviceId>>,
+    stubborn: bool,
 }
 
 impl DmaUnmapHandler for Cooperative {
     fn dma_unmap(&self, iova: u64, length: u64) {
+        if self.stubborn {
+            return;
+        }
         let c = self
             .c
             .lock()
@@ -256,8 +269,11 @@ pub struct Rig {
     dev_b: Option<DeviceId>,
 }
 
-fn register(c: &Arc<Container>, group: u32) -> DeviceId {
-    let d = Arc::new(Cooperative::default());
+fn register(c: &Arc<Container>, group: u32, stubborn: bool) -> DeviceId {
+    let d = Arc::new(Cooperative {
+        stubborn,
+        ..Cooperative::default()
+    });
     *d.c.lock().unwrap() = Some(Arc::downgrade(c));
     let id = c.register_device(GroupId(group), Some(d.clone())).unwrap();
     *d.id.lock().unwrap() = Some(id);
@@ -355,9 +371,11 @@ pub fn rig_with(cfg: RigConfig) -> Rig {
         c.set_group(group_b()).unwrap();
     }
     c.set_iommu(u64::from(ty)).unwrap();
-    let dev_a = register(&c, GROUP_A);
-    let emu = cfg.emulated.then(|| register(&c, GROUP_EMULATED));
-    let dev_b = cfg.second_domain.then(|| register(&c, GROUP_B));
+    let dev_a = register(&c, GROUP_A, false);
+    let emu = cfg
+        .emulated
+        .then(|| register(&c, GROUP_EMULATED, cfg.stubborn_emulated));
+    let dev_b = cfg.second_domain.then(|| register(&c, GROUP_B, false));
     let m = Model::new(ModelConfig {
         version: cfg.version,
         dma_limit: DMA_LIMIT,
@@ -369,6 +387,7 @@ pub fn rig_with(cfg: RigConfig) -> Rig {
             capacity: FQ_SIZE - 1,
             timeout: FQ_TIMEOUT_MS,
         }),
+        stubborn_emulated: cfg.stubborn_emulated,
     });
     Rig {
         cfg,
@@ -636,7 +655,37 @@ pub fn step(r: &mut Rig, op: &Op) {
             c.flush();
             r.m.flush();
         }
+        Op::Reregister { dev } => {
+            let (id, md) = r.device(dev);
+            let (group, stubborn, present) = match md {
+                ModelDevice::Emulated => (
+                    GROUP_EMULATED,
+                    r.cfg.stubborn_emulated,
+                    r.m.emulated_attached(),
+                ),
+                ModelDevice::Iommu(d) => (group_id(d).0, false, r.m.attached(d)),
+            };
+            // Registering needs the group in the container.
+            if !present {
+                return finish(r, op);
+            }
+            c.unregister_device(id).unwrap();
+            r.m.unregister(md);
+            let new = register(c, group, stubborn);
+            match md {
+                ModelDevice::Emulated => r.emu = Some(new),
+                ModelDevice::Iommu(Dom::A) => r.dev_a = new,
+                ModelDevice::Iommu(Dom::B) => r.dev_b = Some(new),
+            }
+        }
     }
+    finish(r, op);
+}
+
+/// Compares the state after `op`.
+fn finish(r: &mut Rig, op: &Op) {
+    let debug = std::env::var_os("TYPE1_DIFF_DEBUG").is_some();
+    let c = &r.c;
     // Observable state agrees, and the engine's invariants hold. `info` runs the flush timers
     // first, as every operation does.
     assert_eq!(

@@ -14,7 +14,8 @@
 //! - IOMMU group A: the x86 description, a stage-1 table with hardware dirty bits;
 //! - optionally IOMMU group B: the MSI window, a 39-bit aperture and a stage-2 table (no
 //!   hardware dirty bits, and "write without read" is expressible), so it gets its own domain;
-//! - optionally one emulated group; one device per group;
+//! - optionally one emulated group, whose device may ignore unmap notifications; one device
+//!   per group;
 //! - optionally a locked-memory limit, precise dirty mode, lazy invalidation with a flush ring
 //!   of `capacity` entries and a timer of `timeout` ticks of a manual clock.
 //!
@@ -117,6 +118,8 @@ pub struct ModelConfig {
     pub precise: bool,
     /// Lazy invalidation (else strict).
     pub lazy: Option<Lazy>,
+    /// The emulated device ignores unmap notifications and keeps its pins.
+    pub stubborn_emulated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -473,7 +476,9 @@ impl Model {
     /// devices unpin on notification). Returns the bytes and the dirty pages (relative to `iova`).
     ///
     /// # Errors
-    /// The errno of `vfio_dma_do_unmap` (v6.18).
+    /// The errno of `vfio_dma_do_unmap` (v6.18); `EBUSY` at the first mapping a stubborn device
+    /// keeps pinned (the kernel `BUG_ON`s after 10 retries), the mappings before it removed and
+    /// the other devices' pins in it released.
     #[allow(clippy::fn_params_excessive_bools)]
     pub fn unmap(
         &mut self,
@@ -553,6 +558,16 @@ impl Model {
         for k in keys {
             if self.cfg.version == Version::V1 && iova > k {
                 break;
+            }
+            let size = self.maps[&k].size;
+            let in_k = |p: u64| p >= k && p <= k + (size - 1);
+            // Every device is told about the whole mapping; the cooperative ones unpin.
+            for (_, devs) in self.pins.iter_mut().filter(|(&p, _)| in_k(p)) {
+                devs.retain(|&d, _| d == ModelDevice::Emulated && self.cfg.stubborn_emulated);
+            }
+            self.pins.retain(|_, devs| !devs.is_empty());
+            if self.pins.keys().any(|&p| in_k(p)) {
+                return Err(EBUSY);
             }
             if bitmap {
                 self.report(k, iova, &mut bits);
@@ -677,6 +692,14 @@ impl Model {
             }
         }
         Ok(npage)
+    }
+
+    /// The device unregisters: every pin it holds is released.
+    pub fn unregister(&mut self, dev: ModelDevice) {
+        for devs in self.pins.values_mut() {
+            devs.remove(&dev);
+        }
+        self.pins.retain(|_, devs| !devs.is_empty());
     }
 
     /// `vfio_dma_rw` write of `len` bytes.
