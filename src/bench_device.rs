@@ -9,8 +9,10 @@
 //! - interrupt delivery (device signal → eventfd read) beside a bare eventfd write + read;
 //! - a 1 MiB DMA transfer by the test device through an IOMMU domain, in each direction,
 //!   beside `memcpy` of the same 1 MiB;
-//! - the autonomous writer's page-write rate with no rate limit (one writer thread) beside
-//!   the same page writes stored directly by the CPU.
+//! - the autonomous writer's page-write rate with no rate limit (one writer thread), per
+//!   second of the CPU time it used (one core's worth, whatever else the machine runs; the
+//!   wall-clock rate and the share of a core it got are printed beside it), beside the same
+//!   page writes stored directly by the CPU.
 //!
 //! The in-process figures drive `vfio_device` directly: the test device in IOMMU group 5 of a
 //! container over this process's memory (`ProcessMemory`), guest RAM a real anonymous mapping
@@ -603,9 +605,9 @@ fn writer_figure(rig: &mut Rig, budget: Duration) -> Result<Figure> {
     let before = rig.r64(reg::WRITER_PAGES)?;
     rig.w32(reg::WRITER_CTRL, 1)?;
     std::thread::sleep(Duration::from_millis(20));
-    let (p0, t0) = (rig.r64(reg::WRITER_PAGES)?, Instant::now());
+    let (p0, t0, c0) = (rig.r64(reg::WRITER_PAGES)?, Instant::now(), cpu_time()?);
     std::thread::sleep(budget / 2);
-    let (p1, dt) = (rig.r64(reg::WRITER_PAGES)?, t0.elapsed());
+    let (p1, dt, c1) = (rig.r64(reg::WRITER_PAGES)?, t0.elapsed(), cpu_time()?);
     rig.w32(reg::WRITER_CTRL, 0)?;
     let faults = rig.r64(reg::WRITER_FAULTS)?;
     ensure!(faults == 0, "the writer faulted {faults} times");
@@ -613,9 +615,16 @@ fn writer_figure(rig: &mut Rig, budget: Duration) -> Result<Figure> {
         p1 > p0 && p0 >= before,
         "the writer did not write (pages {before}, {p0}, {p1})"
     );
-    let rate = (p1 - p0) as f64 / dt.as_secs_f64();
+    let pages = (p1 - p0) as f64;
+    let wall = pages / dt.as_secs_f64();
+    // "On one core": pages per second of CPU time this process spent meanwhile (user and
+    // system), which is the writer thread's: this thread sleeps. On a loaded machine the
+    // writer gets only part of a core, and the wall-clock rate shows that share instead.
+    let cpu = (c1 - c0).as_secs_f64();
+    ensure!(cpu > 0.0, "the writer used no CPU time");
+    let rate = pages / cpu;
     Ok(Figure {
-        name: "autonomous writer, unthrottled, 4K pages (one thread)".into(),
+        name: "autonomous writer, unthrottled, 4K pages per CPU-second (one thread)".into(),
         value: rate,
         unit: "pages/s",
         baseline: Some((
@@ -624,13 +633,31 @@ fn writer_figure(rig: &mut Rig, budget: Duration) -> Result<Figure> {
         )),
         target: Some((
             format!(
-                ">= 10^6 pages/s: {:.2} M/s ({:.0}% of direct stores)",
+                ">= 10^6 pages/s on one core: {:.2} M/s ({:.0}% of direct stores; wall clock {:.2} M/s at {:.0}% of a core)",
                 rate / 1e6,
-                100.0 * rate / direct_rate
+                100.0 * rate / direct_rate,
+                wall / 1e6,
+                100.0 * cpu / dt.as_secs_f64()
             ),
             rate >= WRITER_TARGET,
         )),
     })
+}
+
+/// CPU time (user and system) this process has used.
+fn cpu_time() -> Result<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut ts) } != 0 {
+        return Err(os_err("clock_gettime(CLOCK_PROCESS_CPUTIME_ID)"));
+    }
+    Ok(Duration::new(
+        u64::try_from(ts.tv_sec)?,
+        u32::try_from(ts.tv_nsec)?,
+    ))
 }
 
 /// The in-process device figures: interrupt delivery, 1 MiB DMA each way, the writer.

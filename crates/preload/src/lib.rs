@@ -12,8 +12,9 @@
 //!
 //! The library lives inside someone else's process, so (see `interpose` for the rules each
 //! entry point follows): calls on fds and paths that are not ours cost a lock-free lookup and
-//! go to libc; bad pointers are `EFAULT`, never a crash; no lock is held where a signal handler
-//! could run; `fork` leaves the child with unlocked state; `errno` changes only on failure.
+//! go to libc; bad pointers are `EFAULT`, never a crash; a signal handler never waits for a lock
+//! the thread it interrupted holds; `fork` leaves the child with unlocked state; `errno`
+//! changes only on failure.
 //!
 //! The interposers exist on x86-64 Linux only (see `interpose` for why).
 
