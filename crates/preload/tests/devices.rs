@@ -154,7 +154,13 @@ fn v2_migration_walks_every_arc_refuses_every_invalid_target_and_restores_throug
     let prefix = "type1 vfio-device 0000:00:1f.0: RESUMING: device state stream rejected: ";
     let why: Vec<&str> = rest.iter().filter_map(|l| l.strip_prefix(prefix)).collect();
     assert_eq!(why.len(), rest.len(), "other stderr lines: {rest:?}");
-    let want = ["empty stream", "truncated", "truncated", "truncated", "checksum mismatch"];
+    let want = [
+        "empty stream",
+        "truncated",
+        "truncated",
+        "truncated",
+        "checksum mismatch",
+    ];
     assert_eq!(why.len(), want.len(), "{rest:?}");
     for (w, line) in want.iter().zip(&why) {
         assert!(line.contains(w), "wanted {w:?}: {line}");
@@ -165,7 +171,10 @@ fn v2_migration_walks_every_arc_refuses_every_invalid_target_and_restores_throug
 #[test]
 fn v1_region_saves_and_restores_in_qemu_7_2_order_and_refuses_bad_states_and_streams() {
     let prog = build("dev_mig_v1", &[]);
-    let env = [("TYPE1_DEVICES", "0000:00:1f.0@5,migration=v1,0000:00:1e.0@6")];
+    let env = [(
+        "TYPE1_DEVICES",
+        "0000:00:1f.0@5,migration=v1,0000:00:1e.0@6",
+    )];
     let rest = common::assert_pass("dev_mig_v1", &run_preloaded(&prog, &[], &env));
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert!(
