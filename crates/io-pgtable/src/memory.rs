@@ -23,6 +23,7 @@
 //! ([`TableArena::set_alloc_budget`]).
 
 use std::alloc::{self, Layout};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -42,33 +43,60 @@ const SEGMENTS: usize = 40;
 /// Table addresses must fit the descriptors' address field (bits 47:12).
 const TABLE_ADDR_LIMIT: u64 = 1 << 48;
 
-/// A zeroed, never-moving block of atomics.
-fn alloc_zeroed_atomics(len: usize) -> Option<Box<[AtomicU64]>> {
-    let layout = Layout::array::<AtomicU64>(len).ok()?;
-    if layout.size() == 0 {
-        return Some(Box::new([]));
-    }
-    // SAFETY: the layout has a non-zero size, as `alloc_zeroed` requires.
-    let ptr = unsafe { alloc::alloc_zeroed(layout) }.cast::<AtomicU64>();
-    if ptr.is_null() {
-        return None;
-    }
-    let slice = std::ptr::slice_from_raw_parts_mut(ptr, len);
-    // SAFETY: `ptr` came from the global allocator with the layout of `[AtomicU64; len]`, which
-    // is what `Box<[AtomicU64]>` frees with; all-zero bytes are a valid `AtomicU64` (it has the
-    // same bit validity as `u64`); the memory is owned by nothing else.
-    Some(unsafe { Box::from_raw(slice) })
-}
-
-/// One segment: `tables` granule-aligned tables starting at entry `first` of `mem` (the
-/// entries before it are alignment slack).
+/// One segment: `tables` zeroed, granule-aligned tables in one allocation that never moves and
+/// is released only when the arena drops.
 #[derive(Debug)]
 struct Segment {
-    mem: Box<[AtomicU64]>,
-    first: usize,
+    /// First entry of the first table (provenance exposed: table addresses are its address).
+    ptr: NonNull<AtomicU64>,
+    layout: Layout,
     tables: usize,
-    /// Table address of the first table (its entries' host address, provenance exposed).
+    /// Table address of the first table.
     base: u64,
+}
+
+// SAFETY: a `Segment` owns its allocation, which holds only atomics; sharing or sending it is
+// sharing or sending `[AtomicU64]`, which is `Send + Sync`.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// `tables` zeroed tables of `granule` bytes, aligned to `granule`.
+    fn new(tables: usize, granule: usize) -> Option<Self> {
+        let size = tables.checked_mul(granule)?;
+        let layout = Layout::from_size_align(size, granule).ok()?;
+        if layout.size() == 0 || granule < std::mem::size_of::<AtomicU64>() {
+            return None;
+        }
+        // SAFETY: the layout has a non-zero size, as `alloc_zeroed` requires.
+        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }.cast::<AtomicU64>())?;
+        let base = ptr.as_ptr().expose_provenance() as u64;
+        let seg = Segment {
+            ptr,
+            layout,
+            tables,
+            base,
+        };
+        // Freed on return (by `Drop`) if it does not fit the descriptors' address field.
+        (base.checked_add(size as u64)? <= TABLE_ADDR_LIMIT).then_some(seg)
+    }
+
+    /// All entries of the segment.
+    fn entries(&self) -> &[AtomicU64] {
+        let len = self.layout.size() / std::mem::size_of::<AtomicU64>();
+        // SAFETY: `ptr` is a live allocation of `layout` (owned by `self`), zero-initialised
+        // when made and since accessed only through atomics; all-zero bytes and every later
+        // value are valid `AtomicU64`s; the slice borrows `self`, which frees it only on drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), len) }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `alloc_zeroed` with `layout` and is freed only here, once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr().cast::<u8>(), self.layout) };
+    }
 }
 
 #[derive(Debug, Default)]
@@ -130,27 +158,6 @@ impl TableArena {
         )
     }
 
-    /// A new segment of `tables` granule-aligned tables.
-    fn new_segment(&self, tables: usize) -> Option<Segment> {
-        let granule = crate::to_usize(self.granule);
-        let slack = granule / 8 - 1;
-        let len = tables.checked_mul(granule / 8)?.checked_add(slack)?;
-        let mem = alloc_zeroed_atomics(len)?;
-        let at = mem.as_ptr().expose_provenance();
-        let first = (at.next_multiple_of(granule) - at) / 8;
-        let base = (at + first * 8) as u64;
-        let end = base.checked_add(tables as u64 * self.granule)?;
-        if end > TABLE_ADDR_LIMIT {
-            return None;
-        }
-        Some(Segment {
-            mem,
-            first,
-            tables,
-            base,
-        })
-    }
-
     /// Allocates a zeroed table and returns its table address.
     ///
     /// # Errors
@@ -181,7 +188,8 @@ impl TableArena {
             let segment = match self.segments[seg].get() {
                 Some(s) => s,
                 None => {
-                    let s = self.new_segment(1usize << seg).ok_or(Error::NoMemory)?;
+                    let s = Segment::new(1usize << seg, crate::to_usize(self.granule))
+                        .ok_or(Error::NoMemory)?;
                     // Only this thread (holding `state`) initialises segments.
                     self.segments[seg].get_or_init(|| s)
                 }
@@ -225,8 +233,8 @@ impl TableArena {
             }
             let idx = crate::to_usize(off / self.granule);
             if idx < seg.tables {
-                let start = seg.first + idx * (crate::to_usize(self.granule) / 8);
-                return &seg.mem[start..start + self.entries_per_table];
+                let start = idx * (crate::to_usize(self.granule) / 8);
+                return &seg.entries()[start..start + self.entries_per_table];
             }
         }
         &[]
