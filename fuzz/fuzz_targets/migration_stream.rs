@@ -17,8 +17,9 @@
 //!   identity around them, so the checksum passes and the payload decoder sees the bytes (1);
 //!   a pre-copy frame of the first `chunk` bytes and a final frame of the rest (2); a
 //!   known-good stream XORed with the bytes as (position u16, mask) pairs (3);
-//! - bits 4–6, the state asked for at the end (STOP, RUNNING, the rest of the v2 states and
-//!   two invalid values); bit 7: whether the device's memory and bus master are on;
+//! - bits 4–6, the state asked for at the end (STOP, RUNNING, STOP_COPY, RESUMING,
+//!   RUNNING_P2P, PRE_COPY, and the invalid ERROR and 99); bit 7: whether the device's memory
+//!   and bus master are on;
 //! - the chunk byte sizes the writes (1 + byte × 61 bytes).
 //!
 //! Work per input is bounded: at most `MAX_STREAM` bytes of material, 16 MiB of guest RAM.
@@ -52,7 +53,7 @@ const BAR0: u64 = 0;
 /// The liveness value the known-good stream carries (reads back inverted).
 const GOOD_LIVENESS: u32 = 0x5a5a_0001;
 
-/// The final states asked for (raw `vfio_device_mig_state` values, two invalid).
+/// The final states asked for (raw `vfio_device_mig_state` values; ERROR and 99 invalid).
 const TARGETS: [u32; 8] = [1, 2, 3, 4, 5, 6, 0, 99];
 
 /// A device in its own container over fake RAM (the container is kept alive with it).
