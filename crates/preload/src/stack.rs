@@ -10,8 +10,8 @@
 //!
 //! The stack area is asked of the kernel once per thread with `PROCMAP_QUERY` on
 //! `/proc/self/maps` (`do_procmap_query`, fs/proc/task_mmu.c, Linux 6.11): the area containing
-//! our stack pointer, which must be private, anonymous, readable and writable. The answer is
-//! kept per thread. A thread that runs on another stack (a coroutine, `sigaltstack`) asks again,
+//! our stack pointer, which must be private, anonymous, readable and writable, and be the
+//! thread's own stack (see [`query`]). The answer is kept per thread. A thread that runs on another stack (a coroutine, `sigaltstack`) asks again,
 //! at most [`MAX_QUERIES`] times; without the ioctl (older kernels, no `/proc`), or past that,
 //! every buffer goes through `type1::usercopy`. Areas are `[start, end)`.
 //!
@@ -60,7 +60,44 @@ thread_local! {
     static STACK: Cell<(u64, u64, u32)> = const { Cell::new((0, 0, 0)) };
 }
 
-/// The private, anonymous, read-write area containing `addr`, asked of the kernel.
+/// The thread pointer: the x86-64 TLS ABI keeps it in the first word of the thread control
+/// block, at `%fs:0`. glibc puts a thread's control block (and its static TLS below it) at the
+/// top of the block that holds its stack, also for a stack the program supplied.
+fn thread_pointer() -> u64 {
+    let tp: u64;
+    // SAFETY: reads the first word of this thread's own control block, which the TLS ABI
+    // requires to hold the thread pointer; no memory is written.
+    unsafe {
+        std::arch::asm!(
+            "mov {}, qword ptr fs:[0]",
+            out(reg) tp,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    tp
+}
+
+/// One `PROCMAP_QUERY` for the area containing `addr`, with its name when it fits `name`
+/// (`None` on any failure, `ENAMETOOLONG` included).
+fn ask(fd: i32, addr: u64, name: &mut [u8]) -> Option<ProcmapQuery> {
+    let mut q = ProcmapQuery {
+        size: std::mem::size_of::<ProcmapQuery>() as u64,
+        query_addr: addr,
+        vma_name_size: u32::try_from(name.len()).ok()?,
+        vma_name_addr: name.as_mut_ptr() as u64,
+        ..ProcmapQuery::default()
+    };
+    // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query` we own and writes at
+    // most `vma_name_size` bytes to `name` (the build-id size is 0). `fd` is ours.
+    let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, PROCMAP_QUERY, &raw mut q) };
+    (r == 0).then_some(q)
+}
+
+/// This thread's stack area containing `addr`, asked of the kernel: the private, anonymous,
+/// read-write area that holds this thread's control block (a thread's own stack block; the
+/// area ends at the control block, below which its stack grows), or the one the kernel names
+/// `[stack]` (the main thread's). Any other area (a coroutine stack on the heap, an alternate
+/// signal stack) is not accepted: it may end beyond what the thread owns.
 fn query(addr: u64) -> Option<(u64, u64)> {
     // SAFETY: a NUL-terminated path; raw openat, never our interposer.
     let fd = unsafe {
@@ -72,20 +109,26 @@ fn query(addr: u64) -> Option<(u64, u64)> {
         )
     };
     let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-    let mut q = ProcmapQuery {
-        size: std::mem::size_of::<ProcmapQuery>() as u64,
-        query_addr: addr,
-        ..ProcmapQuery::default()
-    };
-    // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query` we own; the name and
-    // build-id sizes are 0, so the kernel writes nothing else. The fd is the one just opened.
-    let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, PROCMAP_QUERY, &raw mut q) };
+    let mut name = [0u8; 16];
+    // A name too long for the buffer is not "[stack]": ask again without it.
+    let q = ask(fd, addr, &mut name).or_else(|| {
+        name = [0; 16];
+        ask(fd, addr, &mut [])
+    });
     // SAFETY: closes the fd opened above.
     unsafe { libc::syscall(libc::SYS_close, fd) };
+    let q = q?;
     let want = VMA_READABLE | VMA_WRITABLE;
     let private = q.vma_flags & VMA_SHARED == 0 && q.inode == 0 && q.dev_major == 0;
-    (r == 0 && q.vma_flags & want == want && private && q.vma_start <= addr && addr < q.vma_end)
-        .then_some((q.vma_start, q.vma_end))
+    if q.vma_flags & want != want || !private || !(q.vma_start..q.vma_end).contains(&addr) {
+        return None;
+    }
+    let tp = thread_pointer();
+    if (q.vma_start..q.vma_end).contains(&tp) {
+        return Some((q.vma_start, tp));
+    }
+    let n = usize::try_from(q.vma_name_size).ok()?;
+    (name.get(..n) == Some(&b"[stack]\0"[..])).then_some((q.vma_start, q.vma_end))
 }
 
 /// True if `[addr, addr + len)` lies on this thread's stack above the caller's frame, so it

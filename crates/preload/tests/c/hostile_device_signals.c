@@ -167,8 +167,9 @@ int main(void)
     if (handler_failure)
         fprintf(stderr, "handler step %d failed\n", (int)handler_failure);
     CHECK(handler_failure == 0);
-    /* At least 200 Hz of the 20 kHz arrived (a loaded 2-core machine coalesces many). */
-    CHECK(handler_runs >= RUN_SECONDS * 200);
+    /* At least 50 Hz of the 20 kHz arrived: a loaded 2-core machine coalesces many (pending
+     * signals of one kind merge, and the sender thread waits for a core). */
+    CHECK(handler_runs >= RUN_SECONDS * 50);
     /* Both outcomes happened: the loop is inside a register access much of the time, and
      * outside it the rest. */
     CHECK(served > 0 && deadlk > 0);
