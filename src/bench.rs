@@ -301,7 +301,6 @@ fn timing(mut v: Vec<f64>) -> Timing {
 
 /// One walk figure: `iova_to_phys` over `iovas` beside the plain walk over equal tables.
 fn walk_figure(
-    budget: Duration,
     name: &str,
     pt: &IoPageTable,
     plain: &PlainTable,
@@ -318,14 +317,11 @@ fn walk_figure(
     }
     // Interleaved rounds (plain, then ours, alternating), so load on the machine hits both
     // alike; the ratio is taken per round.
-    let mask = iovas.len() - 1;
-    let mut j = 0usize;
-    let iters = iters_for(budget, || {
-        black_box(pt.iova_to_phys(Iova(iovas[j & mask])));
-        j += 1;
-    }) / 5;
+    // Many short rounds (64K lookups, about a millisecond each): a burst of
+    // load on the machine spoils a few rounds, which the median of the per-round ratios skips.
+    let iters = (iovas.len() as u64).max(1 << 16);
     let (mut p, mut o) = (Vec::new(), Vec::new());
-    for round in 0..11 {
+    for round in 0..101 {
         // The order alternates, so neither walk always follows the other's cache footprint.
         let ours = || {
             time_walk(iters, iovas, |i| {
@@ -427,12 +423,17 @@ fn pgtable_figures(budget: Duration) -> Result<Vec<Figure>> {
             pair(at(j));
             j += 1;
         });
-        // 15 shorter repetitions instead of 5: the median of more samples is steadier on a
-        // loaded machine, and the figure is compared with a constant, not a same-run baseline.
-        let t = ns_per(iters / 3, 15, |n| {
-            for j in 0..n {
+        // 101 short repetitions (about a millisecond each): the median of many short samples
+        // is steadier on a loaded machine, and the figure is compared with a constant, not a
+        // same-run baseline.
+        // The address sequence runs on across repetitions, so no repetition reuses the
+        // (cache-warm) addresses of the one before.
+        let mut next = 0u64;
+        let t = ns_per((iters / 80).max(1000), 101, |n| {
+            for j in next..next + n {
                 pair(at(j));
             }
+            next += n;
         });
         let r = t.med / kernel;
         out.push(Figure {
@@ -471,7 +472,6 @@ fn pgtable_figures(budget: Duration) -> Result<Vec<Figure>> {
     }
     let walk_ivs: Vec<u64> = ivs.iter().map(|&i| i + 0x10).collect();
     out.push(walk_figure(
-        budget,
         "io-pgtable iova_to_phys, random IOVAs, anchor workload (1 GiB of 4K pages)",
         &pt,
         &plain,
@@ -494,7 +494,6 @@ fn pgtable_figures(budget: Duration) -> Result<Vec<Figure>> {
         scattered.push(iova + 0x10);
     }
     out.push(walk_figure(
-        budget,
         "io-pgtable iova_to_phys, 1 024 4K pages scattered over 80 GiB",
         &pt,
         &plain,
