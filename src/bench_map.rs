@@ -29,6 +29,7 @@ const TARGET_NS: f64 = 2000.0;
 const SIZES: [u64; 3] = [50, 2_000, 60_000];
 const GROUP: u32 = 7;
 const PAGE: u64 = 4096;
+const PAGE_BYTES: usize = 4096;
 const IOVA: u64 = 1 << 30;
 
 fn os_err(what: &str) -> anyhow::Error {
@@ -73,7 +74,7 @@ fn make_areas(target: u64) -> Result<()> {
     for i in (0..target).step_by(2) {
         let at = base as u64 + i * PAGE;
         // SAFETY: changes the protection of one page of our own reservation.
-        if unsafe { libc::mprotect(at as *mut libc::c_void, PAGE as usize, libc::PROT_READ) } != 0 {
+        if unsafe { libc::mprotect(at as *mut libc::c_void, PAGE_BYTES, libc::PROT_READ) } != 0 {
             return Err(os_err("mprotect (is vm.max_map_count below 65530?)"));
         }
     }
@@ -94,7 +95,7 @@ pub fn child(areas: u64, budget: Duration) -> Result<(f64, f64)> {
     if ioctl(c, uapi::VFIO_SET_IOMMU, u64::from(raw::VFIO_TYPE1v2_IOMMU)) != 0 {
         return Err(os_err("VFIO_SET_IOMMU"));
     }
-    let page = vec![0u8; 2 * PAGE as usize];
+    let page = vec![0u8; 2 * PAGE_BYTES];
     let vaddr = (page.as_ptr() as u64 + PAGE - 1) & !(PAGE - 1);
     let map = raw::vfio_iommu_type1_dma_map {
         argsz: u32::try_from(size_of::<raw::vfio_iommu_type1_dma_map>())?,
