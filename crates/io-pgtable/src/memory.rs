@@ -221,7 +221,7 @@ impl TableArena {
     }
 
     /// The entries of the table at `addr`; empty if `addr` names no table this arena has
-    /// handed out. Checked: it searches the segments. Walkers use [`TableArena::table_unchecked`].
+    /// handed out. Checked: it searches the segments. Walkers use `TableArena::table_unchecked`.
     #[must_use]
     pub fn table(&self, addr: u64) -> &[AtomicU64] {
         for seg in self.segments.iter().filter_map(OnceLock::get) {
