@@ -209,3 +209,90 @@ fn a_page_unpinned_after_a_report_is_reported_once_more() {
         step(&mut r, &op);
     }
 }
+
+fn map(slot: u64, src: u8, pages: u64) -> Op {
+    Op::Map {
+        slot,
+        src,
+        off: 0,
+        pages,
+        flags: 3,
+    }
+}
+
+/// `vfio_pin_pages_remote` (v6.18) checks the locked-memory limit page by page
+/// (`vfio_lock_acct`): a MAP_DMA whose pages do not all fit fails with `ENOMEM`, and the runs it
+/// pinned and mapped before are undone, so the charge, the mappings and the page tables are as
+/// before (checked by `step` against the model).
+#[test]
+fn a_map_over_the_memlock_limit_fails_with_enomem_and_changes_nothing() {
+    let mut r = rig_with(RigConfig {
+        memlock_pages: Some(12),
+        ..RigConfig::basic(Version::V2, false)
+    });
+    step(&mut r, &map(0, 0, 8));
+    // Scattered: one page per run, so four runs are pinned and mapped before the fifth fails.
+    let over = map(1, 1, 6);
+    step(&mut r, &over);
+    assert_eq!(r.container().mappings().len(), 1);
+    assert_eq!(r.mm().locked_pages(), 8);
+    assert!(r
+        .container()
+        .map_dma(&type1::MapDma {
+            vaddr: type1::model::diff::SCATTERED,
+            iova: iova_of(1),
+            size: 4 * SZ_4K,
+            flags: type1::MapFlags::READ | type1::MapFlags::WRITE,
+        })
+        .is_ok());
+    assert_eq!(r.mm().locked_pages(), 12);
+}
+
+/// Lazy invalidation (our extension) unpins only after the flush that covers a range: the runs
+/// a failing MAP_DMA had mapped wait for it like an unmap's, still charged, then go.
+#[test]
+fn under_lazy_invalidation_a_failed_map_releases_its_mapped_runs_at_the_flush() {
+    let mut r = rig_with(RigConfig {
+        memlock_pages: Some(12),
+        lazy: true,
+        ..RigConfig::basic(Version::V2, false)
+    });
+    step(&mut r, &map(0, 0, 8));
+    step(&mut r, &map(1, 1, 6));
+    assert_eq!((r.mm().locked_pages(), r.mm().pending_pages()), (12, 4));
+    step(&mut r, &Op::Tick { ms: 9 });
+    assert_eq!(r.mm().pending_pages(), 4);
+    step(&mut r, &Op::Tick { ms: 1 });
+    assert_eq!((r.mm().locked_pages(), r.mm().pending_pages()), (8, 0));
+}
+
+/// Precise dirty mode (our extension): a device write through a domain with hardware dirty bits
+/// is reported page by page; a second domain without them whose group never pinned makes every
+/// page dirty again, as the kernel's rule (`vfio_iova_dirty_bitmap`, v6.18) has it.
+#[test]
+fn precise_mode_reports_device_writes_until_a_domain_without_dirty_bits_joins() {
+    let mut r = rig_with(RigConfig {
+        precise: true,
+        second_domain: true,
+        ..RigConfig::basic(Version::V2, true)
+    });
+    step(&mut r, &map(0, 0, 8));
+    step(&mut r, &Op::Detach { b: true });
+    step(&mut r, &Op::Start);
+    assert_eq!(r.get_bitmap(0, 8), Ok([].into()));
+    step(
+        &mut r,
+        &Op::Dma {
+            b: false,
+            nth: 0,
+            off: 2 * SZ_4K + 100,
+            len: 10,
+            write: true,
+        },
+    );
+    assert_eq!(r.get_bitmap(0, 8), Ok([2].into()));
+    assert_eq!(r.get_bitmap(0, 8), Ok([].into()), "reported once");
+    step(&mut r, &Op::Attach { b: true });
+    assert_eq!(r.get_bitmap(0, 8), Ok((0..8).collect()));
+    assert_eq!(r.get_bitmap(0, 8), Ok((0..8).collect()), "every time");
+}

@@ -436,6 +436,33 @@ impl Rig {
         self.cfg
     }
 
+    /// The engine's container.
+    #[must_use]
+    pub fn container(&self) -> &Arc<Container> {
+        &self.c
+    }
+
+    /// GET_BITMAP over `pages` pages from page `at` on both sides (compared, as [`step`] does):
+    /// the pages reported, relative to `at`.
+    ///
+    /// # Errors
+    /// The errno both sides agree on.
+    pub fn get_bitmap(&mut self, at: u64, pages: u64) -> Result<BTreeSet<u64>, i32> {
+        let (iova, size) = (at * SZ_4K, pages * SZ_4K);
+        let got = errno(self.c.dirty_bitmap(iova, size, SZ_4K)).map(|w| bits_of(&w, pages));
+        let want = self.m.get_bitmap(iova, size);
+        let op = Op::Get { at, pages };
+        assert_eq!(got, want, "{op:?}");
+        finish(self, &op);
+        want
+    }
+
+    /// The engine's owner (locked and pending pages).
+    #[must_use]
+    pub fn mm(&self) -> &Arc<Mm> {
+        &self.mm
+    }
+
     /// The device for `dev` (see [`Op::Pin`]) on both sides.
     fn device(&self, dev: u8) -> (DeviceId, ModelDevice) {
         match (dev, self.emu, self.dev_b) {
