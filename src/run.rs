@@ -29,7 +29,10 @@ pub struct RunArgs {
     pub groups: Vec<String>,
     /// An emulated PCI device at that address in group N, the program's to open with
     /// VFIO_GROUP_GET_DEVICE_FD and to find in sysfs: `0000:00:04.0@N[,model=testdev]`
-    /// (repeatable; the default model is the built-in DMA test device).
+    /// (repeatable; the default model is the built-in DMA test device). Options:
+    /// `migration=v1` (also the v1 migration region, for QEMU 7.2), `writer=BASE+SIZE` with
+    /// `writer-rate=N` and `writer-seed=N` (start the device's writer on that IOVA window once
+    /// bus mastering is on and the window is mapped, for guests without a driver).
     #[arg(long = "device", value_name = "BDF@N[,OPTS]")]
     pub devices: Vec<String>,
     /// Append one JSON line per VFIO ioctl to FILE (created if missing).
