@@ -11,6 +11,7 @@
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -234,10 +235,15 @@ struct Cooperative {
     c: Mutex<Option<Weak<Container>>>,
     id: Mutex<Option<DeviceId>>,
     stubborn: bool,
+    /// Counts the notifications it gets.
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl DmaUnmapHandler for Cooperative {
     fn dma_unmap(&self, iova: u64, length: u64) {
+        if let Some(n) = &self.counter {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         if self.stubborn {
             return;
         }
@@ -267,11 +273,19 @@ pub struct Rig {
     emu: Option<DeviceId>,
     dev_a: DeviceId,
     dev_b: Option<DeviceId>,
+    /// Unmap notifications group A's device got (every device gets each one).
+    notifications: Arc<AtomicU64>,
 }
 
-fn register(c: &Arc<Container>, group: u32, stubborn: bool) -> DeviceId {
+fn register(
+    c: &Arc<Container>,
+    group: u32,
+    stubborn: bool,
+    counter: Option<Arc<AtomicU64>>,
+) -> DeviceId {
     let d = Arc::new(Cooperative {
         stubborn,
+        counter,
         ..Cooperative::default()
     });
     *d.c.lock().unwrap() = Some(Arc::downgrade(c));
@@ -371,11 +385,14 @@ pub fn rig_with(cfg: RigConfig) -> Rig {
         c.set_group(group_b()).unwrap();
     }
     c.set_iommu(u64::from(ty)).unwrap();
-    let dev_a = register(&c, GROUP_A, false);
+    let notifications = Arc::new(AtomicU64::new(0));
+    let dev_a = register(&c, GROUP_A, false, Some(notifications.clone()));
     let emu = cfg
         .emulated
-        .then(|| register(&c, GROUP_EMULATED, cfg.stubborn_emulated));
-    let dev_b = cfg.second_domain.then(|| register(&c, GROUP_B, false));
+        .then(|| register(&c, GROUP_EMULATED, cfg.stubborn_emulated, None));
+    let dev_b = cfg
+        .second_domain
+        .then(|| register(&c, GROUP_B, false, None));
     let m = Model::new(ModelConfig {
         version: cfg.version,
         dma_limit: DMA_LIMIT,
@@ -399,6 +416,7 @@ pub fn rig_with(cfg: RigConfig) -> Rig {
         emu,
         dev_a,
         dev_b,
+        notifications,
     }
 }
 
@@ -698,7 +716,8 @@ pub fn step(r: &mut Rig, op: &Op) {
             }
             c.unregister_device(id).unwrap();
             r.m.unregister(md);
-            let new = register(c, group, stubborn);
+            let counter = (md == ModelDevice::Iommu(Dom::A)).then(|| r.notifications.clone());
+            let new = register(c, group, stubborn, counter);
             match md {
                 ModelDevice::Emulated => r.emu = Some(new),
                 ModelDevice::Iommu(Dom::A) => r.dev_a = new,
@@ -727,6 +746,11 @@ fn finish(r: &mut Rig, op: &Op) {
     let got: Vec<(u64, u64)> = c.mappings().iter().map(|m| (m.iova, m.size)).collect();
     assert_eq!(got, r.m.mappings(), "mappings after {op:?}");
     assert_eq!(c.domain_count(), r.m.domains(), "domains after {op:?}");
+    assert_eq!(
+        r.notifications.load(Ordering::Relaxed),
+        r.m.notifications(),
+        "unmap notifications after {op:?}"
+    );
     assert_eq!(
         r.mm.locked_pages(),
         r.m.locked_pages(),

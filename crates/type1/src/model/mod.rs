@@ -164,6 +164,8 @@ pub struct Model {
     dirty: BTreeSet<u64>,
     pending: Vec<Pending>,
     now: u64,
+    /// Unmap notifications sent to the devices (`vfio_notify_dma_unmap`).
+    notifications: u64,
 }
 
 fn last(start: u64, size: u64) -> Option<u64> {
@@ -193,6 +195,7 @@ impl Model {
             dirty: BTreeSet::new(),
             pending: Vec::new(),
             now: 0,
+            notifications: 0,
         }
     }
 
@@ -248,6 +251,12 @@ impl Model {
             self.pins.len() as u64
         };
         live + self.pending_pages()
+    }
+
+    /// Unmap notifications sent so far (each to every registered device).
+    #[must_use]
+    pub fn notifications(&self) -> u64 {
+        self.notifications
     }
 
     /// Pages unmapped but waiting for a flush (lazy invalidation).
@@ -561,13 +570,19 @@ impl Model {
             }
             let size = self.maps[&k].size;
             let in_k = |p: u64| p >= k && p <= k + (size - 1);
-            // Every device is told about the whole mapping; the cooperative ones unpin.
-            for (_, devs) in self.pins.iter_mut().filter(|(&p, _)| in_k(p)) {
-                devs.retain(|&d, _| d == ModelDevice::Emulated && self.cfg.stubborn_emulated);
-            }
-            self.pins.retain(|_, devs| !devs.is_empty());
+            // Every device is told about the whole mapping; the cooperative ones unpin. A
+            // mapping still pinned is announced again, 11 times in all (`vfio_dma_do_unmap`
+            // retries 10 times).
             if self.pins.keys().any(|&p| in_k(p)) {
-                return Err(EBUSY);
+                self.notifications += 1;
+                for (_, devs) in self.pins.iter_mut().filter(|(&p, _)| in_k(p)) {
+                    devs.retain(|&d, _| d == ModelDevice::Emulated && self.cfg.stubborn_emulated);
+                }
+                self.pins.retain(|_, devs| !devs.is_empty());
+                if self.pins.keys().any(|&p| in_k(p)) {
+                    self.notifications += 10;
+                    return Err(EBUSY);
+                }
             }
             if bitmap {
                 self.report(k, iova, &mut bits);
