@@ -8,7 +8,7 @@
 //! bytes per operation.
 #![cfg_attr(fuzzing, no_main)]
 
-use type1::model::diff::{iova_of, rig_with, step, Op, RigConfig, SLOTS};
+use type1::model::diff::{iova_of, rig_with, step, Op, RigConfig, BIG_SLOT, SLOTS};
 use type1::Version;
 
 const PAGE: u64 = 4096;
@@ -32,6 +32,7 @@ fn decode(data: &[u8]) -> (RigConfig, Vec<Op>) {
         let (k, a, b, f) = (rest[0], u64::from(rest[1]), u64::from(rest[2]), rest[3]);
         rest = &rest[4..];
         ops.push(match k % 16 {
+            0 | 1 if a % SLOTS == BIG_SLOT => Op::Map { slot: BIG_SLOT, src: 0, off: [0, 1, 512][usize::from(f % 3)], pages: match b % 3 { 0 => 512, 1 => 513, _ => 1024 }, flags: 3 },
             0 | 1 => Op::Map { slot: a % SLOTS, src: f & 3, off: b % 8, pages: 1 + b % 19, flags: if f & 0x80 != 0 { 3 } else { (f >> 2) & 7 } },
             2 => Op::Unmap { at: a * 2, pages: b % 40, flags: f & 7 },
             3 => Op::Pin { dev: f % 3, at: a * 2, n: b % 6, prot: 1 + (f >> 2) % 3 },
@@ -39,7 +40,7 @@ fn decode(data: &[u8]) -> (RigConfig, Vec<Op>) {
             5 => Op::Rw { at: iova_of(a % SLOTS) + b * 97, len: u64::from(f) * 61 },
             6 => Op::Start,
             7 => Op::Stop,
-            8 => Op::Get { at: iova_of(a % SLOTS) / PAGE, pages: 1 + b % 63 },
+            8 => Op::Get { at: iova_of(a % SLOTS) / PAGE, pages: if a % SLOTS == BIG_SLOT { 512 << (b & 1) } else { 1 + b % 63 } },
             9 => Op::Detach { b: f & 1 != 0 },
             10 => Op::Attach { b: f & 1 != 0 },
             11 | 12 => Op::Dma { b: f & 1 != 0, nth: u8::try_from(a).unwrap_or(0), off: b * 389, len: 1 + u64::from(f >> 1) * 97, write: f & 0x80 == 0 },

@@ -14,7 +14,7 @@
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use type1::model::diff::{iova_of, rig, rig_with, step, Op, Rig, RigConfig, SLOTS};
+use type1::model::diff::{iova_of, rig, rig_with, step, Op, Rig, RigConfig, BIG_SLOT, SLOTS};
 use type1::Version;
 
 const SZ_4K: u64 = 4096;
@@ -30,7 +30,12 @@ fn op() -> impl Strategy<Value = Op> {
             prop_oneof![7 => Just(3u8), 1 => Just(1u8), 1 => Just(2u8), 1 => 0u8..8],
         )
             .prop_map(|(slot, src, off, pages, flags)| Op::Map { slot, src, off, pages, flags }),
+        // 2 MiB and more at 1 GiB, from 2 MiB-aligned RAM or not: block leaves.
+        1 => (prop_oneof![Just(512u64), Just(513), Just(1024)], prop_oneof![Just(0u64), Just(1), Just(512)])
+            .prop_map(|(pages, off)| Op::Map { slot: BIG_SLOT, src: 0, off, pages, flags: 3 }),
         4 => (page.clone(), 0u64..40, 0u8..8).prop_map(|(at, pages, flags)| Op::Unmap { at, pages, flags }),
+        1 => (prop_oneof![Just(512u64), Just(1024)], 0u8..2)
+            .prop_map(|(pages, flags)| Op::Unmap { at: iova_of(BIG_SLOT) / SZ_4K, pages, flags }),
         3 => (0u8..3, page.clone(), 0u64..6, 1u8..4).prop_map(|(dev, at, n, prot)| Op::Pin { dev, at, n, prot }),
         2 => (0u8..3, page.clone(), 0u64..6).prop_map(|(dev, at, n)| Op::Unpin { dev, at, n }),
         4 => (0..SLOTS, 0u64..20 * SZ_4K, 0u64..12_000)
@@ -41,6 +46,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Stop),
         3 => (0..SLOTS, 1u64..64).prop_map(|(slot, pages)| Op::Get { at: iova_of(slot) / SZ_4K, pages }),
         1 => (page, 1u64..64).prop_map(|(at, pages)| Op::Get { at, pages }),
+        1 => prop_oneof![Just(512u64), Just(1024)]
+            .prop_map(|pages| Op::Get { at: iova_of(BIG_SLOT) / SZ_4K, pages }),
         1 => any::<bool>().prop_map(|b| Op::Detach { b }),
         1 => any::<bool>().prop_map(|b| Op::Attach { b }),
         2 => prop_oneof![Just(1u64), Just(4), Just(9), Just(10), Just(25)].prop_map(|ms| Op::Tick { ms }),

@@ -36,7 +36,9 @@ pub const SCATTERED: u64 = 0x7e00_0000_0000;
 /// 1 MiB, read-only.
 pub const RO: u64 = 0x7d00_0000_0000;
 /// Mapping slots.
-pub const SLOTS: u64 = 26;
+pub const SLOTS: u64 = 27;
+/// The slot for mappings of 2 MiB and more (IOVA 1 GiB), so domains map blocks.
+pub const BIG_SLOT: u64 = 26;
 /// Bytes per slot.
 pub const SLOT: u64 = 16 * SZ_4K;
 /// `dma_entry_limit` of the rig.
@@ -79,7 +81,8 @@ pub fn mem(vaddr: u64, write: bool) -> bool {
 }
 
 /// The IOVA of a slot: mostly low addresses; two slots straddle or follow the MSI window, one
-/// is above group B's aperture, one above every aperture (valid only without IOMMU groups).
+/// is above group B's aperture, one above every aperture (valid only without IOMMU groups), and
+/// [`BIG_SLOT`] is at 1 GiB.
 #[must_use]
 pub fn iova_of(slot: u64) -> u64 {
     match slot {
@@ -87,6 +90,7 @@ pub fn iova_of(slot: u64) -> u64 {
         23 => 0xfef0_0000,
         24 => 1 << 40,
         25 => 1 << 50,
+        BIG_SLOT => 1 << 30,
         s => s * SLOT,
     }
 }
