@@ -21,6 +21,7 @@
 //! | `sysfs` | pci-sysfs attributes and their formats, `iommu_group` and `driver` links, the group's `devices` link, `config`; values equal the config space read through the device fd |
 //! | `fortify` | `__pread_chk`, `__pread64_chk` reach `vfio_pci_rw` with the same answers |
 //! | `mig_v1` | the deprecated v1 migration region in QEMU 7.2's order (`vfio_save_setup`, `vfio_save_buffer`, `vfio_save_complete_precopy`, `vfio_load_buffer`, `vfio_vmstate_change`): region info and TYPE capability, whole-field header access, invalid states EINVAL and unchanged, state restored on 100 → 001, a cut stream EINVAL with the state still 100 (issue 13) |
+//! | `autostart` | the drop-in's `writer=` device option: the writer starts once bus mastering is on and the whole window is mapped, not before either; registers as configured; pages only in the window (issue 13) |
 //! | `mig_log` | `vfio_ioctl_device_feature_logging_start` / `_stop` / `_report`: the report is exactly the pages the device wrote inside the ranges (transfers, one crossing a page, one outside; the autonomous writer's pages from its seed), cleared by the report, at 4 KiB and 2 MiB tracking pages; no ranges, a second START, a bad page size, a REPORT after STOP EINVAL (issue 13) |
 //! | `mig_v2` | `vfio_ioctl_device_feature_migration`, `vfio_ioctl_device_feature_mig_device_state` over every pair of states the system header names (`vfio_mig_get_next_state`: invalid targets EINVAL, state unchanged, the struct copied back), data fds (`vfio_ioct_mig_return_fd`: O_CLOEXEC, direction, ESPIPE, EOF), restore after reset, bad streams EINVAL and named on stderr (issue 13) |
 
@@ -188,4 +189,13 @@ fn v1_region_saves_and_restores_in_qemu_7_2_order_and_refuses_bad_states_and_str
 #[test]
 fn dma_logging_reports_exactly_the_pages_the_device_wrote_at_4k_and_2m() {
     pass("dev_mig_log", &[], &[]);
+}
+
+#[test]
+fn writer_option_starts_the_writer_once_bus_master_is_on_and_the_window_is_mapped() {
+    let env = [(
+        "TYPE1_DEVICES",
+        "0000:00:1f.0@5,writer=0x200000+0x10000,writer-rate=5000,writer-seed=0x77,0000:00:1e.0@6",
+    )];
+    pass("dev_autostart", &[], &env);
 }
