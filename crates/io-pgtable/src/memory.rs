@@ -44,14 +44,18 @@ const SEGMENTS: usize = 40;
 const TABLE_ADDR_LIMIT: u64 = 1 << 48;
 
 /// One segment: `tables` zeroed, granule-aligned tables in one allocation that never moves and
-/// is released only when the arena drops.
+/// is released only when the arena drops. The allocation is `calloc`'d with one granule of
+/// slack for the alignment (an aligned allocation would be zeroed with a `memset`, faulting in
+/// every page of the segment at once; `calloc`'d pages are faulted in as tables are used).
 #[derive(Debug)]
 struct Segment {
-    /// First entry of the first table (provenance exposed: table addresses are its address).
+    /// Start of the allocation.
     ptr: NonNull<AtomicU64>,
     layout: Layout,
+    /// Entry offset of the first (granule-aligned) table in the allocation.
+    first: usize,
     tables: usize,
-    /// Table address of the first table.
+    /// Table address of the first table (its host address, provenance exposed).
     base: u64,
 }
 
@@ -64,31 +68,39 @@ unsafe impl Sync for Segment {}
 impl Segment {
     /// `tables` zeroed tables of `granule` bytes, aligned to `granule`.
     fn new(tables: usize, granule: usize) -> Option<Self> {
-        let size = tables.checked_mul(granule)?;
-        let layout = Layout::from_size_align(size, granule).ok()?;
-        if layout.size() == 0 || granule < std::mem::size_of::<AtomicU64>() {
+        let entry = std::mem::size_of::<AtomicU64>();
+        if granule < entry {
+            return None;
+        }
+        let size = tables.checked_mul(granule)?.checked_add(granule - entry)?;
+        let layout = Layout::from_size_align(size, std::mem::align_of::<AtomicU64>()).ok()?;
+        if layout.size() == 0 {
             return None;
         }
         // SAFETY: the layout has a non-zero size, as `alloc_zeroed` requires.
         let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }.cast::<AtomicU64>())?;
-        let base = ptr.as_ptr().expose_provenance() as u64;
+        let at = ptr.as_ptr().expose_provenance();
+        let first = (at.next_multiple_of(granule) - at) / entry;
+        let base = (at + first * entry) as u64;
         let seg = Segment {
             ptr,
             layout,
+            first,
             tables,
             base,
         };
         // Freed on return (by `Drop`) if it does not fit the descriptors' address field.
-        (base.checked_add(size as u64)? <= TABLE_ADDR_LIMIT).then_some(seg)
+        (base.checked_add((tables * granule) as u64)? <= TABLE_ADDR_LIMIT).then_some(seg)
     }
 
-    /// All entries of the segment.
+    /// The entries of the segment's tables (the alignment slack excluded).
     fn entries(&self) -> &[AtomicU64] {
         let len = self.layout.size() / std::mem::size_of::<AtomicU64>();
         // SAFETY: `ptr` is a live allocation of `layout` (owned by `self`), zero-initialised
         // when made and since accessed only through atomics; all-zero bytes and every later
         // value are valid `AtomicU64`s; the slice borrows `self`, which frees it only on drop.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), len) }
+        let all = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), len) };
+        &all[self.first..]
     }
 }
 
