@@ -262,7 +262,16 @@ impl Container {
     /// The errors of `vfio_dma_do_unmap` in the kernel's order; on any error nothing changed,
     /// except that mappings removed before devices failed to unpin ([`Error::UnmapBusy`]) stay
     /// removed.
+    ///
+    /// A request with GET_DIRTY_BITMAP fails with `EINVAL` ([`Error::InvalidBitmap`]) before
+    /// anything is checked or removed: without a bitmap the dirty pages of the removed
+    /// mappings would be lost.
     pub fn unmap_dma(&self, req: &UnmapDma) -> Result<u64> {
+        if req.flags.contains(UnmapFlags::GET_DIRTY_BITMAP) {
+            return Err(Error::InvalidBitmap {
+                reason: "GET_DIRTY_BITMAP needs a bitmap (Container::unmap_dma_dirty)",
+            });
+        }
         self.unmap_loop(req, None)
     }
 
@@ -433,11 +442,16 @@ impl Container {
     /// pinned by `device` (docs/SEMANTICS.md, "The container").
     ///
     /// # Errors
-    /// `EINVAL` for `npage` 0 or over 512, an unknown device, or a page the device does not
-    /// hold ([`Error::NotPinnedByDevice`]); `EACCES` on v1. Nothing changes on error.
+    /// `EINVAL` for `npage` 0 ([`Error::ZeroSize`]), an unknown device, or a page the device
+    /// does not hold ([`Error::NotPinnedByDevice`]); `E2BIG` over 512 (the kernel's
+    /// `vfio_unpin_pages` WARNs and returns for both counts); `EACCES` on v1. Nothing changes on
+    /// error.
     pub fn unpin_pages(&self, device: DeviceId, iova: u64, npage: u64) -> Result<()> {
         let mut g = self.lock();
-        if npage == 0 || npage > PIN_PAGES_MAX {
+        if npage == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if npage > PIN_PAGES_MAX {
             return Err(Error::TooManyPages { npage });
         }
         let dev = Self::device(&g, device)?;

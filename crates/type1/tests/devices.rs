@@ -145,6 +145,23 @@ fn pin_checks_in_order() {
     );
 }
 
+/// `vfio_unpin_pages` (v6.18) WARNs and does nothing for `npage` 0 or over 512; the typed API
+/// says why: zero pages is `EINVAL` (not "too many pages"), over 512 is `E2BIG` as for a pin.
+#[test]
+fn unpin_of_zero_pages_is_einval_and_of_too_many_is_e2big() {
+    let (h, dev, _) = setup(vec![], V2, None, coop());
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read)).unwrap();
+    assert_eq!(err(h.step(|c| c.unpin_pages(dev, 0, 0))), Error::ZeroSize);
+    assert_eq!(errno(h.step(|c| c.unpin_pages(dev, 0, 513))), E2BIG);
+    assert_eq!(
+        h.c.mappings()[0].device_pinned_pages,
+        1,
+        "nothing was unpinned"
+    );
+    h.step(|c| c.unpin_pages(dev, 0, 1)).unwrap();
+}
+
 #[test]
 fn pins_are_refcounted_and_return_physical_pages() {
     let (h, dev, mdev) = setup(vec![], V2, None, coop());
