@@ -627,19 +627,25 @@ fn check_trace_and_stderr(trace: &[Value], stderr: &str, bars: &[Bar]) -> Result
         field("mapped_bytes"),
         field("locked_pages").saturating_mul(PAGE),
         field("device_pinned_pages"),
+        field("iommu_pinned_pages").saturating_mul(PAGE),
+        field("iommu_reserved_pages").saturating_mul(PAGE),
     );
     // QEMU 7.2 issues no UNMAP at quit: what it mapped and did not unmap is still mapped at
-    // exit; guest RAM and firmware are charged, the BAR mmaps (reserved pfns) are not.
+    // exit; guest RAM and firmware are pinned and charged, the BAR mmaps (reserved pfns) are
+    // mapped without either.
     let want = (
         1,
         live.len() as u64,
         still_mapped,
         live_bytes - live_bar_bytes,
         0,
+        live_bytes - live_bar_bytes,
+        live_bar_bytes,
     );
     if got != want || live_bytes != still_mapped {
         return Err(format!(
-            "exit line (containers, mappings, mapped bytes, locked bytes, device-pinned pages) \
+            "exit line (containers, mappings, mapped bytes, locked bytes, device-pinned pages, \
+             IOMMU-pinned bytes, IOMMU-reserved bytes) \
              {got:#x?}, the trace's MAP/UNMAP say {want:#x?} (mapped {mapped:#x}, unmapped \
              {unmapped:#x}, live {live:x?}): {exit}"
         ));

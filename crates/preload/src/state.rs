@@ -319,6 +319,7 @@ extern "C" fn on_exit() {
             "mappings": maps.len(),
             "mapped_bytes": maps.iter().map(|m| m.size).sum::<u64>(),
             "iommu_pinned_pages": maps.iter().map(|m| m.iommu_pinned_pages).sum::<u64>(),
+            "iommu_reserved_pages": maps.iter().map(|m| m.iommu_reserved_pages).sum::<u64>(),
             "device_pinned_pages": maps.iter().map(|m| m.device_pinned_pages).sum::<u64>(),
             "locked_pages": mm.locked_pages(),
         }));

@@ -42,8 +42,11 @@ pub struct MappingInfo {
     pub vaddr_invalid: bool,
     /// Pages charged for it.
     pub locked_pages: u64,
-    /// Pages pinned for the IOMMU (0 without a domain).
+    /// Pages pinned for the IOMMU (0 without a domain). Reserved pages are not pinned.
     pub iommu_pinned_pages: u64,
+    /// Pages mapped into the IOMMU without a pin: reserved pages of a `VM_PFNMAP`-like area
+    /// (a device BAR mapping), never pinned nor charged (0 without a domain).
+    pub iommu_reserved_pages: u64,
     /// Distinct pages pinned by devices.
     pub device_pinned_pages: u64,
 }
@@ -616,7 +619,18 @@ impl Container {
                         iommu_mapped: d.iommu_mapped,
                         vaddr_invalid: d.vaddr_invalid,
                         locked_pages: d.locked_vm,
-                        iommu_pinned_pages: d.runs.iter().map(|r| r.npages).sum(),
+                        iommu_pinned_pages: d
+                            .runs
+                            .iter()
+                            .filter(|r| !r.reserved)
+                            .map(|r| r.npages)
+                            .sum(),
+                        iommu_reserved_pages: d
+                            .runs
+                            .iter()
+                            .filter(|r| r.reserved)
+                            .map(|r| r.npages)
+                            .sum(),
                         device_pinned_pages: d.pfn_list.len(),
                     })
                     .collect()

@@ -156,6 +156,19 @@ fn locked_memory_limit_is_enomem_with_rollback() {
     // Reserved (PFNMAP) pages are never charged.
     h.map(2 * SZ_1G, BAR, 64 * SZ_4K, RW).unwrap();
     assert_eq!(h.mm.locked_pages(), 64);
+    // ... nor counted as pinned: the snapshot tells pinned and reserved pages apart.
+    let bar =
+        h.c.mappings()
+            .into_iter()
+            .find(|m| m.iova == 2 * SZ_1G)
+            .unwrap();
+    assert_eq!((bar.iommu_pinned_pages, bar.iommu_reserved_pages), (0, 64));
+    let ram =
+        h.c.mappings()
+            .into_iter()
+            .find(|m| m.iova == SZ_1G)
+            .unwrap();
+    assert_eq!((ram.iommu_pinned_pages, ram.iommu_reserved_pages), (4, 0));
 }
 
 /// `dma->lock_cap` in `__account_locked_vm`, v6.18.
