@@ -172,10 +172,13 @@ int main(void)
     }
     CHECK(pthread_join(src, NULL) == 0);
     CHECK(handler_failure == 0);
-    /* At least 200 Hz of the 20 kHz arrived: a loaded 2-core machine coalesces many (pending
-     * signals of one kind merge), and the drop-in defers them while it holds a lock; a
-     * thousand handler runs interleaved with the loop still prove the point. */
-    CHECK(handler_runs >= RUN_SECONDS * 200);
+    /* At least 20 Hz of the 20 kHz arrived: a loaded 2-core machine coalesces most of them
+     * (pending signals of one kind merge; a CI machine running other tests in parallel gave
+     * under 200 Hz), and the drop-in defers them while it holds a lock; a hundred handler runs
+     * interleaved with the loop still prove the point. */
+    if (handler_runs < RUN_SECONDS * 20)
+        fprintf(stderr, "only %d handler runs\n", (int)handler_runs);
+    CHECK(handler_runs >= RUN_SECONDS * 20);
     printf("PASS iterations=%ld signals=%d\n", iterations, (int)handler_runs);
     return 0;
 }
