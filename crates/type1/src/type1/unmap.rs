@@ -1,0 +1,213 @@
+//! `VFIO_IOMMU_UNMAP_DMA` on a [`Type1`] backend: `vfio_dma_do_unmap` (v6.18) pass by pass
+//! (the container drops its lock between passes to notify devices that still pin pages), its
+//! argument checks, the v2 "no bisection" rule shared with GET_BITMAP, and UNMAP|VADDR.
+
+use super::*;
+
+impl Type1 {
+    /// One pass of `vfio_dma_do_unmap` (v6.18). Returns `Done(bytes)` or asks the caller to
+    /// notify devices about a mapping that still holds pins, drop the lock, and call again with
+    /// the same `progress` (the kernel's `goto again`).
+    pub(crate) fn unmap_pass(
+        &mut self,
+        req: &UnmapDma,
+        mut dest: Option<&mut crate::tracking::BitmapDest<'_>>,
+        progress: &mut UnmapProgress,
+    ) -> Result<UnmapStep> {
+        let UnmapDma {
+            iova, size, flags, ..
+        } = *req;
+        let vaddr = flags.contains(UnmapFlags::VADDR);
+        let all = flags.contains(UnmapFlags::ALL);
+        let pgsize = self.min_pgsize();
+        let last = if progress.passes == 0 {
+            self.unmap_checks(req, pgsize)?
+        } else if all {
+            u64::MAX
+        } else {
+            iova + (size - 1)
+        };
+        progress.passes += 1;
+        // The mapping containing `iova`: the v2 check's first half, and the walk's start.
+        let at_start = self.dmas.containing(iova).map(|d| (d.iova, d.last()));
+        if self.version == Version::V2 && !all {
+            if let Err(e) = self.check_bisection_from(iova, last, at_start) {
+                // The kernel's `ret` is already 0 on a retry pass: success with what was done.
+                return if progress.passes > 1 {
+                    Ok(UnmapStep::Done(progress.unmapped))
+                } else {
+                    Err(e)
+                };
+            }
+        }
+        if vaddr {
+            let keys = self.dmas.overlapping_keys(iova, last);
+            return self.invalidate_vaddrs(iova, &keys).map(UnmapStep::Done);
+        }
+        // Walk upwards from the first overlapping mapping, one query per step (the tree
+        // changes as mappings go).
+        let mut next = match at_start {
+            Some((k, _)) => Some(k),
+            None => self.dmas.first_starting_in(iova, last).map(|d| d.iova),
+        };
+        while let Some(key) = next {
+            if self.version == Version::V1 && iova > key {
+                break;
+            }
+            let Some(dma) = self.dmas.get(key) else {
+                break;
+            };
+            let dma_last = dma.last();
+            if !dma.pfn_list.is_empty() {
+                if progress.dma_last == Some(key) {
+                    progress.retries += 1;
+                    if progress.retries > UNMAP_RETRIES {
+                        return Err(Error::UnmapBusy {
+                            iova: dma.iova,
+                            size: dma.size,
+                        });
+                    }
+                } else {
+                    progress.dma_last = Some(key);
+                    progress.retries = 0;
+                }
+                return Ok(UnmapStep::Notify {
+                    iova: dma.iova,
+                    size: dma.size,
+                });
+            }
+            progress.unmapped += match dest.as_deref_mut() {
+                Some(d) if flags.contains(UnmapFlags::GET_DIRTY_BITMAP) => {
+                    self.report_and_remove(key, d)?
+                }
+                _ => self.remove_dma(key).unwrap_or(0),
+            };
+            next = if dma_last >= last {
+                None
+            } else {
+                self.dmas
+                    .first_starting_in(dma_last + 1, last)
+                    .map(|d| d.iova)
+            };
+        }
+        Ok(UnmapStep::Done(progress.unmapped))
+    }
+
+    /// The argument checks of `vfio_dma_do_unmap`, in its order, up to the dirty-bitmap check;
+    /// returns the inclusive end.
+    pub(super) fn unmap_checks(&self, req: &UnmapDma, pgsize: u64) -> Result<u64> {
+        let UnmapDma {
+            iova, size, flags, ..
+        } = *req;
+        if flags.contains(UnmapFlags::VADDR) && !self.emulated.is_empty() {
+            return Err(Error::VaddrWithEmulatedGroups);
+        }
+        if iova & (pgsize - 1) != 0 {
+            return Err(Error::Unaligned {
+                what: "iova",
+                value: iova,
+                align: pgsize,
+            });
+        }
+        let last = if flags.contains(UnmapFlags::ALL) {
+            if iova != 0 || size != 0 {
+                return Err(Error::InvalidFlags {
+                    flags: flags.bits(),
+                });
+            }
+            u64::MAX
+        } else {
+            if size == 0 {
+                return Err(Error::ZeroSize);
+            }
+            if size & (pgsize - 1) != 0 {
+                return Err(Error::Unaligned {
+                    what: "size",
+                    value: size,
+                    align: pgsize,
+                });
+            }
+            iova.checked_add(size - 1)
+                .ok_or(Error::Overflow { start: iova, size })?
+        };
+        if flags.contains(UnmapFlags::GET_DIRTY_BITMAP) {
+            if !self.dirty_tracking {
+                return Err(Error::NotTracking);
+            }
+            if req.bitmap_pgsize != pgsize {
+                return Err(Error::InvalidBitmap {
+                    reason: "pgsize is not the IOMMU minimum page size",
+                });
+            }
+        }
+        Ok(last)
+    }
+
+    /// The v2 bisection check of `vfio_dma_do_unmap`, shared with GET_BITMAP
+    /// (`vfio_iova_dirty_bitmap`).
+    pub(crate) fn check_bisection(&self, iova: u64, last: u64) -> Result<()> {
+        let at_start = self.dmas.containing(iova).map(|d| (d.iova, d.last()));
+        self.check_bisection_from(iova, last, at_start)
+    }
+
+    /// The bisection check given the mapping containing `iova` (start, last), if any.
+    pub(super) fn check_bisection_from(
+        &self,
+        iova: u64,
+        last: u64,
+        at_start: Option<(u64, u64)>,
+    ) -> Result<()> {
+        if let Some((start, end)) = at_start {
+            if start < iova {
+                return Err(Error::Bisects { iova });
+            }
+            // The same mapping also holds `last`: decided without a second query.
+            if end >= last {
+                return if end > last {
+                    Err(Error::Bisects { iova: last + 1 })
+                } else {
+                    Ok(())
+                };
+            }
+        }
+        if let Some(d) = self.dmas.containing(last) {
+            if d.last() > last {
+                return Err(Error::Bisects { iova: last + 1 });
+            }
+        }
+        Ok(())
+    }
+
+    /// UNMAP_DMA|VADDR: invalidate whole mappings, all or nothing.
+    pub(super) fn invalidate_vaddrs(&mut self, iova: u64, keys: &[u64]) -> Result<u64> {
+        let mut done: Vec<u64> = Vec::new();
+        let mut unmapped = 0u64;
+        let mut failure = None;
+        for &key in keys {
+            if self.version == Version::V1 && iova > key {
+                break;
+            }
+            let Some(dma) = self.dmas.get_mut(key) else {
+                continue;
+            };
+            if dma.vaddr_invalid {
+                failure = Some(Error::VaddrAlreadyInvalid { iova: key });
+                break;
+            }
+            dma.vaddr_invalid = true;
+            self.vaddr_invalid_count += 1;
+            unmapped += dma.size;
+            done.push(key);
+        }
+        if let Some(e) = failure {
+            for key in done {
+                if let Some(d) = self.dmas.get_mut(key) {
+                    d.vaddr_invalid = false;
+                    self.vaddr_invalid_count -= 1;
+                }
+            }
+            return Err(e);
+        }
+        Ok(unmapped)
+    }
+}
