@@ -77,13 +77,16 @@ pub enum Fault {
     },
 }
 
+/// The tokens an unmap hands back: usually none or one, held inline.
+pub type Released<T> = smallvec::SmallVec<[T; 1]>;
+
 /// The result of [`Domain::unmap`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unmapped<T> {
     /// Bytes unmapped (stops at the first hole, like `iommu_unmap`).
     pub bytes: u64,
-    /// Tokens whose memory may now be reused.
-    pub released: Vec<T>,
+    /// Tokens whose memory may now be reused (one inline: a strict unmap allocates nothing).
+    pub released: Released<T>,
 }
 
 /// An IOMMU domain. `T` is the token type of memory waiting for an invalidation.
@@ -197,7 +200,7 @@ impl<T> Domain<T> {
                 self.inflight.drain();
                 Unmapped {
                     bytes,
-                    released: vec![token],
+                    released: smallvec::smallvec![token],
                 }
             }
             InvalidationPolicy::Lazy(_) => {
@@ -205,7 +208,10 @@ impl<T> Domain<T> {
                 let bytes = self.table.unmap_dirty(iova, size, Some(&mut g), dirty);
                 let now = self.clock.now();
                 let mut q = self.queue();
-                let mut released = q.poll(now, &|| self.invalidate_all_and_drain());
+                let mut released: Released<T> = q
+                    .poll(now, &|| self.invalidate_all_and_drain())
+                    .into_iter()
+                    .collect();
                 if bytes == 0 {
                     released.push(token);
                 } else {

@@ -52,7 +52,9 @@ pub mod tlb;
 pub use addr::{Iova, PhysAddr};
 pub use cfg::{ConcatRule, Config, Format, Geometry, Granule, Quirks, Registers};
 pub use dirty::DirtyFlags;
-pub use domain::{Domain, DomainConfig, Fault, InvalidationPolicy, Translation, Unmapped};
+pub use domain::{
+    Domain, DomainConfig, Fault, InvalidationPolicy, Released, Translation, Unmapped,
+};
 pub use error::Error;
 pub use iommu::iommu_pgsize;
 pub use memory::{TableArena, POISON_BLOCK, POISON_PA, POISON_PTE};

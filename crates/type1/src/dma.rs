@@ -11,6 +11,10 @@ use std::sync::Arc;
 use crate::mm::{LockCapability, Mm, PinnedRun};
 use crate::pinset::PinSet;
 
+/// The runs of one mapping: a mapping of contiguous memory is one run, held inline (no
+/// allocation per MAP).
+pub type Runs = smallvec::SmallVec<[PinnedRun; 1]>;
+
 /// Device access of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DmaProt {
@@ -43,7 +47,7 @@ pub struct Dma {
     /// another owner: the pages stay pinned where they were pinned).
     pub pinned_by: Arc<Mm>,
     /// Runs pinned for the IOMMU domains, in IOVA order, covering `size`.
-    pub runs: Vec<PinnedRun>,
+    pub runs: Runs,
     /// Pages charged to `mm` on behalf of this mapping (`dma->locked_vm`).
     pub locked_vm: u64,
     /// Pages pinned by devices (`dma->pfn_list`), stored densely ([`PinSet`]).

@@ -22,7 +22,7 @@ use io_pgtable::tlb::{Clock, IotlbConfig};
 use io_pgtable::{Domain, DomainConfig, InvalidationPolicy, Iova, Prot};
 
 use crate::dirty::{self, DirtyMode, DIRTY_BITMAP_PAGES_MAX};
-use crate::dma::{Dma, DmaProt, DmaTree};
+use crate::dma::{Dma, DmaProt, DmaTree, Runs};
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupKind, GroupSpec, IommuDesc, ResvKind};
 use crate::iova_list::IovaList;
@@ -196,12 +196,12 @@ pub struct Info {
 pub(crate) struct PinRelease {
     /// (address space that pinned the runs, owner charged for them)
     owner: Option<(Arc<Mm>, Arc<Mm>)>,
-    runs: Vec<PinnedRun>,
+    runs: Runs,
     pages: u64,
 }
 
 impl PinRelease {
-    fn new(pinned_by: Arc<Mm>, charged: Arc<Mm>, runs: Vec<PinnedRun>, pages: u64) -> Arc<Self> {
+    fn new(pinned_by: Arc<Mm>, charged: Arc<Mm>, runs: Runs, pages: u64) -> Arc<Self> {
         charged.add_pending(pages);
         Arc::new(PinRelease {
             owner: Some((pinned_by, charged)),
@@ -214,7 +214,7 @@ impl PinRelease {
     fn none() -> Arc<Self> {
         Arc::new(PinRelease {
             owner: None,
-            runs: Vec::new(),
+            runs: Runs::new(),
             pages: 0,
         })
     }
@@ -238,7 +238,7 @@ impl Drop for PinRelease {
 struct Replayed {
     iova: u64,
     mapped: u64,
-    fresh: Option<(Vec<PinnedRun>, u64)>,
+    fresh: Option<(Runs, u64)>,
 }
 
 pub(crate) type Token = Arc<PinRelease>;
@@ -447,7 +447,7 @@ impl Type1 {
             vaddr_invalid: false,
             mm: mm.clone(),
             pinned_by: mm.clone(),
-            runs: Vec::new(),
+            runs: Runs::new(),
             locked_vm: 0,
             pfn_list: crate::pinset::PinSet::new(),
             bitmap: None,
@@ -561,7 +561,12 @@ impl Type1 {
             let at = Iova(dma.iova + dma.size);
             for (k, d) in self.domains.iter().enumerate() {
                 if let Err(e) = d.domain.map(at, run.pa, bytes, prot) {
-                    let token = PinRelease::new(dma.mm.clone(), dma.mm.clone(), vec![run], pages);
+                    let token = PinRelease::new(
+                        dma.mm.clone(),
+                        dma.mm.clone(),
+                        smallvec::smallvec![run],
+                        pages,
+                    );
                     for undo in &self.domains[..k] {
                         drop(undo.domain.unmap(at, bytes, token.clone()));
                     }

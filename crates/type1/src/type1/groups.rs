@@ -173,7 +173,7 @@ impl Type1 {
             progress.push(Replayed {
                 iova: dma.iova,
                 mapped: 0,
-                fresh: (!dma.iommu_mapped).then(|| (Vec::new(), 0)),
+                fresh: (!dma.iommu_mapped).then(|| (Runs::new(), 0)),
             });
             let Some(p) = progress.last_mut() else {
                 continue;
