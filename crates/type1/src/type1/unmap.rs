@@ -28,10 +28,16 @@ impl Type1 {
             iova + (size - 1)
         };
         progress.passes += 1;
+        // What the walk needs of a mapping, taken by the search that finds it (no second
+        // lookup): start (its key), last byte, size, and whether devices still pin in it.
+        fn found(d: &Dma) -> (u64, u64, u64, bool) {
+            (d.iova, d.last(), d.size, !d.pfn_list.is_empty())
+        }
         // The mapping containing `iova`: the v2 check's first half, and the walk's start.
-        let at_start = self.dmas.containing(iova).map(|d| (d.iova, d.last()));
+        let at_start = self.dmas.containing(iova).map(found);
         if self.version == Version::V2 && !all {
-            if let Err(e) = self.check_bisection_from(iova, last, at_start) {
+            let span = at_start.map(|(start, end, ..)| (start, end));
+            if let Err(e) = self.check_bisection_from(iova, last, span) {
                 // The kernel's `ret` is already 0 on a retry pass: success with what was done.
                 return if progress.passes > 1 {
                     Ok(UnmapStep::Done(progress.unmapped))
@@ -44,27 +50,23 @@ impl Type1 {
             let keys = self.dmas.overlapping_keys(iova, last);
             return self.invalidate_vaddrs(iova, &keys).map(UnmapStep::Done);
         }
-        // Walk upwards from the first overlapping mapping, one query per step (the tree
+        // Walk upwards from the first overlapping mapping, one search per mapping (the tree
         // changes as mappings go).
         let mut next = match at_start {
-            Some((k, _)) => Some(k),
-            None => self.dmas.first_starting_in(iova, last).map(|d| d.iova),
+            Some(f) => Some(f),
+            None => self.dmas.first_starting_in(iova, last).map(found),
         };
-        while let Some(key) = next {
+        while let Some((key, dma_last, dma_size, pinned)) = next {
             if self.version == Version::V1 && iova > key {
                 break;
             }
-            let Some(dma) = self.dmas.get(key) else {
-                break;
-            };
-            let dma_last = dma.last();
-            if !dma.pfn_list.is_empty() {
+            if pinned {
                 if progress.dma_last == Some(key) {
                     progress.retries += 1;
                     if progress.retries > UNMAP_RETRIES {
                         return Err(Error::UnmapBusy {
-                            iova: dma.iova,
-                            size: dma.size,
+                            iova: key,
+                            size: dma_size,
                         });
                     }
                 } else {
@@ -72,8 +74,8 @@ impl Type1 {
                     progress.retries = 0;
                 }
                 return Ok(UnmapStep::Notify {
-                    iova: dma.iova,
-                    size: dma.size,
+                    iova: key,
+                    size: dma_size,
                 });
             }
             progress.unmapped += match dest.as_deref_mut() {
@@ -85,9 +87,7 @@ impl Type1 {
             next = if dma_last >= last {
                 None
             } else {
-                self.dmas
-                    .first_starting_in(dma_last + 1, last)
-                    .map(|d| d.iova)
+                self.dmas.first_starting_in(dma_last + 1, last).map(found)
             };
         }
         Ok(UnmapStep::Done(progress.unmapped))
