@@ -314,9 +314,9 @@ pub fn group_ioctl(
     g: &Arc<GroupFile>,
     request: u64,
     arg: u64,
+    user: &mut dyn UserMemory,
 ) -> Result<i64, i32> {
     use std::mem::{offset_of, size_of};
-    let mut user = ProcessUserMemory;
     match request {
         uapi::VFIO_GROUP_GET_STATUS => {
             // `vfio_group_ioctl_get_status`: copy_from_user(minsz = offsetofend(flags)), then
@@ -420,7 +420,11 @@ fn strndup_user(addr: u64, max: u64) -> Result<Vec<u8>, i32> {
 }
 
 /// A container fd's ioctl: the engine's byte-level entry.
-pub fn container_ioctl(cf: &ContainerFile, request: u64, arg: u64) -> Result<i64, i32> {
-    cf.c.ioctl(request, arg, &mut ProcessUserMemory)
-        .map_err(|e: Error| e.errno())
+pub fn container_ioctl(
+    cf: &ContainerFile,
+    request: u64,
+    arg: u64,
+    user: &mut dyn UserMemory,
+) -> Result<i64, i32> {
+    cf.c.ioctl(request, arg, user).map_err(|e: Error| e.errno())
 }

@@ -162,6 +162,64 @@ pub(crate) fn direct(addr: u64, len: usize) -> bool {
     end <= hi
 }
 
+/// The address of a local in the calling function's frame: the floor below which
+/// [`StackOrProcess`] never touches memory directly. Inlined, so the local is the caller's.
+#[inline(always)]
+pub(crate) fn frame_floor() -> u64 {
+    let marker = 0u8;
+    std::hint::black_box(std::ptr::addr_of!(marker)) as u64
+}
+
+/// The host program's memory as an ioctl's user memory: a range on this thread's live stack
+/// above `floor` (a local of the interposer the host program called, [`frame_floor`]) and
+/// above our frame ([`direct`]) is loaded or stored directly; any other range goes through
+/// [`type1::ProcessUserMemory`] (`process_vm_readv`/`writev`, or the pipe), where a bad
+/// address is `EFAULT`.
+///
+/// The floor keeps the engine's and the interposer's own frames out of the direct path: the
+/// host program's frames lie above its call into the interposer, so a pointer below the floor
+/// is not one of them (a stale pointer below the program's stack pointer) and takes the copy
+/// path, as every such pointer did before this path existed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StackOrProcess {
+    floor: u64,
+}
+
+impl StackOrProcess {
+    /// User memory for a call entered at `floor` ([`frame_floor`] in the interposer).
+    pub(crate) fn new(floor: u64) -> Self {
+        StackOrProcess { floor }
+    }
+
+    fn on_stack(&self, addr: u64, len: usize) -> bool {
+        addr >= self.floor && direct(addr, len)
+    }
+}
+
+impl type1::UserMemory for StackOrProcess {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        if self.on_stack(addr, buf.len()) {
+            // SAFETY: `[addr, addr + len)` is this thread's live stack above the interposer's
+            // frame (`on_stack`): the host program's own frames, mapped read-write while this
+            // thread runs; no reference of ours points there, and `buf` is our memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len())
+            };
+            return Ok(());
+        }
+        type1::ProcessUserMemory.read(addr, buf)
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64> {
+        if self.on_stack(addr, data.len()) {
+            // SAFETY: as in `read`; the bytes come from our own buffer.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+            return Ok(());
+        }
+        type1::ProcessUserMemory.write(addr, data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@
 //! | `paths` | `walk_component` ENOENT; trailing slash / `O_DIRECTORY` → ENOTDIR; `O_CREAT\|O_EXCL` → EEXIST; `//`, `.`, `..` resolve; PATH_MAX → ENAMETOOLONG; `dcache_readdir`; stdio and dirent over the fake files |
 //! | `vfs` | `do_vfs_ioctl` FIOCLEX/FIONCLEX/FIONBIO/FIOASYNC (no `->fasync` → ENOTTY)/FIOQSIZE; `vfs_read`/`vfs_write`/`vfs_readv` → EINVAL (no `->read`), EBADF for the wrong access mode; `vfs_llseek` → ESPIPE; `do_mmap` → ENODEV |
 //! | `seccomp` | with `process_vm_readv`/`writev` denied (EPERM), the container sequence and the EFAULT rules are unchanged |
+//! | `stack_args` | MAP/UNMAP/GET_INFO structures on the stack and on the heap: copy_from_user, copy_to_user of the write-back, EFAULT for a bad pointer; with every copy path denied, stack structures are still served |
 
 mod common;
 
@@ -139,6 +140,16 @@ fn container_and_group_fds_have_the_vfs_behaviour_of_vfio_files() {
 fn seccomp_denying_process_vm_readv_writev_changes_nothing() {
     let prog = build("adv_seccomp", &[]);
     assert_pass_quiet("adv_seccomp", &run_preloaded(&prog, &[]));
+}
+
+/// `copy_from_user`/`copy_to_user` of the argument structure: one on the caller's stack and
+/// one on the heap give the kernel's results; a bad pointer is `EFAULT`. Under a filter that
+/// leaves no copy path (`process_vm_readv`/`writev`, `pipe`, `pipe2` denied) a heap structure
+/// is `EFAULT` while stack structures are still served: they are read and written directly.
+#[test]
+fn ioctl_structures_on_the_stack_are_served_without_a_copy_and_bad_pointers_still_fault() {
+    let prog = build("adv_stack_args", &[]);
+    assert_pass_quiet("adv_stack_args", &run_preloaded(&prog, &[]));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::{real, serve, Served};
 use crate::fdset::FdSet;
 use crate::files::{self, ContainerFile, File, INHERITED, OURS};
+use crate::stack::StackOrProcess;
 use crate::state::{state, State};
 use crate::trace;
 
@@ -113,12 +114,12 @@ pub(crate) fn check_inherited(fd: c_int) -> Option<c_int> {
     }
 }
 
-fn engine(cf: &ContainerFile, request: u64, arg: u64) -> Served<i64> {
+fn engine(cf: &ContainerFile, request: u64, arg: u64, user: &mut StackOrProcess) -> Served<i64> {
     if cf.failed.load(Ordering::Acquire) {
         return Err(libc::EIO);
     }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        files::container_ioctl(cf, request, arg)
+        files::container_ioctl(cf, request, arg, user)
     })) {
         Ok(r) => r,
         Err(_) => {
@@ -147,20 +148,35 @@ impl vfio_device::ioctl::GroupFds for TableGroups<'_> {
     }
 }
 
-fn driver(s: &State, file: &File, request: u64, arg: u64) -> Served<i64> {
+/// The request on the driver of `file`; `user` is the host program's memory (argument
+/// structures on its stack are read and written directly, [`StackOrProcess`]).
+fn driver(
+    s: &State,
+    file: &File,
+    request: u64,
+    arg: u64,
+    user: &mut StackOrProcess,
+) -> Served<i64> {
     match file {
-        File::Container(cf) => engine(cf, request, arg),
-        File::Group(g) => files::group_ioctl(&s.files, &s.cfg, g, request, arg),
+        File::Container(cf) => engine(cf, request, arg, user),
+        File::Group(g) => files::group_ioctl(&s.files, &s.cfg, g, request, arg, user),
         File::Device(h) => h
             .dev
-            .ioctl(request, arg, &mut type1::ProcessUserMemory, &TableGroups(s))
+            .ioctl(request, arg, user, &TableGroups(s))
             .map_err(|e| e.errno()),
         // Directories and regular sysfs files have no ioctls.
         File::Dir(_) | File::SysFile(_) => Err(libc::ENOTTY),
     }
 }
 
-fn fake_ioctl(s: &State, fd: c_int, file: &File, request: u64, arg: u64) -> Served<c_int> {
+fn fake_ioctl(
+    s: &State,
+    fd: c_int,
+    file: &File,
+    request: u64,
+    arg: u64,
+    user: &mut StackOrProcess,
+) -> Served<c_int> {
     if request == FIOQSIZE && matches!(file, File::Container(_) | File::Group(_) | File::Device(_))
     {
         return Err(libc::ENOTTY);
@@ -174,7 +190,7 @@ fn fake_ioctl(s: &State, fd: c_int, file: &File, request: u64, arg: u64) -> Serv
             trace::decode(request, arg)
         }
     });
-    let r = driver(s, file, request, arg);
+    let r = driver(s, file, request, arg, user);
     if let Some(args) = args {
         let (result, errno) = match r {
             Ok(v) => (v, 0),
@@ -211,10 +227,11 @@ fn fake_ioctl(s: &State, fd: c_int, file: &File, request: u64, arg: u64) -> Serv
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
     let req = request;
     if OURS.contains(fd) && !is_vfs_generic(req) {
+        let mut user = StackOrProcess::new(crate::stack::frame_floor());
         let r = serve(-1, || {
             let s = state()?;
             let file = s.files.get(fd)?;
-            Some(fake_ioctl(s, fd, &file, req, arg as u64))
+            Some(fake_ioctl(s, fd, &file, req, arg as u64, &mut user))
         });
         if let Some(r) = r {
             return r;
