@@ -19,38 +19,7 @@
 
 use std::cell::Cell;
 
-/// `struct procmap_query` (include/uapi/linux/fs.h, v6.11+). The kernel copies `size` bytes
-/// (`copy_struct_from_user`).
-#[repr(C)]
-#[derive(Debug, Default)]
-struct ProcmapQuery {
-    size: u64,
-    query_flags: u64,
-    query_addr: u64,
-    vma_start: u64,
-    vma_end: u64,
-    vma_flags: u64,
-    vma_page_size: u64,
-    vma_offset: u64,
-    inode: u64,
-    dev_major: u32,
-    dev_minor: u32,
-    vma_name_size: u32,
-    build_id_size: u32,
-    vma_name_addr: u64,
-    build_id_addr: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<ProcmapQuery>() == 104);
-
-/// `PROCMAP_QUERY_VMA_READABLE`, `_WRITABLE`, `_SHARED` (`enum procmap_query_flags`).
-const VMA_READABLE: u64 = 0x01;
-const VMA_WRITABLE: u64 = 0x02;
-const VMA_SHARED: u64 = 0x08;
-
-/// `PROCMAP_QUERY = _IOWR('f', 17, struct procmap_query)` (generic ioctl encoding).
-const PROCMAP_QUERY: u64 =
-    (3 << 30) | ((std::mem::size_of::<ProcmapQuery>() as u64) << 16) | ((b'f' as u64) << 8) | 17;
+use type1::mm::procmap::query_raw;
 
 /// Queries per thread (a thread that keeps switching stacks stops asking).
 const MAX_QUERIES: u32 = 8;
@@ -77,22 +46,6 @@ fn thread_pointer() -> u64 {
     tp
 }
 
-/// One `PROCMAP_QUERY` for the area containing `addr`, with its name when it fits `name`
-/// (`None` on any failure, `ENAMETOOLONG` included).
-fn ask(fd: i32, addr: u64, name: &mut [u8]) -> Option<ProcmapQuery> {
-    let mut q = ProcmapQuery {
-        size: std::mem::size_of::<ProcmapQuery>() as u64,
-        query_addr: addr,
-        vma_name_size: u32::try_from(name.len()).ok()?,
-        vma_name_addr: name.as_mut_ptr() as u64,
-        ..ProcmapQuery::default()
-    };
-    // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query` we own and writes at
-    // most `vma_name_size` bytes to `name` (the build-id size is 0). `fd` is ours.
-    let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, PROCMAP_QUERY, &raw mut q) };
-    (r == 0).then_some(q)
-}
-
 /// This thread's stack area containing `addr`, asked of the kernel: the private, anonymous,
 /// read-write area that holds this thread's control block (a thread's own stack block; the
 /// area ends at the control block, below which its stack grows), or the one the kernel names
@@ -111,24 +64,22 @@ fn query(addr: u64) -> Option<(u64, u64)> {
     let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
     let mut name = [0u8; 16];
     // A name too long for the buffer is not "[stack]": ask again without it.
-    let q = ask(fd, addr, &mut name).or_else(|| {
+    let q = query_raw(fd, addr, &mut name).or_else(|_| {
         name = [0; 16];
-        ask(fd, addr, &mut [])
+        query_raw(fd, addr, &mut [])
     });
     // SAFETY: closes the fd opened above.
     unsafe { libc::syscall(libc::SYS_close, fd) };
-    let q = q?;
-    let want = VMA_READABLE | VMA_WRITABLE;
-    let private = q.vma_flags & VMA_SHARED == 0 && q.inode == 0 && q.dev_major == 0;
-    if q.vma_flags & want != want || !private || !(q.vma_start..q.vma_end).contains(&addr) {
+    let q = q.ok()?;
+    let private = !q.shared && q.inode == 0 && q.dev.0 == 0;
+    if !(q.read && q.write && private && (q.start..q.end).contains(&addr)) {
         return None;
     }
     let tp = thread_pointer();
-    if (q.vma_start..q.vma_end).contains(&tp) {
-        return Some((q.vma_start, tp));
+    if (q.start..q.end).contains(&tp) {
+        return Some((q.start, tp));
     }
-    let n = usize::try_from(q.vma_name_size).ok()?;
-    (name.get(..n) == Some(&b"[stack]\0"[..])).then_some((q.vma_start, q.vma_end))
+    (name.get(..q.name_len) == Some(&b"[stack]\0"[..])).then_some((q.start, q.end))
 }
 
 /// True if `[addr, addr + len)` lies on this thread's stack above the caller's frame, so it

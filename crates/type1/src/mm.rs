@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 
 mod gup;
 mod limits;
-mod procmap;
+pub mod procmap;
 
 pub use limits::{process_memlock_limit, FixedLimits, LockLimits, ProcessLimits};
 

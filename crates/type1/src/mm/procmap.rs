@@ -14,7 +14,7 @@
 //!   forgotten (not closed: it is not ours any more) and a new one opened. `/proc/<pid>/maps`
 //!   inodes are per process, so no other file matches.
 //!
-//! Older kernels answer `ENOTTY`: [`Answer::Unsupported`], and the caller reads the text file.
+//! Older kernels answer `ENOTTY`: `Answer::Unsupported`, and the caller reads the text file.
 //! Addresses are byte addresses; areas are `[start, end)`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,7 +61,6 @@ const fn ioc_readwrite(ty: u8, nr: u8, size: usize) -> u64 {
 
 /// `PATH_MAX`: the kernel never writes a longer name (it fails with `ENAMETOOLONG` instead).
 const NAME_MAX: usize = 4096;
-const NAME_MAX_U32: u32 = 4096;
 
 /// A name buffer for [`query`].
 #[derive(Debug)]
@@ -169,31 +168,79 @@ pub(crate) fn query(addr: u64, name: &mut NameBuf) -> Answer<'_> {
     query_fd(fd, addr, name)
 }
 
-/// [`query`] on a verified fd (several queries of one pin share one check).
-pub(crate) fn query_fd(fd: i32, addr: u64, name: &mut NameBuf) -> Answer<'_> {
+/// One area as `PROCMAP_QUERY` describes it (the fields the pin rules and the drop-in's stack
+/// check read). Addresses are `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawArea {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// `VM_READ`.
+    pub read: bool,
+    /// `VM_WRITE`.
+    pub write: bool,
+    /// `VM_MAYSHARE`.
+    pub shared: bool,
+    /// The backing file's device (major, minor); `(0, 0)` for anonymous memory.
+    pub dev: (u32, u32),
+    /// The backing file's inode; 0 for anonymous memory.
+    pub inode: u64,
+    /// Bytes of the name written to the caller's buffer, its NUL included; 0: no name.
+    pub name_len: usize,
+}
+
+/// One `PROCMAP_QUERY` on `fd` (an fd of `/proc/self/maps` the caller owns) for the area
+/// containing `addr`, its name written into `name` (an empty `name` asks for none).
+/// Async-signal-safe: one raw system call, no allocation, no lock.
+///
+/// # Errors
+/// The ioctl's errno: `ENOENT` if no area contains `addr`, `ENAMETOOLONG` if the name does not
+/// fit `name`, `ENOTTY` before Linux 6.11.
+pub fn query_raw(fd: i32, addr: u64, name: &mut [u8]) -> Result<RawArea, i32> {
     let mut q = ProcmapQuery {
         size: std::mem::size_of::<ProcmapQuery>() as u64,
         query_addr: addr,
-        vma_name_size: NAME_MAX_U32,
-        vma_name_addr: name.0.as_mut_ptr() as u64,
+        vma_name_size: u32::try_from(name.len()).map_err(|_| libc::EINVAL)?,
+        vma_name_addr: if name.is_empty() {
+            0
+        } else {
+            name.as_mut_ptr() as u64
+        },
         ..ProcmapQuery::default()
     };
     // SAFETY: `q` is a valid `procmap_query` the kernel reads and writes back; its name pointer
-    // is our exclusively borrowed NAME_MAX-byte buffer, which the kernel writes at most
-    // `vma_name_size` bytes of.
+    // is the caller's exclusively borrowed buffer, of which the kernel writes at most
+    // `vma_name_size` bytes (the build-id size is 0).
     let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, PROCMAP_QUERY, &raw mut q) };
     if r != 0 {
-        return match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ENOENT) => Answer::Unmapped,
-            _ => Answer::Unsupported,
-        };
+        // SAFETY: reads this thread's errno, just set by the failed call.
+        return Err(unsafe { *libc::__errno_location() });
     }
-    if q.vma_start > addr || addr >= q.vma_end {
+    Ok(RawArea {
+        start: q.vma_start,
+        end: q.vma_end,
+        read: q.vma_flags & VMA_READABLE != 0,
+        write: q.vma_flags & VMA_WRITABLE != 0,
+        shared: q.vma_flags & VMA_SHARED != 0,
+        dev: (q.dev_major, q.dev_minor),
+        inode: q.inode,
+        name_len: usize::try_from(q.vma_name_size).map_or(name.len(), |n| n.min(name.len())),
+    })
+}
+
+/// [`query`] on a verified fd (several queries of one pin share one check).
+pub(crate) fn query_fd(fd: i32, addr: u64, name: &mut NameBuf) -> Answer<'_> {
+    let q = match query_raw(fd, addr, &mut name.0[..]) {
+        Ok(q) => q,
+        Err(libc::ENOENT) => return Answer::Unmapped,
+        Err(_) => return Answer::Unsupported,
+    };
+    if q.start > addr || addr >= q.end {
         return Answer::Unsupported;
     }
-    // The kernel counts the terminating NUL in `vma_name_size`; 0 means no name.
-    let len = usize::try_from(q.vma_name_size).map_or(NAME_MAX, |n| n.min(NAME_MAX));
-    let raw = &name.0[..len];
+    // The kernel counts the terminating NUL in the name's size; 0 means no name.
+    let raw = &name.0[..q.name_len];
     let raw = raw.split(|&b| b == 0).next().unwrap_or(&[]);
     let Ok(path) = std::str::from_utf8(raw) else {
         // A non-UTF-8 file name: classified as an ordinary file by the text path too (lossy
@@ -201,12 +248,12 @@ pub(crate) fn query_fd(fd: i32, addr: u64, name: &mut NameBuf) -> Answer<'_> {
         return Answer::Unsupported;
     };
     Answer::Area(MapsLine {
-        start: q.vma_start,
-        end: q.vma_end,
-        read: q.vma_flags & VMA_READABLE != 0,
-        write: q.vma_flags & VMA_WRITABLE != 0,
-        shared: q.vma_flags & VMA_SHARED != 0,
-        dev: (q.dev_major, q.dev_minor),
+        start: q.start,
+        end: q.end,
+        read: q.read,
+        write: q.write,
+        shared: q.shared,
+        dev: q.dev,
         inode: q.inode,
         path,
     })
