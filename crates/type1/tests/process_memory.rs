@@ -47,9 +47,12 @@ impl Drop for Area {
     }
 }
 
-/// A file of `pages` pages created in `dir` (removed at once; the fd keeps it).
+/// A file of `pages` pages created in `dir` (removed at once; the fd keeps it). Each call gets
+/// its own name: tests run in parallel threads of one process.
 fn file_in(dir: &Path, pages: u64) -> OwnedFd {
-    let path = dir.join(format!("type1-pm-{}-{pages}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("type1-pm-{}-{n}-{pages}", std::process::id()));
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
