@@ -9,18 +9,15 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::api::{Info, MapDma, UnmapDma, UnmapFlags, Version, PIN_PAGES_MAX};
+use crate::config::{ContainerConfig, FaultPlan};
 use crate::device::{DeviceEntry, DeviceId, DmaUnmapHandler, PinProt, RwDirection};
 use crate::engine::DmaEngine;
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupSpec};
-use crate::ioctl::{UserBuffer, UserMemory};
 use crate::mm::Mm;
-use crate::pin::PIN_PAGES_MAX;
-use crate::tracking::BitmapDest;
-use crate::type1::{
-    ContainerConfig, FaultPlan, Info, MapDma, Type1, UnmapDma, UnmapFlags, UnmapProgress,
-    UnmapStep, Version,
-};
+use crate::type1::{BitmapDest, Type1, UnmapProgress, UnmapStep};
+use crate::uaccess::{UserBuffer, UserMemory};
 use crate::uapi::raw;
 
 /// One mapping as seen from outside (for inspection and tests).
@@ -302,8 +299,8 @@ impl Container {
             reason: "bitmap size does not fit the range",
         };
         let npages = size.checked_shr(pgsize.trailing_zeros()).unwrap_or(0);
-        let bytes = crate::ioctl::dirty_bitmap_bytes(npages);
-        if npages == 0 || bytes > crate::type1::DIRTY_BITMAP_SIZE_MAX {
+        let bytes = crate::dirty::dirty_bitmap_bytes(npages);
+        if npages == 0 || bytes > crate::api::DIRTY_BITMAP_SIZE_MAX {
             return Err(bad);
         }
         let base = 0x1000;

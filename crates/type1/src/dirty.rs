@@ -9,7 +9,7 @@
 //! buffer is cleared whole after a report, so no shifted-out bit can leak into a later report.
 
 use crate::error::{Error, Result};
-use crate::ioctl::UserMemory;
+use crate::uaccess::UserMemory;
 
 /// How dirty pages of IOMMU-backed groups are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +26,12 @@ pub enum DirtyMode {
 
 /// Maximum pages a mapping may have to get a bitmap (`DIRTY_BITMAP_PAGES_MAX` = `INT_MAX`).
 pub const DIRTY_BITMAP_PAGES_MAX: u64 = i32::MAX as u64;
+
+/// `DIRTY_BITMAP_BYTES(n)`: `ALIGN(n, 64) / 8`.
+#[must_use]
+pub fn dirty_bitmap_bytes(npages: u64) -> u64 {
+    npages.div_ceil(64) * 8
+}
 
 /// Allocates a zeroed bitmap of `nbits` bits.
 ///
@@ -165,7 +171,7 @@ pub(crate) fn report_or(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ioctl::UserBuffer;
+    use crate::uaccess::UserBuffer;
 
     fn words(u: &UserBuffer) -> Vec<u64> {
         u.bytes

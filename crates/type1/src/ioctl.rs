@@ -7,111 +7,12 @@
 //! `vfio_iommu_type1_map_dma`, `vfio_iommu_type1_unmap_dma`, `vfio_iommu_type1_dirty_pages`,
 //! v6.18), and then calls the same typed operation a library user calls.
 
+use crate::api::{Info, MapDma, MapFlags, UnmapDma, UnmapFlags, Version, DIRTY_BITMAP_SIZE_MAX};
 use crate::container::Container;
+use crate::dirty::dirty_bitmap_bytes;
 use crate::error::{Error, Result};
-use crate::type1::{MapDma, MapFlags, UnmapDma, UnmapFlags, DIRTY_BITMAP_SIZE_MAX};
+use crate::uaccess::{access_ok, UserMemory};
 use crate::uapi::{self, get_u32, get_u64, off, put_u16, put_u32, put_u64, raw};
-
-/// x86-64 `TASK_SIZE_MAX`: the end of user address space, as `access_ok` sees it.
-pub const TASK_SIZE_MAX: u64 = (1 << 47) - 4096;
-
-/// User memory as the kernel reaches it.
-pub trait UserMemory {
-    /// `copy_from_user`: fills `buf` from `addr`.
-    ///
-    /// # Errors
-    /// `Err(addr)` of the first byte that cannot be read.
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64>;
-
-    /// `copy_to_user`: writes `data` at `addr`.
-    ///
-    /// # Errors
-    /// `Err(addr)` of the first byte that cannot be written.
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64>;
-}
-
-/// `access_ok(addr, size)` on x86-64.
-#[must_use]
-pub fn access_ok(addr: u64, size: u64) -> bool {
-    size <= TASK_SIZE_MAX && addr <= TASK_SIZE_MAX - size
-}
-
-/// A window of user memory `[base, base + len)` backed by a buffer: for tests and for callers
-/// that hold the argument in Rust memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserBuffer {
-    /// User address of the first byte.
-    pub base: u64,
-    /// Contents.
-    pub bytes: Vec<u8>,
-}
-
-impl UserBuffer {
-    /// A zeroed window of `len` bytes at `base`.
-    #[must_use]
-    pub fn new(base: u64, len: usize) -> Self {
-        UserBuffer {
-            base,
-            bytes: vec![0; len],
-        }
-    }
-
-    fn range(&self, addr: u64, len: usize) -> Result<std::ops::Range<usize>, u64> {
-        let start = addr.checked_sub(self.base).ok_or(addr)?;
-        let start = usize::try_from(start).map_err(|_| addr)?;
-        let end = start.checked_add(len).ok_or(addr)?;
-        if end > self.bytes.len() {
-            let first_bad = self.base + self.bytes.len() as u64;
-            return Err(first_bad.max(addr));
-        }
-        Ok(start..end)
-    }
-}
-
-impl UserMemory for UserBuffer {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
-        let r = self.range(addr, buf.len())?;
-        buf.copy_from_slice(&self.bytes[r]);
-        Ok(())
-    }
-
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64> {
-        let r = self.range(addr, data.len())?;
-        self.bytes[r].copy_from_slice(data);
-        Ok(())
-    }
-}
-
-/// This process's own memory as the ioctl's user memory: what an `LD_PRELOAD` drop-in passes,
-/// so a bad pointer from the host program is `EFAULT`, never a crash.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProcessUserMemory;
-
-impl UserMemory for ProcessUserMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
-        if !access_ok(addr, buf.len() as u64) {
-            return Err(addr);
-        }
-        crate::mm::process_vm(
-            addr,
-            buf.as_mut_ptr(),
-            buf.len(),
-            crate::mm::Direction::Read,
-        )
-    }
-
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64> {
-        if !access_ok(addr, data.len() as u64) {
-            return Err(addr);
-        }
-        crate::mm::process_vm(
-            addr,
-            data.as_ptr().cast_mut(),
-            data.len(),
-            crate::mm::Direction::Write,
-        )
-    }
-}
 
 fn copy_from(user: &dyn UserMemory, addr: u64, buf: &mut [u8]) -> Result<()> {
     user.read(addr, buf)
@@ -126,12 +27,6 @@ fn copy_to(user: &mut dyn UserMemory, addr: u64, data: &[u8]) -> Result<()> {
 /// A length as a `u32` field, saturating (buffers here are far below 4 GiB).
 fn u32_of(x: usize) -> u32 {
     u32::try_from(x).unwrap_or(u32::MAX)
-}
-
-/// `DIRTY_BITMAP_BYTES(n)`: `ALIGN(n, 64) / 8`.
-#[must_use]
-pub fn dirty_bitmap_bytes(npages: u64) -> u64 {
-    npages.div_ceil(64) * 8
 }
 
 /// `verify_bitmap_size`.
@@ -311,7 +206,7 @@ impl Container {
 impl Container {
     /// `vfio_iommu_type1_dirty_pages` (v6.18).
     fn ioctl_dirty(&self, arg: u64, user: &mut dyn UserMemory) -> Result<()> {
-        if self.version() != Some(crate::type1::Version::V2) {
+        if self.version() != Some(Version::V2) {
             return Err(Error::NotV2);
         }
         let mut b = [0u8; uapi::DIRTY_MINSZ as usize];
@@ -361,7 +256,7 @@ impl Container {
 /// The GET_INFO capability chain in the v6.6+ layout: MIGRATION, DMA_AVAIL (padded to 8),
 /// IOVA_RANGE (if any ranges); `next` offsets count from the start of the info buffer.
 #[must_use]
-pub fn build_caps(info: &crate::type1::Info) -> Vec<u8> {
+pub fn build_caps(info: &Info) -> Vec<u8> {
     let base = uapi::INFO_SIZE as usize;
     let mig = uapi::CAP_MIGRATION_SIZE as usize;
     let avail = (uapi::CAP_DMA_AVAIL_SIZE as usize).next_multiple_of(8);

@@ -13,6 +13,27 @@
 //! - [`group`]: group and IOMMU-domain descriptions (aperture, reserved regions, MSI);
 //! - [`Error`]: one variant per failure, with the kernel errno.
 //!
+//! # Layers
+//!
+//! Modules depend one way only, each on modules of lower rows (and within a row on none of its
+//! row, except where noted); nothing imports the ioctl byte layer back:
+//!
+//! ```text
+//! 8  ioctl                 request numbers and argument bytes -> the typed API
+//! 7  Container             one lock, groups, devices, the typed API
+//! 6  engine                DMA of IOMMU-backed devices through a domain
+//! 5  type1 (Type1)         the backend: MAP/UNMAP, domains, device pins, dirty tracking, invariants
+//! 4  dma                   one mapping and the mapping tree
+//! 3  pinset, dirty, config device pins of one mapping; dirty bitmaps; container options
+//! 2  api, mm, uaccess,     typed vocabulary; address spaces and locked-memory accounting;
+//!    group, device,        copy_from_user/copy_to_user; group, device and IOVA-list
+//!    iova_list             descriptions
+//! 1  uapi, usercopy, error UAPI constants and layouts; copies of this process's memory; errors
+//! ```
+//!
+//! (`pinset` uses `device` and `mm`; `config` uses `dirty` for its mode.) The reference model
+//! (`model`, feature `test-support`) sits above everything and is imported by tests only.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use type1::mm::{FakeMemory, LockCapability, Mm};
@@ -35,6 +56,8 @@
 
 #![warn(missing_docs)]
 
+mod api;
+mod config;
 mod container;
 pub mod device;
 pub mod dirty;
@@ -47,10 +70,9 @@ pub mod iova_list;
 pub mod mm;
 #[cfg(feature = "test-support")]
 pub mod model;
-mod pin;
 pub mod pinset;
-mod tracking;
 mod type1;
+mod uaccess;
 pub mod uapi;
 pub mod usercopy;
 
@@ -64,17 +86,16 @@ const _: () = assert!(usize::BITS == 64, "type1 supports 64-bit targets only");
 pub(crate) const fn to_usize(v: u64) -> usize {
     v as usize
 }
+pub use api::{
+    Info, MapDma, MapFlags, UnmapDma, UnmapFlags, Version, DEFAULT_DMA_ENTRY_LIMIT,
+    DIRTY_BITMAP_SIZE_MAX, PAGE_MASK, PAGE_SIZE, PIN_PAGES_MAX, UNMAP_RETRIES,
+};
+pub use config::{ContainerConfig, FaultPlan, Interrupts};
 pub use device::{DeviceId, DmaUnmapHandler, PinProt, RwDirection};
+pub use dirty::dirty_bitmap_bytes;
 pub use dirty::DirtyMode;
 pub use engine::{DmaEngine, DmaError};
 pub use error::{Error, Result};
 pub use group::{GroupId, GroupKind, GroupSpec, IommuDesc};
-pub use ioctl::{
-    access_ok, build_caps, dirty_bitmap_bytes, BitmapArg, ProcessUserMemory, UserBuffer,
-    UserMemory, TASK_SIZE_MAX,
-};
-pub use pin::PIN_PAGES_MAX;
-pub use type1::{
-    ContainerConfig, FaultPlan, Info, Interrupts, MapDma, MapFlags, UnmapDma, UnmapFlags, Version,
-    DEFAULT_DMA_ENTRY_LIMIT, DIRTY_BITMAP_SIZE_MAX, PAGE_MASK, PAGE_SIZE, UNMAP_RETRIES,
-};
+pub use ioctl::{build_caps, BitmapArg};
+pub use uaccess::{access_ok, ProcessUserMemory, UserBuffer, UserMemory, TASK_SIZE_MAX};

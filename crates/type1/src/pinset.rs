@@ -16,9 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::api::PAGE_SIZE;
 use crate::device::DeviceId;
 use crate::mm::Mm;
-use crate::type1::PAGE_SIZE;
 
 /// IOVA pages per chunk (one bit each in the chunk's presence word).
 pub const CHUNK_PAGES: u64 = 64;

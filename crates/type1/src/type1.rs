@@ -18,7 +18,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use io_pgtable::tlb::{Clock, IotlbConfig};
 use io_pgtable::{Domain, DomainConfig, InvalidationPolicy, Iova, Prot};
 
 use crate::dirty::{self, DirtyMode, DIRTY_BITMAP_PAGES_MAX};
@@ -29,134 +28,19 @@ use crate::iova_list::IovaList;
 use crate::mm::{Mm, PinAccess, PinnedRun};
 use crate::uapi::raw;
 
+pub(crate) use crate::api::{
+    Info, MapDma, MapFlags, UnmapDma, UnmapFlags, Version, DIRTY_BITMAP_SIZE_MAX, PAGE_MASK,
+    PAGE_SIZE, UNMAP_RETRIES,
+};
+pub(crate) use crate::config::{ContainerConfig, FaultPlan, Interrupts};
+
 mod groups;
 mod invariants;
+mod pin;
+mod tracking;
 mod unmap;
 
-/// The kernel's `PAGE_SIZE`.
-pub const PAGE_SIZE: u64 = 4096;
-/// `PAGE_MASK`.
-pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
-/// `DIRTY_BITMAP_SIZE_MAX`: 256 MiB, reported as `max_dirty_bitmap_size`.
-pub const DIRTY_BITMAP_SIZE_MAX: u64 = 1 << 28;
-/// Default `dma_entry_limit` (`U16_MAX`).
-pub const DEFAULT_DMA_ENTRY_LIMIT: u32 = 65535;
-
-/// The container's IOMMU type (`VFIO_TYPE1_IOMMU` or `VFIO_TYPE1v2_IOMMU`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    /// Type 1: inexact unmaps allowed (the `!iommu->v2` break in `vfio_dma_do_unmap`), no pinning
-    /// or dirty tracking.
-    V1,
-    /// Type 1 v2: exact unmaps.
-    V2,
-}
-
-/// Whether groups without isolated MSI may attach (`allow_unsafe_interrupts`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Interrupts {
-    /// Refuse them with `EPERM` (the kernel default).
-    #[default]
-    RequireIsolated,
-    /// Accept them.
-    AllowUnsafe,
-}
-
-/// Allocation failures to inject, for fault-injection tests: after `n` more successful
-/// allocations of that kind, every further one fails (`ENOMEM`). `None`: no injection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FaultPlan {
-    /// Page-table pages, per IOMMU domain (existing domains and every domain created later).
-    pub tables: Option<u64>,
-    /// Dirty bitmaps.
-    pub bitmaps: Option<u64>,
-}
-
-/// Container options (module parameters and our extensions).
-#[derive(Debug, Clone)]
-pub struct ContainerConfig {
-    /// `dma_entry_limit`, read once when the container's IOMMU is set.
-    pub dma_entry_limit: u32,
-    /// `allow_unsafe_interrupts`.
-    pub interrupts: Interrupts,
-    /// IOTLB invalidation of every domain (strict, as VFIO does, or lazy).
-    pub invalidation: InvalidationPolicy,
-    /// IOTLB sizing of every domain.
-    pub iotlb: IotlbConfig,
-    /// Time source of lazy flush queues.
-    pub clock: Arc<dyn Clock>,
-    /// How IOMMU-backed groups' dirty pages are reported.
-    pub dirty_mode: DirtyMode,
-}
-
-impl Default for ContainerConfig {
-    fn default() -> Self {
-        ContainerConfig {
-            dma_entry_limit: DEFAULT_DMA_ENTRY_LIMIT,
-            interrupts: Interrupts::default(),
-            invalidation: InvalidationPolicy::Strict,
-            iotlb: IotlbConfig::default(),
-            clock: Arc::new(io_pgtable::tlb::SystemClock::default()),
-            dirty_mode: DirtyMode::KernelExact,
-        }
-    }
-}
-
-bitflags::bitflags! {
-    /// `VFIO_DMA_MAP_FLAG_*`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub struct MapFlags: u32 {
-        /// The device may read.
-        const READ = raw::VFIO_DMA_MAP_FLAG_READ;
-        /// The device may write.
-        const WRITE = raw::VFIO_DMA_MAP_FLAG_WRITE;
-        /// Update the vaddr of an invalidated mapping.
-        const VADDR = raw::VFIO_DMA_MAP_FLAG_VADDR;
-    }
-}
-
-bitflags::bitflags! {
-    /// `VFIO_DMA_UNMAP_FLAG_*`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub struct UnmapFlags: u32 {
-        /// Return the dirty bitmap of the unmapped range.
-        const GET_DIRTY_BITMAP = raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
-        /// Unmap everything (iova and size must be 0).
-        const ALL = raw::VFIO_DMA_UNMAP_FLAG_ALL;
-        /// Invalidate the vaddr instead of unmapping.
-        const VADDR = raw::VFIO_DMA_UNMAP_FLAG_VADDR;
-    }
-}
-
-/// A MAP_DMA request (after the ioctl wrapper's argsz and flag-mask checks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MapDma {
-    /// User address.
-    pub vaddr: u64,
-    /// IOVA.
-    pub iova: u64,
-    /// Bytes.
-    pub size: u64,
-    /// Flags.
-    pub flags: MapFlags,
-}
-
-/// An UNMAP_DMA request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnmapDma {
-    /// IOVA (0 with ALL).
-    pub iova: u64,
-    /// Bytes (0 with ALL).
-    pub size: u64,
-    /// Flags.
-    pub flags: UnmapFlags,
-    /// Page size of the requested dirty bitmap (with GET_DIRTY_BITMAP).
-    pub bitmap_pgsize: u64,
-}
-
-/// How many times the unmap loop notifies devices about one mapping before giving up (the
-/// kernel's `BUG_ON(++retries > 10)`: 11 notifications).
-pub const UNMAP_RETRIES: u32 = 10;
+pub(crate) use tracking::BitmapDest;
 
 /// State carried across the passes of one unmap.
 #[derive(Debug, Default)]
@@ -174,21 +58,6 @@ pub(crate) enum UnmapStep {
     Done(u64),
     /// Notify every device that `[iova, iova + size)` is going away, then run another pass.
     Notify { iova: u64, size: u64 },
-}
-
-/// What GET_INFO reports (`vfio_iommu_type1_get_info`, v6.18).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Info {
-    /// `iova_pgsizes`.
-    pub iova_pgsizes: u64,
-    /// MIGRATION cap: the single dirty-bitmap page size.
-    pub migration_pgsize: u64,
-    /// MIGRATION cap: `max_dirty_bitmap_size`.
-    pub max_dirty_bitmap_size: u64,
-    /// DMA_AVAIL cap.
-    pub dma_avail: u32,
-    /// IOVA_RANGE cap (absent when empty), inclusive ranges.
-    pub iova_ranges: Vec<(u64, u64)>,
 }
 
 /// Pins waiting for every domain to release them: unpinned and uncharged when dropped.
@@ -657,7 +526,7 @@ impl Type1 {
     fn release_device_pins(&self, dma: &mut Dma) {
         let accounted = !dma.iommu_mapped;
         for r in dma.pfn_list.drain() {
-            crate::pin::return_pin(dma, &r, accounted);
+            pin::return_pin(dma, &r, accounted);
         }
     }
 

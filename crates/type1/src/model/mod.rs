@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::type1::Version;
+use crate::api::Version;
 
 pub mod diff;
 

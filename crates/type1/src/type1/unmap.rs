@@ -11,7 +11,7 @@ impl Type1 {
     pub(crate) fn unmap_pass(
         &mut self,
         req: &UnmapDma,
-        mut dest: Option<&mut crate::tracking::BitmapDest<'_>>,
+        mut dest: Option<&mut BitmapDest<'_>>,
         progress: &mut UnmapProgress,
     ) -> Result<UnmapStep> {
         let UnmapDma {

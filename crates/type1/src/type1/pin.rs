@@ -10,13 +10,13 @@
 //! - an `iova` not aligned to `PAGE_SIZE` is refused (the kernel keys pins by the raw address);
 //! - dirty bits of a pin are set only once the whole call succeeds.
 
+use super::{Type1, Version, PAGE_SIZE};
 use crate::device::{DeviceEntry, DeviceId, PinProt, RwDirection};
 use crate::dirty;
 use crate::dma::Dma;
 use crate::error::{Error, Result};
 use crate::mm::{PinAccess, PinnedRun};
 use crate::pinset::Released;
-use crate::type1::{Type1, Version, PAGE_SIZE};
 
 /// Returns a page whose last device pin went to the address space that pinned it, and uncharges
 /// it if device pins of `dma` are accounted (no IOMMU domain: `do_accounting` in
@@ -32,9 +32,6 @@ pub(crate) fn return_pin(dma: &mut Dma, r: &Released, accounting: bool) {
         dma.locked_vm -= 1;
     }
 }
-
-/// `VFIO_PIN_PAGES_MAX_ENTRIES`.
-pub const PIN_PAGES_MAX: u64 = PAGE_SIZE / 8;
 
 impl Type1 {
     /// `vfio_iommu_type1_pin_pages` after the core's checks. Returns the physical page of each

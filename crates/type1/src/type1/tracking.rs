@@ -7,11 +7,11 @@
 //! or (kernel-exact mode) its mapping is IOMMU-mapped while an IOMMU-backed group has never
 //! pinned; or (precise mode) a device wrote it through the page table (hardware dirty bits).
 
+use super::{mark_range, Type1, Version};
 use crate::dirty::{self, DirtyMode};
 use crate::dma::Dma;
 use crate::error::{Error, Result};
-use crate::ioctl::UserMemory;
-use crate::type1::{mark_range, Type1, Version};
+use crate::uaccess::UserMemory;
 
 /// Where a report goes: the user bitmap at `data`, whose bit 0 is `base`.
 pub(crate) struct BitmapDest<'a> {
