@@ -131,6 +131,8 @@ pub struct Config {
     pub concat: ConcatRule,
     /// Most non-root table pages this table may ever hold at once (bounds memory; `ENOMEM` past it).
     pub max_tables: u64,
+    /// Where table memory comes from: the heap, or 2 MiB-aligned transparent huge pages.
+    pub table_memory: crate::memory::TableMemory,
 }
 
 impl Config {
@@ -147,6 +149,7 @@ impl Config {
             cpu_page_size: SZ_4K,
             concat: ConcatRule::Mandatory,
             max_tables: 1 << 24,
+            table_memory: crate::memory::TableMemory::Heap,
         }
     }
 

@@ -57,7 +57,7 @@ pub use domain::{
 };
 pub use error::Error;
 pub use iommu::iommu_pgsize;
-pub use memory::{TableArena, POISON_BLOCK, POISON_PA, POISON_PTE};
+pub use memory::{TableArena, TableMemory, POISON_BLOCK, POISON_PA, POISON_PTE};
 pub use prot::{Access, Prot};
 pub use table::{DirtySink, IoPageTable, Stats, WalkData};
 pub use tlb::{FlushOps, FlushQueue, FlushQueueConfig, Gather, Iotlb, IotlbConfig};

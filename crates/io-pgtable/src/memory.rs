@@ -8,7 +8,8 @@
 //! the hardware's (and the kernel's `__va(iopte_to_paddr(pte))`).
 //!
 //! Memory is grown in segments that are never moved or released before the arena is dropped:
-//! segment `k` holds `2^k` tables. A freed table is filled with poison (never a table
+//! segment `k` holds `u * 2^k` tables, `u` being one table on the heap ([`TableMemory::Heap`])
+//! and 2 MiB of tables with [`TableMemory::HugePages`]. A freed table is filled with poison (never a table
 //! descriptor, so nothing is ever followed out of it) and goes on a free list; it is zeroed when
 //! reused. So a table address, once handed out, names valid memory for the arena's whole life:
 //! a walker that raced with a free reads poison or a reused table, never freed memory. Whether
@@ -18,6 +19,13 @@
 //!
 //! Concurrency: allocation, free and the statistics take one mutex; [`TableArena::table`] and
 //! the walkers' table access take none.
+//!
+//! With [`TableMemory::HugePages`] each segment is its own 2 MiB-aligned anonymous mapping with
+//! `madvise(MADV_HUGEPAGE)`, so the kernel backs it with transparent huge pages (when THP is
+//! enabled, `always` or `madvise`): a walk over many tables then misses the TLB once per 2 MiB
+//! of tables instead of once per table. This is how the kernel's own tables are reached
+//! (allocated from the page allocator and used through the linear map, which is mapped with
+//! 1G/2M pages). The price is memory: the first table of a segment faults in 2 MiB.
 //!
 //! The arena bounds memory (`max_tables`) and can inject allocation failures for tests
 //! ([`TableArena::set_alloc_budget`]).
@@ -38,76 +46,165 @@ pub const POISON_BLOCK: u64 = POISON_PA | 0b01;
 /// Output address of [`POISON_PTE`] and [`POISON_BLOCK`].
 pub const POISON_PA: u64 = 0x0000_dead_0000_0000;
 
-/// Number of segments: segment `k` holds `2^k` tables, so the arena can address `2^40 - 1`.
+/// Number of segments: segment `k` holds `u * 2^k` tables, so the arena can address
+/// `u * (2^40 - 1)`.
 const SEGMENTS: usize = 40;
+/// The huge page size [`TableMemory::HugePages`] aligns segments to (x86-64 and arm64 with
+/// 4K base pages: PMD size).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Where an arena's table memory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableMemory {
+    /// Heap segments doubling from one table; tables not yet used stay unfaulted, so a small
+    /// page table costs a few 4K pages.
+    #[default]
+    Heap,
+    /// Segments of at least 2 MiB, each a 2 MiB-aligned anonymous mapping advised
+    /// `MADV_HUGEPAGE` (transparent huge pages): one TLB entry per 2 MiB of tables, like the
+    /// kernel's linear map. The first table of a segment faults in 2 MiB. Where THP is
+    /// disabled the advice fails silently and the memory is 4K pages, as with `Heap`.
+    HugePages,
+}
 /// Table addresses must fit the descriptors' address field (bits 47:12).
 const TABLE_ADDR_LIMIT: u64 = 1 << 48;
 
-/// One segment: `tables` zeroed, granule-aligned tables in one allocation that never moves and
-/// is released only when the arena drops. The allocation is `calloc`'d with one granule of
-/// slack for the alignment (an aligned allocation would be zeroed with a `memset`, faulting in
-/// every page of the segment at once; `calloc`'d pages are faulted in as tables are used).
+/// How a segment's memory was obtained, and so how it is released.
+#[derive(Debug)]
+enum Backing {
+    /// `alloc_zeroed` with `layout`, starting at `ptr`: `calloc`'d with one granule of slack
+    /// for the alignment (an aligned allocation would be zeroed with a `memset`, faulting in
+    /// every page of the segment at once; `calloc`'d pages are faulted in as tables are used).
+    Heap { ptr: NonNull<u8>, layout: Layout },
+    /// An anonymous mapping of `len` bytes at the segment's first table (2 MiB-aligned).
+    Mapped { len: usize },
+}
+
+/// One segment: `tables` zeroed, granule-aligned tables in memory that never moves and is
+/// released only when the arena drops.
 #[derive(Debug)]
 struct Segment {
-    /// Start of the allocation.
-    ptr: NonNull<AtomicU64>,
-    layout: Layout,
-    /// Entry offset of the first (granule-aligned) table in the allocation.
-    first: usize,
+    /// The first table (granule-aligned).
+    first: NonNull<AtomicU64>,
+    /// Entries from `first` to the end of the last table.
+    len: usize,
     tables: usize,
     /// Table address of the first table (its host address, provenance exposed).
     base: u64,
+    backing: Backing,
 }
 
-// SAFETY: a `Segment` owns its allocation, which holds only atomics; sharing or sending it is
+// SAFETY: a `Segment` owns its memory, which holds only atomics; sharing or sending it is
 // sharing or sending `[AtomicU64]`, which is `Send + Sync`.
 unsafe impl Send for Segment {}
 // SAFETY: as above.
 unsafe impl Sync for Segment {}
 
 impl Segment {
-    /// `tables` zeroed tables of `granule` bytes, aligned to `granule`.
-    fn new(tables: usize, granule: usize) -> Option<Self> {
+    /// `tables` zeroed tables of `granule` bytes, aligned to `granule`, from `memory`.
+    fn new(tables: usize, granule: usize, memory: TableMemory) -> Option<Self> {
         let entry = std::mem::size_of::<AtomicU64>();
         if granule < entry {
             return None;
         }
-        let size = tables.checked_mul(granule)?.checked_add(granule - entry)?;
+        let bytes = tables.checked_mul(granule)?;
+        let seg = match memory {
+            TableMemory::Heap => Self::heap(bytes, granule)?,
+            TableMemory::HugePages => Self::mapped(bytes, granule)?,
+        };
+        let mut seg = seg;
+        seg.tables = tables;
+        // Freed on return (by `Drop`) if it does not fit the descriptors' address field.
+        (seg.base.checked_add(bytes as u64)? <= TABLE_ADDR_LIMIT).then_some(seg)
+    }
+
+    fn heap(bytes: usize, granule: usize) -> Option<Self> {
+        let entry = std::mem::size_of::<AtomicU64>();
+        let size = bytes.checked_add(granule - entry)?;
         let layout = Layout::from_size_align(size, std::mem::align_of::<AtomicU64>()).ok()?;
         if layout.size() == 0 {
             return None;
         }
         // SAFETY: the layout has a non-zero size, as `alloc_zeroed` requires.
-        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }.cast::<AtomicU64>())?;
+        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
         let at = ptr.as_ptr().expose_provenance();
-        let first = (at.next_multiple_of(granule) - at) / entry;
-        let base = (at + first * entry) as u64;
-        let seg = Segment {
-            ptr,
-            layout,
+        let skip = at.next_multiple_of(granule) - at;
+        // SAFETY: `skip < granule <= size`, so the result is inside the allocation.
+        let first = unsafe { ptr.add(skip) }.cast::<AtomicU64>();
+        Some(Segment {
             first,
-            tables,
-            base,
-        };
-        // Freed on return (by `Drop`) if it does not fit the descriptors' address field.
-        (base.checked_add((tables * granule) as u64)? <= TABLE_ADDR_LIMIT).then_some(seg)
+            len: bytes / entry,
+            tables: 0,
+            base: (at + skip) as u64,
+            backing: Backing::Heap { ptr, layout },
+        })
     }
 
-    /// The entries of the segment's tables (the alignment slack excluded).
+    fn mapped(bytes: usize, granule: usize) -> Option<Self> {
+        let align = HUGE_PAGE.max(granule);
+        let len = bytes.checked_next_multiple_of(align)?;
+        let span = len.checked_add(align)?;
+        // SAFETY: a fresh private anonymous mapping (no address hint, no fd): it aliases nothing.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let at = raw.expose_provenance();
+        let head = at.next_multiple_of(align) - at;
+        let tail = span - head - len;
+        // SAFETY: `head + len + tail == span`, so each range is inside the mapping just made,
+        // which nothing else references; trimming the slack leaves `[at + head, +len)` mapped.
+        unsafe {
+            let first = raw.cast::<u8>().add(head);
+            if head != 0 {
+                libc::munmap(raw, head);
+            }
+            if tail != 0 {
+                libc::munmap(first.add(len).cast(), tail);
+            }
+            // Advice only: without THP the memory is 4K pages, which is still correct.
+            libc::madvise(first.cast(), len, libc::MADV_HUGEPAGE);
+        }
+        let first = NonNull::new(raw.cast::<u8>().wrapping_add(head))?;
+        Some(Segment {
+            first: first.cast(),
+            len: bytes / std::mem::size_of::<AtomicU64>(),
+            tables: 0,
+            base: (at + head) as u64,
+            backing: Backing::Mapped { len },
+        })
+    }
+
+    /// The entries of the segment's tables.
     fn entries(&self) -> &[AtomicU64] {
-        let len = self.layout.size() / std::mem::size_of::<AtomicU64>();
-        // SAFETY: `ptr` is a live allocation of `layout` (owned by `self`), zero-initialised
-        // when made and since accessed only through atomics; all-zero bytes and every later
-        // value are valid `AtomicU64`s; the slice borrows `self`, which frees it only on drop.
-        let all = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), len) };
-        &all[self.first..]
+        // SAFETY: `first..first + len` lies in memory owned by `self` (allocated or mapped in
+        // `new`), zero-initialised when made and since accessed only through atomics; all-zero
+        // bytes and every later value are valid `AtomicU64`s; the slice borrows `self`, which
+        // releases the memory only on drop.
+        unsafe { std::slice::from_raw_parts(self.first.as_ptr(), self.len) }
     }
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed` with `layout` and is freed only here, once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr().cast::<u8>(), self.layout) };
+        match self.backing {
+            // SAFETY: `ptr` came from `alloc_zeroed` with `layout` and is freed only here, once.
+            Backing::Heap { ptr, layout } => unsafe { alloc::dealloc(ptr.as_ptr(), layout) },
+            // SAFETY: `first` starts the `len`-byte mapping made in `mapped`, unmapped only
+            // here, once.
+            Backing::Mapped { len } => unsafe {
+                libc::munmap(self.first.as_ptr().cast(), len);
+            },
+        }
     }
 }
 
@@ -129,6 +226,9 @@ struct ArenaState {
 #[derive(Debug)]
 pub struct TableArena {
     entries_per_table: usize,
+    memory: TableMemory,
+    /// Segment `k` holds `2^(unit_shift + k)` tables.
+    unit_shift: u32,
     granule: u64,
     max_tables: u64,
     segments: Box<[OnceLock<Segment>]>,
@@ -140,10 +240,27 @@ impl TableArena {
     /// two, at least `8 * entries_per_table`), holding at most `max_tables` at once.
     #[must_use]
     pub fn new(entries_per_table: usize, granule: u64, max_tables: u64) -> Self {
+        Self::with_memory(entries_per_table, granule, max_tables, TableMemory::Heap)
+    }
+
+    /// [`TableArena::new`] with its memory from `memory`.
+    #[must_use]
+    pub fn with_memory(
+        entries_per_table: usize,
+        granule: u64,
+        max_tables: u64,
+        memory: TableMemory,
+    ) -> Self {
         debug_assert!(granule.is_power_of_two());
         debug_assert!(granule >= 8 * entries_per_table as u64);
+        let unit_shift = match memory {
+            TableMemory::Heap => 0,
+            TableMemory::HugePages => (HUGE_PAGE as u64 / granule.max(1)).max(1).trailing_zeros(),
+        };
         TableArena {
             entries_per_table,
+            memory,
+            unit_shift,
             granule,
             max_tables,
             segments: (0..SEGMENTS).map(|_| OnceLock::new()).collect(),
@@ -161,13 +278,11 @@ impl TableArena {
 
     /// (segment, index in segment) of table `id`.
     #[inline]
-    fn locate(id: u64) -> (usize, usize) {
-        let n = id + 1;
+    fn locate(&self, id: u64) -> (usize, usize) {
+        let n = (id >> self.unit_shift) + 1;
         let seg = 63 - n.leading_zeros();
-        (
-            crate::to_usize(u64::from(seg)),
-            crate::to_usize(n - (1u64 << seg)),
-        )
+        let first = ((1u64 << seg) - 1) << self.unit_shift;
+        (crate::to_usize(u64::from(seg)), crate::to_usize(id - first))
     }
 
     /// Allocates a zeroed table and returns its table address.
@@ -193,15 +308,19 @@ impl TableArena {
             addr
         } else {
             let id = st.next_id;
-            let (seg, idx) = Self::locate(id);
+            let (seg, idx) = self.locate(id);
             if seg >= SEGMENTS {
                 return Err(Error::NoMemory);
             }
             let segment = match self.segments[seg].get() {
                 Some(s) => s,
                 None => {
-                    let s = Segment::new(1usize << seg, crate::to_usize(self.granule))
-                        .ok_or(Error::NoMemory)?;
+                    let s = Segment::new(
+                        1usize << (seg + self.unit_shift as usize),
+                        crate::to_usize(self.granule),
+                        self.memory,
+                    )
+                    .ok_or(Error::NoMemory)?;
                     // Only this thread (holding `state`) initialises segments.
                     self.segments[seg].get_or_init(|| s)
                 }
@@ -380,6 +499,55 @@ mod tests {
         assert!(a.table(64 * 1000).is_empty());
         let t = a.alloc().unwrap();
         assert_eq!(a.table(t).len(), 8);
+    }
+
+    #[test]
+    fn huge_page_segments_are_2m_aligned_zeroed_and_span_segments() {
+        let a = TableArena::with_memory(512, 4096, 10_000, TableMemory::HugePages);
+        let addrs: Vec<u64> = (0..1200).map(|_| a.alloc().unwrap()).collect();
+        // Segment 0 holds the first 512 tables (2 MiB), segment 1 the next 1 024.
+        assert_eq!(
+            addrs[0] % HUGE_PAGE as u64,
+            0,
+            "first segment 2 MiB-aligned"
+        );
+        assert_eq!(
+            addrs[512] % HUGE_PAGE as u64,
+            0,
+            "second segment 2 MiB-aligned"
+        );
+        assert_eq!(
+            addrs[511],
+            addrs[0] + 511 * 4096,
+            "one segment for the first 512"
+        );
+        assert_eq!(addrs[1199], addrs[512] + 687 * 4096);
+        for (i, &t) in addrs.iter().enumerate() {
+            assert!(a.table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0));
+            a.table(t)[511].store(i as u64 + 1, Ordering::Relaxed);
+        }
+        for (i, &t) in addrs.iter().enumerate() {
+            assert_eq!(a.table(t)[511].load(Ordering::Relaxed), i as u64 + 1);
+        }
+        a.free(addrs[700], POISON_PTE);
+        assert_eq!(a.alloc().unwrap(), addrs[700], "freed tables are reused");
+        assert_eq!(a.live(), 1200);
+    }
+
+    #[test]
+    fn huge_page_segments_hold_at_least_one_table_of_every_granule() {
+        for granule in [4096u64, 16384, 65536] {
+            let a = TableArena::with_memory(
+                crate::to_usize(granule / 8),
+                granule,
+                100,
+                TableMemory::HugePages,
+            );
+            let t: Vec<u64> = (0..40).map(|_| a.alloc().unwrap()).collect();
+            assert!(t.iter().all(|&t| t % granule == 0 && t < TABLE_ADDR_LIMIT));
+            assert_eq!(t[0] % HUGE_PAGE as u64, 0);
+            assert_eq!(a.table(t[39]).len(), crate::to_usize(granule / 8));
+        }
     }
 
     #[test]

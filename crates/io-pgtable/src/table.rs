@@ -117,10 +117,11 @@ impl IoPageTable {
     pub fn new(cfg: &Config, tlb: Arc<dyn FlushOps>) -> Result<Self, Error> {
         let geo = Geometry::new(cfg)?;
         let pgd = (0..geo.pgd_entries()).map(|_| AtomicU64::new(0)).collect();
-        let arena = TableArena::new(
+        let arena = TableArena::with_memory(
             geo.ptes_per_table(),
             geo.granule.bytes(),
             cfg.max_tables.min(MAX_TABLES_CAP),
+            cfg.table_memory,
         );
         let mut idx = [(0, 0); 4];
         for (lvl, e) in (0u32..).zip(idx.iter_mut()) {
