@@ -18,7 +18,11 @@
 //! is one load and one mask per level, like the kernel's `__va(iopte_to_paddr(pte))`. Argument
 //! checks stay exact but cost little on the common path: [`IoPageTable::map_pages`] tests the
 //! last byte of the run on both sides and falls back to the full, ordered checks only to pick
-//! the error. A run of cleared leaves is gathered inline for flush ops that keep the plain
+//! the error. With the common geometry (4K granule, four levels from level 0), one 4K page is
+//! mapped or unmapped by a walk with constant shifts that follows table descriptors down to
+//! level 3 and there loads and stores one entry; anything else on the way (a table to allocate,
+//! a block to split, a leaf in the way, dirty state to report) goes to the general walk, which
+//! decides. A run of cleared leaves is gathered inline for flush ops that keep the plain
 //! `tlb_add_page` ([`crate::FlushOps::add_page_is_gather`]), one call per leaf otherwise.
 //!
 //! Concurrency (as `arm_lpae_install_table`): entries are atomics. Tables are published with a
@@ -370,6 +374,9 @@ impl IoPageTable {
                 if let Some((last_iova, last_pa)) = last {
                     if last_iova >> self.geo.ias == 0 && self.geo.paddr_in_range(last_pa) {
                         let attrs = self.leaf_attrs(prot);
+                        if self.four_level_4k && target == 3 && pgcount == 1 {
+                            return self.map_one_4k(iova.raw(), paddr.raw(), attrs);
+                        }
                         return self.map_at(
                             iova.raw(),
                             paddr.raw(),
@@ -500,6 +507,47 @@ impl IoPageTable {
         }
     }
 
+    /// The PGD as the 512 entries of the common geometry (`four_level_4k`).
+    #[inline]
+    fn pgd_4k(&self) -> Option<&[AtomicU64; 512]> {
+        (*self.pgd).try_into().ok()
+    }
+
+    /// The level-3 table holding `iova` with the common geometry (`four_level_4k`), if table
+    /// descriptors lead to it from the PGD: constant shifts, one load and one mask per level.
+    #[inline]
+    fn last_table_4k(&self, iova: u64) -> Option<&[AtomicU64; 512]> {
+        let mut table = self.pgd_4k()?;
+        for lvl in 0..3u32 {
+            let cur =
+                table[crate::to_usize((iova >> (39 - 9 * lvl)) & 511)].load(Ordering::Acquire);
+            if !pte::is_table(cur, lvl) {
+                return None;
+            }
+            // SAFETY: as in `table_at`: a table descriptor of this page table names a table of
+            // `self.arena`, of 512 entries with this geometry, living as long as `self`.
+            let next = unsafe { self.arena.table_unchecked_len(cur & pte::ADDR_MASK, 512) };
+            table = next.try_into().ok()?;
+        }
+        Some(table)
+    }
+
+    /// [`IoPageTable::map_at`] of one 4K page with the common geometry (`four_level_4k`): the
+    /// tables present and a hole at level 3 take one load per level and one store; anything
+    /// else (a table to allocate, a block or leaf in the way) goes to `map_at`, which decides.
+    #[inline]
+    fn map_one_4k(&self, iova: u64, pa: u64, attrs: u64) -> Result<u64, Error> {
+        const SZ_4K: u64 = 1 << 12;
+        if let Some(table) = self.last_table_4k(iova) {
+            let slot = &table[crate::to_usize((iova >> 12) & 511)];
+            if !pte::is_leaf(slot.load(Ordering::Acquire), 3) {
+                slot.store(pte::make_leaf(attrs, 3, pa), Ordering::Release);
+                return Ok(SZ_4K);
+            }
+        }
+        self.map_at(iova, pa, SZ_4K, 3, 1, attrs)
+    }
+
     /// `arm_lpae_init_pte`: writes `slots.len()` leaves, replacing any tables under them.
     fn install_leaves(
         &self,
@@ -587,6 +635,22 @@ impl IoPageTable {
         };
         if pgcount == 0 || !self.geo.iova_in_range(iova.raw()) {
             return 0;
+        }
+        if self.four_level_4k && target == 3 && pgcount == 1 && dirty.is_none() {
+            if let Some(table) = self.last_table_4k(iova.raw()) {
+                // One 4K leaf through table descriptors: `clear_entries` for one entry.
+                let slot = &table[crate::to_usize((iova.raw() >> 12) & 511)];
+                if !pte::is_leaf(slot.load(Ordering::Acquire), 3) {
+                    return 0;
+                }
+                slot.store(0, Ordering::Release);
+                if let Some(g) = gather {
+                    if !g.queued {
+                        self.gather_leaves(g, iova.raw(), pgsize, 1);
+                    }
+                }
+                return pgsize;
+            }
         }
         self.unmap_at(
             &self.pgd,
