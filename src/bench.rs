@@ -732,10 +732,10 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     })?;
     c.dirty_start()?;
     let bytes = usize::try_from(size / SZ_4K / 8)?;
-    let mut user = type1::UserBuffer::new(0x1000, bytes);
+    let mut words = vec![0u64; bytes / 8];
     let get_t = ns_per(20, 5, |k| {
         for _ in 0..k {
-            c.dirty_bitmap_into(0, size, SZ_4K, &mut user, 0x1000)
+            c.dirty_bitmap_into(0, size, SZ_4K, &mut words)
                 .expect("GET_BITMAP");
         }
     });

@@ -216,12 +216,11 @@ fn get_bitmap(c: &mut Criterion) {
         .unwrap();
         cont.dirty_start().unwrap();
         let bytes = usize::try_from(size / SZ_4K / 8).unwrap();
-        let mut user = type1::UserBuffer::new(0x1000, bytes);
+        let mut words = vec![0u64; bytes / 8];
         g.throughput(criterion::Throughput::Bytes(bytes as u64));
         g.bench_function(format!("type1/{name}"), |b| {
             b.iter(|| {
-                cont.dirty_bitmap_into(0, size, SZ_4K, &mut user, 0x1000)
-                    .unwrap();
+                cont.dirty_bitmap_into(0, size, SZ_4K, &mut words).unwrap();
             });
         });
         let src = vec![0x5au8; bytes];
@@ -273,7 +272,7 @@ fn precise_harvest(c: &mut Criterion) {
         cont.dirty_start().unwrap();
         let dma = cont.dma_engine(type1::GroupId(1)).unwrap();
         let bytes = usize::try_from(size / SZ_4K / 8).unwrap();
-        let mut user = type1::UserBuffer::new(0x1000, bytes);
+        let mut words = vec![0u64; bytes / 8];
         g.throughput(criterion::Throughput::Elements(size / SZ_4K));
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -283,7 +282,7 @@ fn precise_harvest(c: &mut Criterion) {
                     dma.write(base + at, b"x").unwrap();
                     at += SZ_1G;
                 }
-                cont.dirty_bitmap_into(base, size, SZ_4K, &mut user, 0x1000)
+                cont.dirty_bitmap_into(base, size, SZ_4K, &mut words)
                     .unwrap();
             });
         });

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::api::{Info, MapDma, UnmapDma, UnmapFlags, Version, PIN_PAGES_MAX};
 use crate::config::{ContainerConfig, FaultPlan};
 use crate::device::{DeviceEntry, DeviceId, DmaUnmapHandler, PinProt, RwDirection};
+use crate::dirty::BitmapSink;
 use crate::engine::DmaEngine;
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupSpec};
 use crate::mm::Mm;
 use crate::type1::{BitmapDest, Type1, UnmapProgress, UnmapStep};
-use crate::uaccess::{UserBuffer, UserMemory};
 use crate::uapi::raw;
 
 /// One mapping as seen from outside (for inspection and tests).
@@ -73,17 +73,6 @@ pub(crate) struct Inner {
     pub(crate) iommu: Option<Type1>,
     pub(crate) devices: Vec<DeviceEntry>,
     pub(crate) next_device: u32,
-}
-
-fn words_of(u: &UserBuffer) -> Vec<u64> {
-    u.bytes
-        .chunks_exact(8)
-        .map(|c| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            u64::from_ne_bytes(w)
-        })
-        .collect()
 }
 
 /// A VFIO container (`/dev/vfio/vfio` after open).
@@ -282,29 +271,27 @@ impl Container {
     /// As [`Container::unmap_dma`], plus the bitmap rules of `vfio_iommu_type1_unmap_dma`
     /// (`verify_bitmap_size`) and `vfio_dma_do_unmap`.
     pub fn unmap_dma_dirty(&self, iova: u64, size: u64, pgsize: u64) -> Result<(u64, Vec<u64>)> {
-        let (base, mut user) = Self::scratch_bitmap(size, pgsize)?;
+        let mut words = vec![0u64; Self::bitmap_words(size, pgsize)?];
         let req = UnmapDma {
             iova,
             size,
             flags: UnmapFlags::GET_DIRTY_BITMAP,
             bitmap_pgsize: pgsize,
         };
-        let n = self.unmap_loop(&req, Some((&mut user, base)))?;
-        Ok((n, words_of(&user)))
+        let n = self.unmap_loop(&req, Some(&mut words.as_mut_slice()))?;
+        Ok((n, words))
     }
 
-    /// A zeroed scratch bitmap for `size` bytes at `pgsize` granularity.
-    fn scratch_bitmap(size: u64, pgsize: u64) -> Result<(u64, UserBuffer)> {
-        let bad = Error::InvalidBitmap {
-            reason: "bitmap size does not fit the range",
-        };
+    /// The words of a bitmap for `size` bytes at `pgsize` granularity (`verify_bitmap_size`).
+    fn bitmap_words(size: u64, pgsize: u64) -> Result<usize> {
         let npages = size.checked_shr(pgsize.trailing_zeros()).unwrap_or(0);
         let bytes = crate::dirty::dirty_bitmap_bytes(npages);
         if npages == 0 || bytes > crate::api::DIRTY_BITMAP_SIZE_MAX {
-            return Err(bad);
+            return Err(Error::InvalidBitmap {
+                reason: "bitmap size does not fit the range",
+            });
         }
-        let base = 0x1000;
-        Ok((base, UserBuffer::new(base, crate::to_usize(bytes))))
+        Ok(crate::to_usize(bytes / 8))
     }
 
     /// The unmap loop of `vfio_dma_do_unmap` (its `again:` retry after
@@ -312,7 +299,7 @@ impl Container {
     pub(crate) fn unmap_loop(
         &self,
         req: &UnmapDma,
-        bitmap: Option<(&mut dyn UserMemory, u64)>,
+        bitmap: Option<&mut dyn BitmapSink>,
     ) -> Result<u64> {
         let r = self.unmap_rounds(req, bitmap);
         self.unmaps
@@ -320,20 +307,15 @@ impl Container {
         r
     }
 
-    fn unmap_rounds(
-        &self,
-        req: &UnmapDma,
-        mut bitmap: Option<(&mut dyn UserMemory, u64)>,
-    ) -> Result<u64> {
+    fn unmap_rounds(&self, req: &UnmapDma, mut bitmap: Option<&mut dyn BitmapSink>) -> Result<u64> {
         let mut progress = UnmapProgress::default();
         loop {
             let step = {
                 let mut g = self.lock();
                 let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
                 t.poll();
-                let mut dest = bitmap.as_mut().map(|(user, data)| BitmapDest {
-                    user: &mut **user,
-                    data: *data,
+                let mut dest = bitmap.as_deref_mut().map(|sink| BitmapDest {
+                    sink,
                     base: req.iova,
                 });
                 t.unmap_pass(req, dest.as_mut(), &mut progress)?
@@ -540,52 +522,63 @@ impl Container {
     /// # Errors
     /// The errors of GET_BITMAP in `vfio_iommu_type1_dirty_pages` and `vfio_iova_dirty_bitmap`.
     pub fn dirty_bitmap(&self, iova: u64, size: u64, pgsize: u64) -> Result<Vec<u64>> {
-        if size == 0 {
-            return Err(Error::ZeroSize);
-        }
-        iova.checked_add(size - 1)
-            .ok_or(Error::Overflow { start: iova, size })?;
-        let (base, mut user) = Self::scratch_bitmap(size, pgsize)?;
-        self.dirty_get_bitmap_user(iova, size, pgsize, &mut user, base)?;
-        Ok(words_of(&user))
+        Self::check_range(iova, size)?;
+        let mut words = vec![0u64; Self::bitmap_words(size, pgsize)?];
+        self.dirty_bitmap_sink(iova, size, pgsize, &mut words.as_mut_slice())?;
+        Ok(words)
     }
 
-    /// GET_BITMAP into a caller's bitmap at `data` in `user` (which must be zeroed, as the
-    /// UAPI requires).
+    /// GET_BITMAP into the caller's words: bit `i` of `out` (LSB-first in each word) is the page
+    /// at `iova + i * pgsize`. The words the range needs (`size / pgsize` bits, rounded up to a
+    /// word) are overwritten; words past them are untouched.
     ///
     /// # Errors
-    /// The errors of GET_BITMAP in `vfio_iommu_type1_dirty_pages` and `vfio_iova_dirty_bitmap`.
+    /// The errors of GET_BITMAP in `vfio_iommu_type1_dirty_pages` and `vfio_iova_dirty_bitmap`;
+    /// `EINVAL` ([`Error::InvalidBitmap`]) if `out` is shorter than the range needs. Nothing is
+    /// written on error.
     pub fn dirty_bitmap_into(
         &self,
         iova: u64,
         size: u64,
         pgsize: u64,
-        user: &mut dyn UserMemory,
-        data: u64,
+        out: &mut [u64],
     ) -> Result<()> {
+        Self::check_range(iova, size)?;
+        let n = Self::bitmap_words(size, pgsize)?;
+        let Some(words) = out.get_mut(..n) else {
+            return Err(Error::InvalidBitmap {
+                reason: "bitmap too small for the range",
+            });
+        };
+        // Reports OR their first word in: start from a clear bitmap, as the UAPI asks of the
+        // user's. Only once every check passed, so an error leaves `out` as it was.
+        let mut sink = ClearOnFirstUse {
+            words,
+            cleared: false,
+        };
+        self.dirty_bitmap_sink(iova, size, pgsize, &mut sink)
+    }
+
+    /// The wrapper's range checks of GET_BITMAP (`vfio_iommu_type1_dirty_pages`).
+    fn check_range(iova: u64, size: u64) -> Result<()> {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
         iova.checked_add(size - 1)
             .ok_or(Error::Overflow { start: iova, size })?;
-        self.dirty_get_bitmap_user(iova, size, pgsize, user, data)
+        Ok(())
     }
 
-    /// GET_BITMAP into user memory (after the ioctl wrapper's checks).
-    pub(crate) fn dirty_get_bitmap_user(
+    /// GET_BITMAP into `sink` (after the ioctl wrapper's checks).
+    pub(crate) fn dirty_bitmap_sink(
         &self,
         iova: u64,
         size: u64,
         pgsize: u64,
-        user: &mut dyn UserMemory,
-        data: u64,
+        sink: &mut dyn BitmapSink,
     ) -> Result<()> {
         self.with_iommu(|t, _| {
-            let mut dest = BitmapDest {
-                user,
-                data,
-                base: iova,
-            };
+            let mut dest = BitmapDest { sink, base: iova };
             t.dirty_get_bitmap(iova, size, pgsize, &mut dest)
         })
     }
@@ -714,5 +707,21 @@ impl Container {
             Some(t) => t.check_invariants(),
             None => Ok(()),
         }
+    }
+}
+
+/// A caller's words, cleared when the first report asks for them.
+struct ClearOnFirstUse<'a> {
+    words: &'a mut [u64],
+    cleared: bool,
+}
+
+impl BitmapSink for ClearOnFirstUse<'_> {
+    fn words(&mut self) -> Result<&mut [u64]> {
+        if !self.cleared {
+            self.words.fill(0);
+            self.cleared = true;
+        }
+        Ok(&mut *self.words)
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::dirty::DirtyBitmap;
 use crate::mm::{LockCapability, Mm, PinnedRun};
 use crate::pinset::PinSet;
 
@@ -53,7 +54,7 @@ pub struct Dma {
     /// Pages pinned by devices (`dma->pfn_list`), stored densely ([`PinSet`]).
     pub pfn_list: PinSet,
     /// Dirty bitmap (one bit per minimum IOMMU page) while tracking is on.
-    pub bitmap: Option<Box<[u64]>>,
+    pub bitmap: Option<DirtyBitmap>,
 }
 
 impl Dma {

@@ -9,7 +9,7 @@
 
 use crate::api::{Info, MapDma, MapFlags, UnmapDma, UnmapFlags, Version, DIRTY_BITMAP_SIZE_MAX};
 use crate::container::Container;
-use crate::dirty::dirty_bitmap_bytes;
+use crate::dirty::{dirty_bitmap_bytes, BitmapSink};
 use crate::error::{Error, Result};
 use crate::uaccess::{access_ok, UserMemory};
 use crate::uapi::{self, get_u32, get_u64, off, put_u16, put_u32, put_u64, raw};
@@ -46,6 +46,70 @@ fn verify_bitmap_size(npages: u64, bitmap_size: u64) -> Result<()> {
 /// `size >> __ffs(pgsize)` with `__ffs(0)` treated as "no pages".
 fn pages_of(size: u64, pgsize: u64) -> u64 {
     size.checked_shr(pgsize.trailing_zeros()).unwrap_or(0)
+}
+
+/// Words of the bitmap of `size` bytes at `pgsize` (`DIRTY_BITMAP_BYTES` of its pages).
+fn bitmap_words(size: u64, pgsize: u64) -> usize {
+    crate::to_usize(dirty_bitmap_bytes(pages_of(size, pgsize)) / 8)
+}
+
+/// The user's bitmap at `data` as the sink of a request's reports (`update_user_bitmap`'s
+/// `copy_from_user`/`copy_to_user`). At the first report its words are read whole and written
+/// back unchanged, so a bitmap that cannot be read or written fails with `EFAULT` before any
+/// mapping is reset or removed; [`UserBitmap::finish`] writes the reports once at the end. A
+/// request with no mapping in its range never touches the bitmap, as in the kernel.
+struct UserBitmap<'a> {
+    user: &'a mut dyn UserMemory,
+    data: u64,
+    nwords: usize,
+    words: Option<Vec<u64>>,
+}
+
+impl<'a> UserBitmap<'a> {
+    fn new(user: &'a mut dyn UserMemory, data: u64, nwords: usize) -> Self {
+        UserBitmap {
+            user,
+            data,
+            nwords,
+            words: None,
+        }
+    }
+
+    /// Writes the reports back (if any report asked for the words).
+    fn finish(self) -> Result<()> {
+        match self.words {
+            Some(words) => copy_to(self.user, self.data, &to_bytes(&words)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BitmapSink for UserBitmap<'_> {
+    fn words(&mut self) -> Result<&mut [u64]> {
+        if self.words.is_none() {
+            let mut bytes = Vec::new();
+            bytes
+                .try_reserve_exact(self.nwords * 8)
+                .map_err(|_| Error::NoMemory)?;
+            bytes.resize(self.nwords * 8, 0);
+            copy_from(self.user, self.data, &mut bytes)?;
+            copy_to(self.user, self.data, &bytes)?;
+            let words = bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(c);
+                    u64::from_ne_bytes(w)
+                })
+                .collect();
+            self.words = Some(words);
+        }
+        Ok(self.words.as_deref_mut().unwrap_or_default())
+    }
+}
+
+fn to_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
 }
 
 /// A decoded `struct vfio_bitmap`.
@@ -195,7 +259,17 @@ impl Container {
             bitmap_pgsize,
         };
         let unmapped = match bitmap_data {
-            Some(data) => self.unmap_loop(&req, Some((&mut *user, data)))?,
+            Some(data) => {
+                let words = bitmap_words(size, bitmap_pgsize);
+                let mut sink = UserBitmap::new(&mut *user, data, words);
+                let r = self.unmap_loop(&req, Some(&mut sink));
+                // The reports of mappings removed before an error are written too, as the kernel
+                // writes each one before it removes the next.
+                let written = sink.finish();
+                let n = r?;
+                written?;
+                n
+            }
             None => self.unmap_loop(&req, None)?,
         };
         put_u64(&mut b, off::UNMAP_SIZE, unmapped);
@@ -247,7 +321,12 @@ impl Container {
                 iova.checked_add(size - 1)
                     .ok_or(Error::Overflow { start: iova, size })?;
                 bitmap.check(size)?;
-                self.dirty_get_bitmap_user(iova, size, bitmap.pgsize, user, bitmap.data)
+                let words = bitmap_words(size, bitmap.pgsize);
+                let mut sink = UserBitmap::new(user, bitmap.data, words);
+                let r = self.dirty_bitmap_sink(iova, size, bitmap.pgsize, &mut sink);
+                let written = sink.finish();
+                r?;
+                written
             }
         }
     }

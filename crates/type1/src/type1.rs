@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use io_pgtable::{Domain, DomainConfig, InvalidationPolicy, Iova, Prot};
 
-use crate::dirty::{self, DirtyMode, DIRTY_BITMAP_PAGES_MAX};
+use crate::dirty::{DirtyBitmap, DirtyMode, DIRTY_BITMAP_PAGES_MAX};
 use crate::dma::{Dma, DmaProt, DmaTree, Runs};
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupKind, GroupSpec, IommuDesc, ResvKind};
@@ -334,7 +334,7 @@ impl Type1 {
         if self.dirty_tracking {
             match self.bitmap_for(&dma) {
                 Ok(b) => {
-                    dma.bitmap = Some(b.into_boxed_slice());
+                    dma.bitmap = Some(b);
                     self.bitmap_allocated();
                 }
                 Err(e) => {
@@ -349,7 +349,7 @@ impl Type1 {
     }
 
     /// `vfio_dma_bitmap_alloc`: a zeroed bitmap for `dma` at the current page size.
-    pub(crate) fn bitmap_for(&self, dma: &Dma) -> Result<Vec<u64>> {
+    pub(crate) fn bitmap_for(&self, dma: &Dma) -> Result<DirtyBitmap> {
         let npages = dma.size >> self.min_pgsize().trailing_zeros();
         if npages > DIRTY_BITMAP_PAGES_MAX {
             return Err(Error::TooLargeForBitmap { iova: dma.iova });
@@ -359,8 +359,7 @@ impl Type1 {
                 return Err(Error::NoMemory);
             }
         }
-        let b = dirty::alloc_bitmap(npages)?;
-        Ok(b)
+        DirtyBitmap::new(npages)
     }
 
     /// Counts one successful bitmap allocation against the fault plan.
@@ -481,9 +480,7 @@ impl Type1 {
                 let (iova, size) = (dma.iova, dma.size);
                 let u = match dma.bitmap.as_mut() {
                     Some(bm) if precise && d.domain.has_dirty_tracking() => {
-                        let mut sink = |at: Iova, len: u64| {
-                            mark_range(bm, iova, size, at.raw(), len, shift);
-                        };
+                        let mut sink = |at: Iova, len: u64| bm.set_span(iova, shift, at.raw(), len);
                         d.domain
                             .unmap_read_dirty(Iova(iova), size, token.clone(), Some(&mut sink))
                     }
@@ -560,25 +557,6 @@ impl Type1 {
             dma_avail: self.dma_avail,
             iova_ranges: self.iova_list.ranges().to_vec(),
         }
-    }
-}
-
-/// Sets the bits of `[at, at + len)` ∩ the mapping `[dma_iova, dma_iova + dma_size)` in its
-/// bitmap of `1 << shift`-byte pages.
-pub(crate) fn mark_range(
-    bm: &mut [u64],
-    dma_iova: u64,
-    dma_size: u64,
-    at: u64,
-    len: u64,
-    shift: u32,
-) {
-    let start = at.max(dma_iova);
-    let end = (at.saturating_add(len)).min(dma_iova + dma_size);
-    if start < end {
-        let first = (start - dma_iova) >> shift;
-        let last = (end - 1 - dma_iova) >> shift;
-        dirty::set_bits(bm, first, last - first + 1);
     }
 }
 

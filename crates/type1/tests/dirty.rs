@@ -438,3 +438,97 @@ fn device_write_batch_lands_each_translated_write_and_marks_exactly_those_pages(
     );
     h.check();
 }
+
+/// User memory that reads everywhere in its buffer but refuses every write (a read-only page).
+struct ReadOnly(UserBuffer);
+
+impl type1::UserMemory for ReadOnly {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        self.0.read(addr, buf)
+    }
+    fn write(&mut self, addr: u64, _data: &[u8]) -> Result<(), u64> {
+        Err(addr)
+    }
+}
+
+/// UNMAP_DMA with GET_DIRTY_BITMAP into a bitmap that can be read but not written: `EFAULT`
+/// before the mapping is removed (the kernel fails at the first `copy_to_user`, before
+/// `vfio_remove_dma`), and what the device wrote is still reported by a later unmap.
+#[test]
+fn an_unwritable_bitmap_fails_the_unmap_before_anything_is_removed_or_lost() {
+    let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
+    h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    let dma = h.c.dma_engine(GroupId(1)).unwrap();
+    dma.write(5 * SZ_4K, b"x").unwrap();
+    let mut u = UserBuffer::new(ARG, 64);
+    u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
+    u.bytes[4..8].copy_from_slice(&raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP.to_ne_bytes());
+    u.bytes[16..24].copy_from_slice(&(8 * SZ_4K).to_ne_bytes());
+    u.bytes[24..32].copy_from_slice(&SZ_4K.to_ne_bytes());
+    u.bytes[32..40].copy_from_slice(&8u64.to_ne_bytes());
+    u.bytes[40..48].copy_from_slice(&(ARG + 48).to_ne_bytes());
+    let mut ro = ReadOnly(u);
+    let r = h.c.ioctl(uapi::VFIO_IOMMU_UNMAP_DMA, ARG, &mut ro);
+    assert_eq!(r.unwrap_err().errno(), EFAULT);
+    assert_eq!(h.iovas(), vec![(0, 8 * SZ_4K)]);
+    h.check();
+    let (n, bm) = h.c.unmap_dma_dirty(0, 8 * SZ_4K, SZ_4K).unwrap();
+    assert_eq!((n, set_of(&bm, 8)), (8 * SZ_4K, BTreeSet::from([5])));
+}
+
+/// The ioctl UNMAP_DMA with a bitmap reports what the device wrote up to the page-table unmap,
+/// in one write of the user's bitmap: the words the range covers, and no other byte.
+#[test]
+fn ioctl_unmap_with_bitmap_reports_device_writes_and_touches_only_the_ranges_words() {
+    let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
+    h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    let dma = h.c.dma_engine(GroupId(1)).unwrap();
+    dma.write(63 * SZ_4K, b"x").unwrap();
+    // The argument, then one bitmap word at ARG + 48, then a sentinel word.
+    let mut u = UserBuffer::new(ARG, 64);
+    u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
+    u.bytes[4..8].copy_from_slice(&raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP.to_ne_bytes());
+    u.bytes[16..24].copy_from_slice(&(64 * SZ_4K).to_ne_bytes());
+    u.bytes[24..32].copy_from_slice(&SZ_4K.to_ne_bytes());
+    u.bytes[32..40].copy_from_slice(&8u64.to_ne_bytes());
+    u.bytes[40..48].copy_from_slice(&(ARG + 48).to_ne_bytes());
+    u.bytes[56..64].copy_from_slice(&u64::MAX.to_ne_bytes());
+    assert_eq!(h.c.ioctl(uapi::VFIO_IOMMU_UNMAP_DMA, ARG, &mut u), Ok(0));
+    let word = |at: usize| u64::from_ne_bytes(u.bytes[at..at + 8].try_into().unwrap());
+    assert_eq!(word(48), 1 << 63);
+    assert_eq!(word(56), u64::MAX, "the sentinel past the bitmap");
+    assert!(h.iovas().is_empty());
+    h.check();
+}
+
+/// The typed GET_BITMAP fills the caller's words: the words the range needs are overwritten
+/// (stale bits cleared), later ones untouched; words too few is `EINVAL` with nothing written
+/// and nothing reset.
+#[test]
+fn typed_get_bitmap_fills_the_callers_words_and_refuses_too_few() {
+    let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
+    h.map(0, RAM, 128 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    let dev =
+        h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
+            .unwrap();
+    let mut page = [0u8; 1];
+    h.c.dma_rw(dev, 70 * SZ_4K, &mut page, RwDirection::Write)
+        .unwrap();
+    let mut short = [7u64; 1];
+    assert_eq!(
+        errno(h.c.dirty_bitmap_into(0, 128 * SZ_4K, SZ_4K, &mut short)),
+        EINVAL
+    );
+    assert_eq!(short, [7]);
+    let mut out = [u64::MAX, u64::MAX, 7];
+    h.c.dirty_bitmap_into(0, 128 * SZ_4K, SZ_4K, &mut out)
+        .unwrap();
+    assert_eq!(out, [0, 1 << 6, 7]);
+    // Reported once: the next report is clean.
+    h.c.dirty_bitmap_into(0, 128 * SZ_4K, SZ_4K, &mut out)
+        .unwrap();
+    assert_eq!(out, [0, 0, 7]);
+}

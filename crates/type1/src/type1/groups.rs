@@ -318,8 +318,7 @@ impl Type1 {
             let (iova, size) = (dma.iova, dma.size);
             let u = match dma.bitmap.as_mut() {
                 Some(bm) if precise && domain.has_dirty_tracking() => {
-                    let mut sink =
-                        |at: Iova, len: u64| mark_range(bm, iova, size, at.raw(), len, shift);
+                    let mut sink = |at: Iova, len: u64| bm.set_span(iova, shift, at.raw(), len);
                     domain.unmap_read_dirty(Iova(iova), size, PinRelease::none(), Some(&mut sink))
                 }
                 _ => domain.unmap(Iova(iova), size, PinRelease::none()),
@@ -330,11 +329,11 @@ impl Type1 {
 
     /// `vfio_iommu_populate_bitmap_full`: every page of every mapping dirty.
     pub(super) fn populate_bitmap_full(&mut self) {
-        let shift = self.min_pgsize().trailing_zeros();
         for dma in self.dmas.iter_mut() {
-            let n = dma.size >> shift;
             if let Some(bm) = dma.bitmap.as_mut() {
-                dirty::set_bits(bm, 0, n);
+                let n = bm.len();
+                let r = bm.set(0, n);
+                debug_assert!(r.is_ok(), "{r:?}");
             }
         }
     }

@@ -12,7 +12,6 @@
 
 use super::{Type1, Version, PAGE_SIZE};
 use crate::device::{DeviceEntry, DeviceId, PinProt, RwDirection};
-use crate::dirty;
 use crate::dma::Dma;
 use crate::error::{Error, Result};
 use crate::mm::{PinAccess, PinnedRun};
@@ -86,7 +85,8 @@ impl Type1 {
                 if let Some(dma) = self.dmas.containing_mut(at) {
                     let bit = (at - dma.iova) >> shift;
                     if let Some(bm) = dma.bitmap.as_mut() {
-                        dirty::set_bits(bm, bit, 1);
+                        let r = bm.set(bit, 1);
+                        debug_assert!(r.is_ok(), "{r:?}");
                     }
                 }
             }
@@ -237,7 +237,8 @@ impl Type1 {
                 if let Some(bm) = dma.bitmap.as_mut() {
                     let first = offset >> shift;
                     let last = (offset + n as u64 - 1) >> shift;
-                    dirty::set_bits(bm, first, last - first + 1);
+                    let r = bm.set(first, last - first + 1);
+                    debug_assert!(r.is_ok(), "{r:?}");
                 }
             }
             done += n;

@@ -7,16 +7,14 @@
 //! or (kernel-exact mode) its mapping is IOMMU-mapped while an IOMMU-backed group has never
 //! pinned; or (precise mode) a device wrote it through the page table (hardware dirty bits).
 
-use super::{mark_range, Type1, Version};
-use crate::dirty::{self, DirtyMode};
+use super::{Type1, Version};
+use crate::dirty::{self, BitmapSink, DirtyMode};
 use crate::dma::Dma;
 use crate::error::{Error, Result};
-use crate::uaccess::UserMemory;
 
-/// Where a report goes: the user bitmap at `data`, whose bit 0 is `base`.
+/// Where a request's reports go: the words of its sink, whose bit 0 is the page at `base`.
 pub(crate) struct BitmapDest<'a> {
-    pub(crate) user: &'a mut dyn UserMemory,
-    pub(crate) data: u64,
+    pub(crate) sink: &'a mut dyn BitmapSink,
     pub(crate) base: u64,
 }
 
@@ -65,7 +63,7 @@ impl Type1 {
                 io_pgtable::Iova(iova),
                 size,
                 io_pgtable::DirtyFlags::empty(),
-                &mut |at, len| mark_range(bm, iova, size, at.raw(), len, shift),
+                &mut |at, len| bm.set_span(iova, shift, at.raw(), len),
             );
             if let Err(e) = r {
                 // A mapping is always fully mapped in every domain; a hole is a bug.
@@ -81,7 +79,8 @@ impl Type1 {
             let iova = dma.iova;
             if let Some(bm) = dma.bitmap.as_mut() {
                 for p in dma.pfn_list.iter() {
-                    dirty::set_bits(bm, (p.iova - iova) >> shift, 1);
+                    let r = bm.set((p.iova - iova) >> shift, 1);
+                    debug_assert!(r.is_ok(), "{r:?}");
                 }
             }
         }
@@ -106,7 +105,7 @@ impl Type1 {
             self.bitmap_allocated();
         }
         for (dma, bm) in self.dmas.iter_mut().zip(bitmaps) {
-            dma.bitmap = Some(bm.into_boxed_slice());
+            dma.bitmap = Some(bm);
         }
         for key in self.dmas.keys() {
             self.populate_from_pins(key);
@@ -137,24 +136,28 @@ impl Type1 {
         Ok(())
     }
 
-    /// Copies the mapping at `key`'s dirty state into `dest` (`update_user_bitmap`).
+    /// Reports the mapping at `key`'s dirty state into `dest` (`update_user_bitmap`). Nothing
+    /// changes if the sink cannot give its words or they are too few.
     pub(crate) fn report_dma(&mut self, key: u64, dest: &mut BitmapDest<'_>) -> Result<()> {
-        self.harvest(key);
+        let words = dest.sink.words()?;
         let shift = self.min_pgsize().trailing_zeros();
         let Some(dma) = self.dmas.get(key) else {
             return Ok(());
         };
+        let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
+        dirty::check_fits(words.len(), nbits, bit_offset)?;
+        self.harvest(key);
+        let Some(dma) = self.dmas.get(key) else {
+            return Ok(());
+        };
         let full = self.full_dirty(dma);
-        let nbits = dma.size >> shift;
-        let bit_offset = (dma.iova - dest.base) >> shift;
-        let bits = dma.bitmap.as_deref().unwrap_or(&[]);
-        dirty::report(dest.user, dest.data, bits, nbits, bit_offset, full)
+        dirty::report(words, dma.bitmap.as_ref(), nbits, bit_offset, full)
     }
 
     /// Clears the mapping's bitmap whole and repopulates it from its pins (after GET_BITMAP).
     fn reset_bitmap(&mut self, key: u64) {
         if let Some(bm) = self.dmas.get_mut(key).and_then(|d| d.bitmap.as_mut()) {
-            bm.fill(0);
+            bm.clear();
         }
         self.populate_from_pins(key);
     }
@@ -188,38 +191,39 @@ impl Type1 {
         }
         let last = iova + (size - 1);
         self.check_bisection(iova, last)?;
-        for key in self.dmas.overlapping_keys(iova, last) {
+        let keys = self.dmas.overlapping_keys(iova, last);
+        for &key in &keys {
             self.report_dma(key, dest)?;
             self.reset_bitmap(key);
         }
         #[cfg(debug_assertions)]
-        test_fault_drop_dirty(iova, size, min, dest)?;
+        if !keys.is_empty() {
+            test_fault_drop_dirty(iova, size, min, dest.sink.words()?);
+        }
         Ok(())
     }
 
-    /// Reports the mapping at `key` into `dest` and removes it (the GET_DIRTY_BITMAP branch of
-    /// `vfio_dma_do_unmap`). Writes that reach the page table between the report and the unmap
-    /// are read as the leaves are cleared and ORed in, so none is lost.
+    /// Removes the mapping at `key` and reports it into `dest` (the GET_DIRTY_BITMAP branch of
+    /// `vfio_dma_do_unmap`). The page-table unmap runs first: in precise mode it records every
+    /// dirty leaf in the mapping's bitmap as it clears it, so writes up to the unmap are kept;
+    /// then the bitmap is reported once. Nothing changes if the sink cannot give its words or
+    /// they are too few.
     pub(crate) fn report_and_remove(&mut self, key: u64, dest: &mut BitmapDest<'_>) -> Result<u64> {
-        self.report_dma(key, dest)?;
+        let words = dest.sink.words()?;
         let shift = self.min_pgsize().trailing_zeros();
-        if let Some(bm) = self.dmas.get_mut(key).and_then(|d| d.bitmap.as_mut()) {
-            bm.fill(0);
-        }
+        let dma = self.dmas.get(key).ok_or(Error::NotMapped { iova: key })?;
+        let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
+        dirty::check_fits(words.len(), nbits, bit_offset)?;
         let mut dma = self
             .dmas
             .remove(key)
             .ok_or(Error::NotMapped { iova: key })?;
-        // Unmap (recording what the leaves say), then finish the removal; unmapping once only.
+        // Before the unmap, which clears `iommu_mapped`.
+        let full = self.full_dirty(&dma);
         self.unmap_unpin(&mut dma);
-        let late = dma.bitmap.as_deref().unwrap_or(&[]).iter().any(|&w| w != 0);
-        let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
-        let late_bits = if late { dma.bitmap.take() } else { None };
+        let reported = dirty::report(words, dma.bitmap.as_ref(), nbits, bit_offset, full);
         let size = self.retire_dma(dma);
-        if let Some(bits) = late_bits {
-            dirty::report_or(dest.user, dest.data, &bits, nbits, bit_offset)?;
-        }
-        Ok(size)
+        reported.map(|()| size)
     }
 
     fn cfg_dirty_mode(&self) -> DirtyMode {
@@ -233,12 +237,7 @@ impl Type1 {
 /// uses it to show that one lost dirty bit is caught and named; release builds have no such
 /// path, so no production container can lose a bit this way.
 #[cfg(debug_assertions)]
-fn test_fault_drop_dirty(
-    iova: u64,
-    size: u64,
-    pgsize: u64,
-    dest: &mut BitmapDest<'_>,
-) -> Result<()> {
+fn test_fault_drop_dirty(iova: u64, size: u64, pgsize: u64, words: &mut [u64]) {
     static DROP: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let drop = *DROP.get_or_init(|| {
         let v = std::env::var("TYPE1_TEST_FAULT_DROP_DIRTY_IOVA").ok()?;
@@ -248,16 +247,10 @@ fn test_fault_drop_dirty(
         }
     });
     let Some(at) = drop.filter(|&a| a >= iova && a - iova < size) else {
-        return Ok(());
+        return;
     };
     let bit = (at - iova) / pgsize;
-    let addr = dest.data + (bit / 64) * 8;
-    let mut w = [0u8; 8];
-    dest.user
-        .read(addr, &mut w)
-        .map_err(|a| Error::BadAddress { addr: a })?;
-    let word = u64::from_ne_bytes(w) & !(1u64 << (bit % 64));
-    dest.user
-        .write(addr, &word.to_ne_bytes())
-        .map_err(|a| Error::BadAddress { addr: a })
+    if let Some(w) = words.get_mut(crate::to_usize(bit / 64)) {
+        *w &= !(1u64 << (bit % 64));
+    }
 }
