@@ -1,6 +1,7 @@
-//! The one-page fast paths of the common geometry (4K granule, four levels, 48-bit input:
-//! `map_pages` and `unmap_pages` of one 4K page walk with constant shifts and fall back to the
-//! general walk for anything but table descriptors down to level 3) against the general walk.
+//! The fast paths of the common geometry (4K granule, four levels, 48-bit input: `map_pages`
+//! and `unmap_pages` of one 4K page walk with constant shifts and fall back to the general walk
+//! for anything but table descriptors down to level 3; `iova_to_phys` walks with constant
+//! shifts) against the general walk.
 //!
 //! The reference is the same page table with a 47-bit input: its PGD has 256 entries, so it
 //! never takes the fast paths, and below 2^47 it means exactly the same. Every operation must
