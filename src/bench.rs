@@ -24,7 +24,6 @@ use serde::Serialize;
 use type1::mm::{
     AddressSpace, FakeMemory, LockCapability, MlockPolicy, Mm, PinAccess, ProcessMemory,
 };
-use type1::uapi::raw;
 use type1::{
     Container, ContainerConfig, GroupId, GroupSpec, MapDma, MapFlags, UnmapDma, UnmapFlags,
 };
@@ -159,8 +158,7 @@ fn fake_container(group: GroupSpec, invalidation: InvalidationPolicy) -> Contain
         Arc::new(Mm::new(Box::new(mem), None, LockCapability::Limited)),
     );
     c.set_group(group).expect("group");
-    c.set_iommu(raw::VFIO_TYPE1v2_IOMMU.into())
-        .expect("set_iommu");
+    c.set_iommu(type1::Version::V2).expect("set_iommu");
     c
 }
 
@@ -809,8 +807,7 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         ));
         let c = Container::new(ContainerConfig::default(), mm);
         c.set_group(GroupSpec::iommu(1)).expect("group");
-        c.set_iommu(raw::VFIO_TYPE1v2_IOMMU.into())
-            .expect("set_iommu");
+        c.set_iommu(type1::Version::V2).expect("set_iommu");
         c
     };
     let mut map_ns = Vec::new();

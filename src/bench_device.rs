@@ -326,7 +326,7 @@ impl Rig {
         ));
         let c = Arc::new(Container::new(ContainerConfig::default(), mm));
         c.set_group(GroupSpec::iommu(GROUP))?;
-        c.set_iommu(raw::VFIO_TYPE1v2_IOMMU.into())?;
+        c.set_iommu(type1::Version::V2)?;
         c.map_dma(&MapDma {
             vaddr: ram,
             iova: 0,

@@ -37,7 +37,7 @@ use std::mem::offset_of;
 use std::sync::{Arc, OnceLock};
 
 use type1::mm::{FakeMemory, LockCapability, Mm};
-use type1::uapi::{raw, vfio_io};
+use type1::uapi::vfio_io;
 use type1::{
     Container, ContainerConfig, DirtyMode, GroupId, GroupSpec, MapDma, MapFlags, UnmapDma,
     UnmapFlags, UserBuffer,
@@ -369,7 +369,7 @@ fn setup(flags: u8) -> (Arc<Container>, Arc<Mm>) {
         GroupSpec::iommu(GROUP)
     };
     c.set_group(g).unwrap();
-    c.set_iommu(u64::from(raw::VFIO_TYPE1v2_IOMMU)).unwrap();
+    c.set_iommu(type1::Version::V2).unwrap();
     for i in 0..MAPPINGS.len() {
         map(&c, i).unwrap();
     }

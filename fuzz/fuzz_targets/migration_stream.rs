@@ -28,7 +28,6 @@
 use std::sync::{Arc, OnceLock};
 
 use type1::mm::{FakeMemory, LockCapability, Mm};
-use type1::uapi::raw;
 use type1::{
     Container, ContainerConfig, DirtyMode, GroupId, GroupSpec, MapDma, MapFlags, UnmapDma,
     UnmapFlags, UserBuffer,
@@ -76,7 +75,7 @@ fn rig(bus_master: bool) -> Rig {
     };
     let c = Arc::new(Container::new(cfg, mm));
     c.set_group(GroupSpec::iommu(GROUP)).unwrap();
-    c.set_iommu(u64::from(raw::VFIO_TYPE1v2_IOMMU)).unwrap();
+    c.set_iommu(type1::Version::V2).unwrap();
     c.map_dma(&MapDma {
         vaddr: RAM,
         iova: 0,

@@ -20,7 +20,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use io_pgtable::{FlushQueueConfig, InvalidationPolicy};
 use type1::mm::{LockCapability, MlockPolicy, Mm, ProcessMemory};
-use type1::uapi::raw;
 use type1::{Container, ContainerConfig, DirtyMode, GroupSpec, MapDma, MapFlags};
 
 use devices::{DeviceConfig, Devices};
@@ -121,7 +120,7 @@ pub fn run(
     let c = Arc::new(Container::new(ccfg, mm.clone()));
     c.set_group(GroupSpec::iommu(1))?;
     c.set_group(GroupSpec::emulated(2))?;
-    c.set_iommu(raw::VFIO_TYPE1v2_IOMMU.into())?;
+    c.set_iommu(type1::Version::V2)?;
     c.map_dma(&MapDma {
         vaddr: src.addr(),
         iova: IOVA_BASE,

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use type1::mm::{FakeMemory, LockCapability, MlockPolicy, Mm, ProcessMemory};
-use type1::uapi::raw;
 use type1::{Container, ContainerConfig, GroupSpec, MapDma, MapFlags, UnmapDma, UnmapFlags};
 
 const SZ_4K: u64 = 1 << 12;
@@ -24,7 +23,7 @@ fn container(group: GroupSpec, mm: Arc<Mm>) -> Container {
     };
     let c = Container::new(cfg, mm);
     c.set_group(group).unwrap();
-    c.set_iommu(raw::VFIO_TYPE1v2_IOMMU.into()).unwrap();
+    c.set_iommu(type1::Version::V2).unwrap();
     c
 }
 
@@ -260,7 +259,7 @@ fn precise_harvest(c: &mut Criterion) {
         };
         let cont = Container::new(cfg, mm);
         cont.set_group(GroupSpec::iommu(1)).unwrap();
-        cont.set_iommu(raw::VFIO_TYPE1v2_IOMMU.into()).unwrap();
+        cont.set_iommu(type1::Version::V2).unwrap();
         let base = 1u64 << 40;
         cont.map_dma(&MapDma {
             vaddr: RAM,

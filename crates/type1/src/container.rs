@@ -189,16 +189,26 @@ impl Container {
         self.lock().iommu.is_some()
     }
 
-    /// `VFIO_SET_IOMMU` (`vfio_ioctl_set_iommu`, v6.18).
+    /// `VFIO_SET_IOMMU` (`vfio_ioctl_set_iommu`, v6.18) with a type1 version: opens the backend
+    /// and attaches every group.
     ///
     /// # Errors
     /// - [`Error::SetIommuState`] without groups or with a backend already set;
-    /// - [`Error::NoDriver`] for a type no driver supports (including the removed nesting type);
-    /// - `EINVAL` ([`Error::InvalidFlags`]) for `VFIO_UNMAP_ALL`, which CHECK_EXTENSION accepts
-    ///   but `open` refuses;
     /// - any attach error of a group (`vfio_iommu_type1_attach_group`); the container is left with
     ///   no backend.
-    pub fn set_iommu(&self, ty: u64) -> Result<()> {
+    pub fn set_iommu(&self, version: Version) -> Result<()> {
+        self.set_iommu_type(u64::from(version.raw()))
+    }
+
+    /// `VFIO_SET_IOMMU` with the type number the ioctl passes, in the kernel's order: the
+    /// container's state is checked before the type.
+    ///
+    /// # Errors
+    /// As [`Container::set_iommu`], plus (after the state check) [`Error::NoDriver`] for a type
+    /// no driver supports (including the removed nesting type) and `EINVAL`
+    /// ([`Error::InvalidFlags`]) for `VFIO_UNMAP_ALL`, which CHECK_EXTENSION accepts but `open`
+    /// refuses.
+    pub(crate) fn set_iommu_type(&self, ty: u64) -> Result<()> {
         let mut g = self.lock();
         if g.groups.is_empty() || g.iommu.is_some() {
             return Err(Error::SetIommuState);

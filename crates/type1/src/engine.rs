@@ -20,6 +20,7 @@ use crate::type1::Token;
 
 /// Why a DMA failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DmaError {
     /// The IOMMU refused the access.
     #[error("IOMMU fault")]

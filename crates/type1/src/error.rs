@@ -7,6 +7,7 @@
 
 /// A failure of a container operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A user pointer could not be read or written (`copy_from_user`/`copy_to_user`).
     #[error("bad address {addr:#x}")]

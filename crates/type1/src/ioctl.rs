@@ -114,7 +114,7 @@ fn to_bytes(words: &[u64]) -> Vec<u8> {
 
 /// A decoded `struct vfio_bitmap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BitmapArg {
+pub(crate) struct BitmapArg {
     /// Page size each bit stands for.
     pub pgsize: u64,
     /// Bytes of the user bitmap.
@@ -152,7 +152,7 @@ impl Container {
         match request {
             uapi::VFIO_GET_API_VERSION => Ok(i64::from(self.api_version())),
             uapi::VFIO_CHECK_EXTENSION => Ok(i64::from(self.check_extension(arg))),
-            uapi::VFIO_SET_IOMMU => self.set_iommu(arg).map(|()| 0),
+            uapi::VFIO_SET_IOMMU => self.set_iommu_type(arg).map(|()| 0),
             _ if !self.has_iommu() => Err(Error::NoIommu),
             uapi::VFIO_IOMMU_GET_INFO => self.ioctl_get_info(arg, user).map(|()| 0),
             uapi::VFIO_IOMMU_MAP_DMA => self.ioctl_map(arg, user).map(|()| 0),
@@ -335,7 +335,7 @@ impl Container {
 /// The GET_INFO capability chain in the v6.6+ layout: MIGRATION, DMA_AVAIL (padded to 8),
 /// IOVA_RANGE (if any ranges); `next` offsets count from the start of the info buffer.
 #[must_use]
-pub fn build_caps(info: &Info) -> Vec<u8> {
+pub(crate) fn build_caps(info: &Info) -> Vec<u8> {
     let base = uapi::INFO_SIZE as usize;
     let mig = uapi::CAP_MIGRATION_SIZE as usize;
     let avail = (uapi::CAP_DMA_AVAIL_SIZE as usize).next_multiple_of(8);

@@ -7,37 +7,37 @@
 
 /// Sorted, disjoint, inclusive IOVA ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IovaList {
+pub(crate) struct IovaList {
     nodes: Vec<(u64, u64)>,
 }
 
 impl IovaList {
     /// The ranges, ascending.
     #[must_use]
-    pub fn ranges(&self) -> &[(u64, u64)] {
+    pub(crate) fn ranges(&self) -> &[(u64, u64)] {
         &self.nodes
     }
 
     /// True if there is no restriction (no domain was ever attached).
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
 
     /// `vfio_iommu_iova_dma_valid`: one node contains `[start, end]`, or the list is empty.
     #[must_use]
-    pub fn contains(&self, start: u64, end: u64) -> bool {
+    pub(crate) fn contains(&self, start: u64, end: u64) -> bool {
         self.nodes.is_empty() || self.nodes.iter().any(|&(s, e)| s <= start && end <= e)
     }
 
     /// First start and last end, if any.
     #[must_use]
-    pub fn bounds(&self) -> Option<(u64, u64)> {
+    pub(crate) fn bounds(&self) -> Option<(u64, u64)> {
         Some((self.nodes.first()?.0, self.nodes.last()?.1))
     }
 
     /// `vfio_iommu_aper_resize`: clip to `[start, end]`; an empty list becomes that range.
-    pub fn resize(&mut self, start: u64, end: u64) {
+    pub(crate) fn resize(&mut self, start: u64, end: u64) {
         if self.nodes.is_empty() {
             self.nodes.push((start, end));
             return;
@@ -52,7 +52,7 @@ impl IovaList {
 
     /// Removes `[start, end]` from every node, splitting where needed (`vfio_iommu_resv_exclude`
     /// for one region).
-    pub fn exclude(&mut self, start: u64, end: u64) {
+    pub(crate) fn exclude(&mut self, start: u64, end: u64) {
         let mut out = Vec::with_capacity(self.nodes.len() + 1);
         for &(s, e) in &self.nodes {
             if e < start || s > end {
@@ -70,7 +70,7 @@ impl IovaList {
     }
 
     /// Sets the first node's start and the last node's end (`vfio_iommu_aper_expand`).
-    pub fn expand(&mut self, start: u64, end: u64) {
+    pub(crate) fn expand(&mut self, start: u64, end: u64) {
         if let Some(first) = self.nodes.first_mut() {
             first.0 = start;
         }
@@ -81,7 +81,7 @@ impl IovaList {
 
     /// A list of the single range `[start, end]`.
     #[must_use]
-    pub fn single(start: u64, end: u64) -> Self {
+    pub(crate) fn single(start: u64, end: u64) -> Self {
         IovaList {
             nodes: vec![(start, end)],
         }

@@ -44,7 +44,7 @@
 //! let mm = Arc::new(Mm::new(Box::new(mem), None, LockCapability::Limited));
 //! let c = Container::new(ContainerConfig::default(), mm);
 //! c.set_group(GroupSpec::iommu(7)).unwrap();
-//! c.set_iommu(type1::uapi::raw::VFIO_TYPE1v2_IOMMU.into()).unwrap();
+//! c.set_iommu(type1::Version::V2).unwrap();
 //! c.map_dma(&MapDma { vaddr: 0x7f00_0000_0000, iova: 0, size: 1 << 30,
 //!                     flags: MapFlags::READ | MapFlags::WRITE }).unwrap();
 //! assert_eq!(c.iova_to_phys(0x1234), Some(0x1_0000_1234));
@@ -61,16 +61,16 @@ mod config;
 mod container;
 pub mod device;
 pub mod dirty;
-pub mod dma;
+mod dma;
 mod engine;
 pub mod error;
 pub mod group;
 mod ioctl;
-pub mod iova_list;
+mod iova_list;
 pub mod mm;
 #[cfg(feature = "test-support")]
 pub mod model;
-pub mod pinset;
+mod pinset;
 mod type1;
 mod uaccess;
 pub mod uapi;
@@ -97,5 +97,4 @@ pub use dirty::DirtyMode;
 pub use engine::{DmaEngine, DmaError};
 pub use error::{Error, Result};
 pub use group::{GroupId, GroupKind, GroupSpec, IommuDesc};
-pub use ioctl::{build_caps, BitmapArg};
 pub use uaccess::{access_ok, ProcessUserMemory, UserBuffer, UserMemory, TASK_SIZE_MAX};

@@ -3,7 +3,7 @@
 //! densely.
 //!
 //! The kernel keeps one `struct vfio_pfn` (an rb-tree node of about 56 bytes) per pinned page. Here
-//! pages are grouped in chunks of [`CHUNK_PAGES`] consecutive IOVA pages: each holds the physical
+//! pages are grouped in chunks of [`CHUNK_PAGES`](packed::CHUNK_PAGES) consecutive IOVA pages: each holds the physical
 //! address (8 bytes) and a packed word (4 bytes) of every page — the owning device, its number of
 //! pins and which address space pinned it — so a densely pinned range costs about 12.3 bytes of
 //! tracking per page. A page that does not fit the packed word (pinned by a second device, more
@@ -23,28 +23,29 @@ use crate::mm::Mm;
 mod packed;
 
 use packed::{bits, owner_of, pack, page_iova, refs_of, space_of, split, Chunk, OWNER_BITS, SLOTS};
-pub use packed::{CHUNK_PAGES, MAX_PACKED_REFS, MAX_SPACES};
+pub(crate) use packed::{MAX_PACKED_REFS, MAX_SPACES};
 
 /// A page whose last pin was dropped: the caller returns it to `space`.
 #[derive(Debug)]
-pub struct Released {
-    /// The IOVA of the page.
-    pub iova: u64,
+pub(crate) struct Released {
+    /// The IOVA of the page (the tests check it; the release path needs only `pa`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) iova: u64,
     /// Its physical address.
-    pub pa: u64,
+    pub(crate) pa: u64,
     /// The address space that pinned it.
-    pub space: Arc<Mm>,
+    pub(crate) space: Arc<Mm>,
 }
 
 /// One pinned page, as [`PinSet::iter`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PinnedPage {
+pub(crate) struct PinnedPage {
     /// The IOVA of the page.
-    pub iova: u64,
+    pub(crate) iova: u64,
     /// Its physical address.
-    pub pa: u64,
+    pub(crate) pa: u64,
     /// Pins held on it, all devices together (the kernel's `ref_count`).
-    pub refs: u64,
+    pub(crate) refs: u64,
 }
 
 /// A page pinned by several devices or beyond what a packed word holds.
@@ -58,7 +59,7 @@ struct Spilled {
 /// The pinned pages of one mapping. See the module documentation. One pointer wide while no
 /// page is pinned (most mappings never see a device pin).
 #[derive(Debug, Default)]
-pub struct PinSet {
+pub(crate) struct PinSet {
     inner: Option<Box<Pins>>,
 }
 
@@ -74,43 +75,44 @@ struct Pins {
 impl PinSet {
     /// An empty set.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Number of pinned pages.
     #[must_use]
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.inner.as_ref().map_or(0, |p| p.len)
     }
 
     /// No page is pinned.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Pins held on the page at `iova`, all devices together; 0 if it is not pinned.
     #[must_use]
-    pub fn refs(&self, iova: u64) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn refs(&self, iova: u64) -> u64 {
         self.inner.as_ref().map_or(0, |p| p.refs(iova))
     }
 
     /// Whether `dev` holds at least one pin on the page at `iova`.
     #[must_use]
-    pub fn holds(&self, iova: u64, dev: DeviceId) -> bool {
+    pub(crate) fn holds(&self, iova: u64, dev: DeviceId) -> bool {
         self.inner.as_ref().is_some_and(|p| p.holds(iova, dev))
     }
 
     /// Takes another pin on an already pinned page for `dev`. Returns its physical address, or
     /// `None` (and changes nothing) if the page is not pinned.
-    pub fn add_ref(&mut self, iova: u64, dev: DeviceId) -> Option<u64> {
+    pub(crate) fn add_ref(&mut self, iova: u64, dev: DeviceId) -> Option<u64> {
         self.inner.as_mut()?.add_ref(iova, dev)
     }
 
     /// Records a newly pinned page at `iova` with one pin by `dev`, pinned in `space`. The page
     /// must not be pinned already (callers try [`PinSet::add_ref`] first).
-    pub fn insert(&mut self, iova: u64, pa: u64, dev: DeviceId, space: &Arc<Mm>) {
+    pub(crate) fn insert(&mut self, iova: u64, pa: u64, dev: DeviceId, space: &Arc<Mm>) {
         self.inner
             .get_or_insert_with(Box::default)
             .insert(iova, pa, dev, space);
@@ -118,7 +120,7 @@ impl PinSet {
 
     /// Drops one of `dev`'s pins on the page at `iova`. Returns the page if that was its last pin
     /// (it is no longer in the set); `None` if pins remain or `dev` held none (nothing changes).
-    pub fn drop_ref(&mut self, iova: u64, dev: DeviceId) -> Option<Released> {
+    pub(crate) fn drop_ref(&mut self, iova: u64, dev: DeviceId) -> Option<Released> {
         let p = self.inner.as_mut()?;
         let r = p.drop_ref(iova, dev);
         if p.len == 0 {
@@ -129,25 +131,25 @@ impl PinSet {
 
     /// Every pinned page and the pins `dev` holds on it, for pages where it holds any.
     #[must_use]
-    pub fn held_by(&self, dev: DeviceId) -> Vec<(u64, u32)> {
+    pub(crate) fn held_by(&self, dev: DeviceId) -> Vec<(u64, u32)> {
         self.inner
             .as_ref()
             .map_or_else(Vec::new, |p| p.held_by(dev))
     }
 
     /// Every pinned page: chunked pages in IOVA order, then spilled ones in IOVA order.
-    pub fn iter(&self) -> impl Iterator<Item = PinnedPage> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = PinnedPage> + '_ {
         self.inner.iter().flat_map(|p| p.iter())
     }
 
     /// Pinned pages in `[iova, iova + len)` (an empty range holds none).
     #[must_use]
-    pub fn count_in(&self, iova: u64, len: u64) -> u64 {
+    pub(crate) fn count_in(&self, iova: u64, len: u64) -> u64 {
         self.inner.as_ref().map_or(0, |p| p.count_in(iova, len))
     }
 
     /// Removes every page, returning them for release.
-    pub fn drain(&mut self) -> Vec<Released> {
+    pub(crate) fn drain(&mut self) -> Vec<Released> {
         self.inner.take().map_or_else(Vec::new, |mut p| p.drain())
     }
 }

@@ -9,7 +9,9 @@ use libc::{EINVAL, ENODEV, ENOTTY};
 use type1::group::{CacheCoherency, IommuDesc};
 use type1::mm::{LockCapability, Mm};
 use type1::uapi::{self, raw};
-use type1::{Container, ContainerConfig, Error, GroupKind, GroupSpec, UnmapFlags, UserBuffer};
+use type1::{
+    Container, ContainerConfig, Error, GroupKind, GroupSpec, UnmapFlags, UserBuffer, Version,
+};
 
 fn bare() -> (Container, Arc<type1::mm::FakeMemory>) {
     let mem = fake_memory();
@@ -35,8 +37,12 @@ fn before_set_iommu_only_version_and_extensions_answer() {
     for req in [uapi::VFIO_IOMMU_MAP_DMA, uapi::VFIO_IOMMU_ENABLE, 0x1234] {
         assert_eq!(ioctl(&c, req, 0).unwrap_err().errno(), EINVAL);
     }
-    // SET_IOMMU without a group: EINVAL.
-    assert_eq!(c.set_iommu(V2), Err(Error::SetIommuState));
+    // SET_IOMMU without a group: EINVAL, before the type is looked at (`vfio_ioctl_set_iommu`).
+    assert_eq!(c.set_iommu(Version::V2), Err(Error::SetIommuState));
+    assert_eq!(
+        ioctl(&c, uapi::VFIO_SET_IOMMU, 2).unwrap_err().errno(),
+        EINVAL
+    );
 }
 
 /// `vfio_ioctl_set_iommu` and `vfio_iommu_type1_check_extension`, v6.18 (nesting removed in
@@ -46,15 +52,14 @@ fn set_iommu_accepts_type1_types_only_then_other_requests_are_enotty() {
     let (c, _) = bare();
     c.set_group(GroupSpec::iommu(1)).unwrap();
     for ty in [2, 4, 5, 6, 7, 8, 11] {
-        assert_eq!(c.set_iommu(ty).unwrap_err().errno(), ENODEV, "type {ty}");
+        let r = ioctl(&c, uapi::VFIO_SET_IOMMU, ty);
+        assert_eq!(r.unwrap_err().errno(), ENODEV, "type {ty}");
     }
     // UNMAP_ALL passes CHECK_EXTENSION but type1's open() refuses it.
-    assert_eq!(
-        c.set_iommu(raw::VFIO_UNMAP_ALL.into()).unwrap_err().errno(),
-        EINVAL
-    );
-    c.set_iommu(V1).unwrap();
-    assert_eq!(c.set_iommu(V2), Err(Error::SetIommuState));
+    let r = ioctl(&c, uapi::VFIO_SET_IOMMU, raw::VFIO_UNMAP_ALL.into());
+    assert_eq!(r.unwrap_err().errno(), EINVAL);
+    c.set_iommu(Version::V1).unwrap();
+    assert_eq!(c.set_iommu(Version::V2), Err(Error::SetIommuState));
     // After SET_IOMMU: ENABLE, DISABLE and unknown requests are ENOTTY.
     for req in [uapi::VFIO_IOMMU_ENABLE, uapi::VFIO_IOMMU_DISABLE, 0x3b99] {
         assert_eq!(ioctl(&c, req, 0).unwrap_err().errno(), ENOTTY);
@@ -68,7 +73,7 @@ fn check_extension_answers_before_and_after_set_iommu() {
     let exts = |c: &Container| [1u64, 3, 9, 10, 4, 6, 2, 8].map(|e| c.check_extension(e));
     assert_eq!(exts(&c), [1, 1, 1, 0, 0, 0, 0, 0]);
     c.set_group(GroupSpec::iommu(1)).unwrap();
-    c.set_iommu(V1).unwrap();
+    c.set_iommu(Version::V1).unwrap();
     assert_eq!(exts(&c), [1, 1, 1, 1, 1, 0, 0, 0]);
     c.set_group(GroupSpec::emulated(2)).unwrap();
     assert_eq!(
@@ -86,7 +91,7 @@ fn check_extension_answers_before_and_after_set_iommu() {
     assert_eq!(c.check_extension(4), 0, "DMA_CC needs every domain");
     let (e, _) = bare();
     e.set_group(GroupSpec::emulated(1)).unwrap();
-    e.set_iommu(V2).unwrap();
+    e.set_iommu(Version::V2).unwrap();
     assert_eq!(e.check_extension(4), 1, "vacuously true without domains");
 }
 
@@ -105,7 +110,7 @@ fn removing_the_last_group_releases_everything() {
     );
     // The container needs SET_IOMMU again, and starts empty.
     h.c.set_group(GroupSpec::iommu(1)).unwrap();
-    h.c.set_iommu(V2).unwrap();
+    h.c.set_iommu(Version::V2).unwrap();
     assert!(h.c.mappings().is_empty());
 }
 
@@ -120,10 +125,13 @@ fn failed_set_iommu_leaves_no_backend() {
         kind: GroupKind::Iommu(bad),
     })
     .unwrap();
-    assert_eq!(c.set_iommu(V2), Err(Error::UnsafeInterrupts { group: 2 }));
+    assert_eq!(
+        c.set_iommu(Version::V2),
+        Err(Error::UnsafeInterrupts { group: 2 })
+    );
     assert!(!c.has_iommu());
     c.unset_group(type1::GroupId(2)).unwrap();
-    c.set_iommu(V2).unwrap();
+    c.set_iommu(Version::V2).unwrap();
     assert_eq!(mem.pinned_pages(), 0);
 }
 

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use libc::{EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW};
-use type1::{ContainerConfig, Error, GroupSpec, MapFlags, UnmapFlags};
+use type1::{ContainerConfig, Error, GroupSpec, MapFlags, UnmapFlags, Version};
 
 #[test]
 fn map_then_translate_through_the_domain() {
@@ -184,7 +184,7 @@ fn lock_capability_exempts_from_the_limit() {
     ));
     let c = type1::Container::new(ContainerConfig::default(), mm.clone());
     c.set_group(GroupSpec::iommu(1)).unwrap();
-    c.set_iommu(V2).unwrap();
+    c.set_iommu(Version::V2).unwrap();
     c.map_dma(&type1::MapDma {
         vaddr: RAM,
         iova: 0,
@@ -308,7 +308,7 @@ fn contiguous_memory_is_pinned_and_mapped_as_runs() {
     ));
     let c = type1::Container::new(ContainerConfig::default(), mm.clone());
     c.set_group(GroupSpec::iommu(1)).unwrap();
-    c.set_iommu(V2).unwrap();
+    c.set_iommu(Version::V2).unwrap();
     let t = std::time::Instant::now();
     c.map_dma(&type1::MapDma {
         vaddr: va,

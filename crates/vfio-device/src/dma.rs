@@ -430,6 +430,7 @@ fn validate(e: &DmaEngine, iova: Iova, len: usize, access: Access) -> Result<(),
 fn engine_error(e: type1::DmaError) -> DmaError {
     match e {
         type1::DmaError::Fault(f) => DmaError::Fault(f),
-        type1::DmaError::Memory { .. } | type1::DmaError::Detached => DmaError::NoMemory,
+        // Memory, Detached, and any failure a later type1 adds: the access reaches no memory.
+        _ => DmaError::NoMemory,
     }
 }

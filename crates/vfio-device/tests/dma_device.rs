@@ -55,7 +55,7 @@ fn rig(kind: Kind) -> Rig {
         Kind::Emulated => GroupSpec::emulated(GROUP),
     };
     c.set_group(spec).unwrap();
-    c.set_iommu(u64::from(raw::VFIO_TYPE1v2_IOMMU)).unwrap();
+    c.set_iommu(type1::Version::V2).unwrap();
     c.map_dma(&MapDma {
         vaddr: RAM,
         iova: 0,

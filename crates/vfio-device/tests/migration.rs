@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use type1::mm::{AddressSpace, FakeMemory, LockCapability, Mm};
-use type1::uapi::raw;
 use type1::{
     Container, ContainerConfig, DirtyMode, GroupId, GroupSpec, MapDma, MapFlags, UserBuffer,
 };
@@ -67,7 +66,7 @@ fn rig_with(migration: MigrationSpec) -> Rig {
     };
     let c = Arc::new(Container::new(cfg, mm));
     c.set_group(GroupSpec::iommu(GROUP)).unwrap();
-    c.set_iommu(u64::from(raw::VFIO_TYPE1v2_IOMMU)).unwrap();
+    c.set_iommu(type1::Version::V2).unwrap();
     c.map_dma(&MapDma {
         vaddr: RAM,
         iova: 0,

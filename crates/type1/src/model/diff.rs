@@ -337,10 +337,6 @@ fn group_id(d: Dom) -> GroupId {
 /// Never for these constant setups.
 #[must_use]
 pub fn rig_with(cfg: RigConfig) -> Rig {
-    let ty = match cfg.version {
-        Version::V2 => crate::uapi::raw::VFIO_TYPE1v2_IOMMU,
-        Version::V1 => crate::uapi::raw::VFIO_TYPE1_IOMMU,
-    };
     let mem = Arc::new(FakeMemory::new());
     mem.add_ram(RAM, RAM_LEN, 0x1_0000_0000);
     for (vaddr, pa, layout, writable) in [
@@ -388,7 +384,7 @@ pub fn rig_with(cfg: RigConfig) -> Rig {
     if cfg.second_domain {
         c.set_group(group_b()).unwrap();
     }
-    c.set_iommu(u64::from(ty)).unwrap();
+    c.set_iommu(cfg.version).unwrap();
     let notifications = Arc::new(AtomicU64::new(0));
     let dev_a = register(&c, GROUP_A, false, Some(notifications.clone()));
     let emu = cfg

@@ -5,12 +5,12 @@ use crate::api::PAGE_SIZE;
 use crate::device::DeviceId;
 
 /// IOVA pages per chunk (one bit each in the chunk's presence word).
-pub const CHUNK_PAGES: u64 = 64;
+pub(crate) const CHUNK_PAGES: u64 = 64;
 /// Pins of one page by its one device that the packed word can count.
-pub const MAX_PACKED_REFS: u32 = (1 << REFS_BITS) - 1;
+pub(crate) const MAX_PACKED_REFS: u32 = (1 << REFS_BITS) - 1;
 /// Address spaces a set can name in packed words (more only after repeated vaddr updates to new
 /// owners while pins are held; those pages spill).
-pub const MAX_SPACES: usize = 1 << SPACE_BITS;
+pub(crate) const MAX_SPACES: usize = 1 << SPACE_BITS;
 
 /// [`CHUNK_PAGES`] as an array length.
 pub(super) const SLOTS: usize = 64;

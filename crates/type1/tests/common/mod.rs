@@ -7,6 +7,7 @@ use type1::mm::{Backing, FakeMemory, FakeRegion, Layout, LockCapability, Mm, Wri
 use type1::uapi::raw;
 use type1::{
     Container, ContainerConfig, Error, GroupSpec, MapDma, MapFlags, Result, UnmapDma, UnmapFlags,
+    Version,
 };
 
 pub const SZ_4K: u64 = 1 << 12;
@@ -75,7 +76,12 @@ impl H {
         for g in groups {
             c.set_group(g).unwrap();
         }
-        c.set_iommu(ty).unwrap();
+        let version = match u32::try_from(ty) {
+            Ok(raw::VFIO_TYPE1_IOMMU) => Version::V1,
+            Ok(raw::VFIO_TYPE1v2_IOMMU) => Version::V2,
+            _ => panic!("not a type1 IOMMU type: {ty}"),
+        };
+        c.set_iommu(version).unwrap();
         let h = H { c, mem, mm };
         h.check();
         h
