@@ -15,23 +15,25 @@
 //!
 //! # Layers
 //!
-//! Modules depend one way only, each on modules of lower rows (and within a row on none of its
-//! row, except where noted); nothing imports the ioctl byte layer back:
+//! Modules depend one way only, each on modules of lower rows, never on its own row or above;
+//! nothing imports the ioctl byte layer back:
 //!
 //! ```text
-//! 8  ioctl                 request numbers and argument bytes -> the typed API
-//! 7  Container             one lock, groups, devices, the typed API
-//! 6  engine                DMA of IOMMU-backed devices through a domain
-//! 5  type1 (Type1)         the backend: MAP/UNMAP, domains, device pins, dirty tracking, invariants
-//! 4  dma                   one mapping and the mapping tree
-//! 3  pinset, dirty, config device pins of one mapping; dirty bitmaps; container options
-//! 2  api, mm, uaccess,     typed vocabulary; address spaces and locked-memory accounting;
-//!    group, device,        copy_from_user/copy_to_user; group, device and IOVA-list
-//!    iova_list             descriptions
-//! 1  uapi, usercopy, error UAPI constants and layouts; copies of this process's memory; errors
+//! 8  ioctl                  request numbers and argument bytes -> the typed API
+//! 7  Container              one lock, groups, devices, the typed API (container/dirty.rs: its
+//!                           dirty-tracking part)
+//! 6  engine                 DMA of IOMMU-backed devices through a domain
+//! 5  type1 (Type1)          the backend: MAP/UNMAP, domains, device pins, dirty tracking,
+//!                           invariants
+//! 4  dma                    one mapping and the mapping tree
+//! 3  pinset, config         device pins of one mapping; container options
+//! 2  api, dirty, mm,        typed vocabulary; dirty bitmaps; address spaces and locked-memory
+//!    uaccess, group,        accounting; copy_from_user/copy_to_user; group, device and
+//!    device, iova_list      IOVA-list descriptions
+//! 1  uapi, usercopy, error  UAPI constants and layouts; copies of this process's memory; errors
 //! ```
 //!
-//! (`pinset` uses `device` and `mm`; `config` uses `dirty` for its mode.) The reference model
+//! (Row 2 has one exception: `device` names the `group` it belongs to.) The reference model
 //! (`model`, feature `test-support`) sits above everything and is imported by tests only.
 //!
 //! ```
