@@ -9,12 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::dirty::DirtyBitmap;
-use crate::mm::{LockCapability, Mm, PinnedRun};
+use crate::mm::{LockCapability, Mm};
 use crate::pinset::PinSet;
 
-/// The runs of one mapping: a mapping of contiguous memory is one run, held inline (no
-/// allocation per MAP).
-pub(crate) type Runs = smallvec::SmallVec<[PinnedRun; 1]>;
+use crate::release::Runs;
 
 /// Device access of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

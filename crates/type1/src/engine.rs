@@ -16,7 +16,7 @@ use std::sync::Arc;
 use io_pgtable::{Access, Domain, Fault, Iova};
 
 use crate::mm::Mm;
-use crate::type1::Token;
+use crate::release::Token;
 
 /// Why a DMA failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

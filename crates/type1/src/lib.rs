@@ -26,7 +26,8 @@
 //! 5  type1 (Type1)          the backend: MAP/UNMAP, domains, device pins, dirty tracking,
 //!                           invariants
 //! 4  dma                    one mapping and the mapping tree
-//! 3  pinset, config         device pins of one mapping; container options
+//! 3  pinset, release,       device pins of one mapping; the one release of pins and charges
+//!    config                 (strict and lazy); container options
 //! 2  api, dirty, mm,        typed vocabulary; dirty bitmaps; address spaces and locked-memory
 //!    uaccess, group,        accounting; copy_from_user/copy_to_user; group, device and
 //!    device, iova_list      IOVA-list descriptions
@@ -73,6 +74,7 @@ pub mod mm;
 #[cfg(feature = "test-support")]
 pub mod model;
 mod pinset;
+mod release;
 mod type1;
 mod uaccess;
 pub mod uapi;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use io_pgtable::{Domain, DomainConfig, InvalidationPolicy, Iova, Prot};
 
 use crate::dirty::{DirtyBitmap, DirtyMode, DIRTY_BITMAP_PAGES_MAX};
-use crate::dma::{Dma, DmaProt, DmaTree, Runs};
+use crate::dma::{Dma, DmaProt, DmaTree};
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupKind, GroupSpec, IommuDesc, ResvKind};
 use crate::iova_list::IovaList;
@@ -33,6 +33,7 @@ pub(crate) use crate::api::{
     PAGE_SIZE, UNMAP_RETRIES,
 };
 pub(crate) use crate::config::{ContainerConfig, FaultPlan, Interrupts};
+pub(crate) use crate::release::{release_pins, PinRelease, Runs, Token};
 
 mod groups;
 mod invariants;
@@ -60,47 +61,6 @@ pub(crate) enum UnmapStep {
     Notify { iova: u64, size: u64 },
 }
 
-/// Pins waiting for every domain to release them: unpinned and uncharged when dropped.
-#[derive(Debug)]
-pub(crate) struct PinRelease {
-    /// (address space that pinned the runs, owner charged for them)
-    owner: Option<(Arc<Mm>, Arc<Mm>)>,
-    runs: Runs,
-    pages: u64,
-}
-
-impl PinRelease {
-    fn new(pinned_by: Arc<Mm>, charged: Arc<Mm>, runs: Runs, pages: u64) -> Arc<Self> {
-        charged.add_pending(pages);
-        Arc::new(PinRelease {
-            owner: Some((pinned_by, charged)),
-            runs,
-            pages,
-        })
-    }
-
-    /// A token that releases nothing (for ranges whose pins belong to someone else).
-    fn none() -> Arc<Self> {
-        Arc::new(PinRelease {
-            owner: None,
-            runs: Runs::new(),
-            pages: 0,
-        })
-    }
-}
-
-impl Drop for PinRelease {
-    fn drop(&mut self) {
-        if let Some((pinned_by, charged)) = &self.owner {
-            for r in &self.runs {
-                pinned_by.space().unpin_run(r);
-            }
-            charged.uncharge(self.pages);
-            charged.sub_pending(self.pages);
-        }
-    }
-}
-
 /// Replay progress of one mapping: bytes mapped into the new domain so far, and the runs pinned
 /// for it (only for mappings no domain had mapped).
 #[derive(Debug)]
@@ -109,8 +69,6 @@ struct Replayed {
     mapped: u64,
     fresh: Option<(Runs, u64)>,
 }
-
-pub(crate) type Token = Arc<PinRelease>;
 
 /// A group attached to the backend (`struct vfio_iommu_group`).
 #[derive(Debug, Clone)]
@@ -464,9 +422,9 @@ impl Type1 {
         };
         let pages = run_pages(&runs) - still_charged;
         dma.locked_vm -= pages;
-        // Strict invalidation: every domain's unmap has synced its IOTLB when it returns, so the
-        // pins can go right after, with no token to allocate. Lazy: a token per unmap, released
-        // by the last domain's flush.
+        // One release (`release_pins`), at one of two moments. Strict invalidation: every
+        // domain's unmap has synced its IOTLB when it returns, so the pins go right after, with
+        // no token to allocate. Lazy: a token per unmap, released by the last domain's flush.
         let strict = self.cfg.invalidation == InvalidationPolicy::Strict;
         let token = if strict {
             self.none_token.clone()
@@ -491,10 +449,7 @@ impl Type1 {
             }
         }
         if strict {
-            for r in &runs {
-                dma.pinned_by.space().unpin_run(r);
-            }
-            dma.mm.uncharge(pages);
+            release_pins(&dma.pinned_by, &dma.mm, &runs, pages);
         }
         dma.iommu_mapped = false;
     }

@@ -16,20 +16,20 @@ use crate::dma::Dma;
 use crate::error::{Error, Result};
 use crate::mm::{PinAccess, PinnedRun};
 use crate::pinset::Released;
+use crate::release::release_pins;
 
 /// Returns a page whose last device pin went to the address space that pinned it, and uncharges
 /// it if device pins of `dma` are accounted (no IOMMU domain: `do_accounting` in
 /// `vfio_iommu_type1_pin_pages`).
 pub(crate) fn return_pin(dma: &mut Dma, r: &Released, accounting: bool) {
-    r.space.space().unpin_run(&PinnedRun {
+    let run = PinnedRun {
         pa: io_pgtable::PhysAddr(r.pa),
         npages: 1,
         reserved: false,
-    });
-    if accounting {
-        dma.mm.uncharge(1);
-        dma.locked_vm -= 1;
-    }
+    };
+    let pages = u64::from(accounting);
+    release_pins(&r.space, &dma.mm, &[run], pages);
+    dma.locked_vm -= pages;
 }
 
 impl Type1 {
