@@ -531,4 +531,9 @@ fn typed_get_bitmap_fills_the_callers_words_and_refuses_too_few() {
     h.c.dirty_bitmap_into(0, 128 * SZ_4K, SZ_4K, &mut out)
         .unwrap();
     assert_eq!(out, [0, 0, 7]);
+    // A range with no mapping: clean too, whatever the words held.
+    let mut out = [u64::MAX, u64::MAX, 7];
+    h.c.dirty_bitmap_into(SZ_1G, 128 * SZ_4K, SZ_4K, &mut out)
+        .unwrap();
+    assert_eq!(out, [0, 0, 7]);
 }

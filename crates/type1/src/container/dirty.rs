@@ -71,7 +71,12 @@ impl Container {
             words,
             cleared: false,
         };
-        self.dirty_bitmap_sink(iova, size, pgsize, &mut sink)
+        self.dirty_bitmap_sink(iova, size, pgsize, &mut sink)?;
+        // No mapping in the range: no report asked for the words, and none of its pages is dirty.
+        if !sink.cleared {
+            sink.words.fill(0);
+        }
+        Ok(())
     }
 
     /// The wrapper's range checks of GET_BITMAP (`vfio_iommu_type1_dirty_pages`).
