@@ -105,6 +105,9 @@ const STARTUP: Duration = Duration::from_secs(30);
 const FIRMWARE: Duration = Duration::from_secs(90);
 /// A QMP command's answer (`pmemsave` of 256 MiB included).
 const REPLY: Duration = Duration::from_secs(60);
+/// SeaBIOS's last debug line without a boot device (`boot_fail`), printed after its POST made
+/// the shadowed BIOS read-only.
+const FIRMWARE_DONE: &str = "No bootable device";
 /// The trace unchanged this long: the firmware is done (SeaBIOS idles without a boot device).
 const SETTLE: Duration = Duration::from_millis(500);
 /// The whole migration, from `migrate` to `completed`.
@@ -285,6 +288,14 @@ impl Vm {
         for a in ["-m", "256M", "-nodefaults", "-nographic", "-serial", "none"] {
             args.push(a.into());
         }
+        // SeaBIOS's debug output (port 0x402): `wait_firmware` waits for its last line.
+        let firmware_log = dir.join(format!("{name}.firmware.log"));
+        args.extend(["-chardev".into()]);
+        args.push(format!("file,id=fwlog,path={}", firmware_log.display()));
+        args.extend([
+            "-device".into(),
+            "isa-debugcon,iobase=0x402,chardev=fwlog".into(),
+        ]);
         args.extend(["-monitor".into(), "none".into(), "-device".into()]);
         args.push(format!("vfio-pci,host={BDF},id=dut,x-enable-migration=on"));
         let sock = dir.join(format!("{name}.sock"));
@@ -490,16 +501,25 @@ impl Vm {
                                 if a != 0 && a != u64::MAX && s != 0 && a % s == 0)
                         })
                 });
+            // The trace alone is not enough: under KVM SeaBIOS may stay quiet for more than
+            // `SETTLE` between assigning the BARs and its last step before booting (making the
+            // shadowed BIOS read-only, which QEMU turns into an UNMAP of all RAM and new MAPs:
+            // a device writing then faults, as it would on a real IOMMU).
+            let firmware_log = self.file("firmware.log");
+            let booted =
+                std::fs::read_to_string(&firmware_log).is_ok_and(|l| l.contains(FIRMWARE_DONE));
             let n = self.trace()?.len();
             if n != last.0 {
                 last = (n, Instant::now());
-            } else if assigned && last.1.elapsed() >= SETTLE {
+            } else if assigned && booted && last.1.elapsed() >= SETTLE {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "{}: firmware not done after {FIRMWARE:?} (BARs assigned: {assigned})",
-                    self.name
+                    "{}: firmware not done after {FIRMWARE:?} (BARs assigned: {assigned}, \
+                     {FIRMWARE_DONE:?} in {}: {booted})",
+                    self.name,
+                    firmware_log.display()
                 ));
             }
             sleep(Duration::from_millis(50));
