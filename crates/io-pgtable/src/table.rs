@@ -617,7 +617,40 @@ impl IoPageTable {
         pgcount: u64,
         gather: Option<&mut Gather>,
     ) -> u64 {
+        // The one-page fast path here, inlined into the caller; the rest out of line.
+        if self.four_level_4k
+            && pgcount == 1
+            && self.level_for_pgsize(pgsize) == Some(3)
+            && self.geo.iova_in_range(iova.raw())
+        {
+            if let Some(table) = self.last_table_4k(iova.raw()) {
+                return self.clear_one_4k(table, iova.raw(), gather);
+            }
+        }
         self.unmap_pages_dirty(iova, pgsize, pgcount, gather, None)
+    }
+
+    /// Clears the 4K leaf of `iova` in its level-3 `table` (`clear_entries` for one entry,
+    /// nobody collecting dirty state): 0 if there is none.
+    #[inline(always)]
+    fn clear_one_4k(
+        &self,
+        table: &[AtomicU64; 512],
+        iova: u64,
+        gather: Option<&mut Gather>,
+    ) -> u64 {
+        const SZ_4K: u64 = 1 << 12;
+        let slot = &table[crate::to_usize((iova >> 12) & 511)];
+        if !pte::is_leaf(slot.load(Ordering::Acquire), 3) {
+            return 0;
+        }
+        slot.store(0, Ordering::Release);
+        if let Some(g) = gather {
+            if !g.queued {
+                self.gather_leaves(g, iova, SZ_4K, 1);
+            }
+        }
+        SZ_4K
     }
 
     /// [`IoPageTable::unmap_pages`] that also reports every writable-dirty leaf it removes to
@@ -639,18 +672,7 @@ impl IoPageTable {
         }
         if self.four_level_4k && target == 3 && pgcount == 1 && dirty.is_none() {
             if let Some(table) = self.last_table_4k(iova.raw()) {
-                // One 4K leaf through table descriptors: `clear_entries` for one entry.
-                let slot = &table[crate::to_usize((iova.raw() >> 12) & 511)];
-                if !pte::is_leaf(slot.load(Ordering::Acquire), 3) {
-                    return 0;
-                }
-                slot.store(0, Ordering::Release);
-                if let Some(g) = gather {
-                    if !g.queued {
-                        self.gather_leaves(g, iova.raw(), pgsize, 1);
-                    }
-                }
-                return pgsize;
+                return self.clear_one_4k(table, iova.raw(), gather);
             }
         }
         self.unmap_at(
