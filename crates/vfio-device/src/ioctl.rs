@@ -27,10 +27,11 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use crate::device::Device;
+use crate::dma::logging;
 use crate::error::{Error, Result};
 use crate::irq::set::{self, IrqData, SetIrqsHeader};
 use crate::irq::{IrqIndex, NUM_IRQS};
-use crate::migration::{logging, DataFile, MigState};
+use crate::migration::{DataFile, MigState};
 use crate::region::{RegionIndex, REGION_INFO_SIZE};
 
 /// `VFIO_DEVICE_GET_INFO`.

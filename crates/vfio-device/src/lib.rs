@@ -16,11 +16,30 @@
 //! - [`DeviceModel`]: the trait for your own device (documented example there), given a
 //!   [`Dma`] handle and the [`Interrupts`] at creation;
 //! - [`dma`]: device DMA through the group's IOMMU domain or, in an emulated group, by
-//!   pinning and `dma_rw`;
+//!   pinning and `dma_rw`; device DMA logging ([`dma::logging`]);
 //! - [`migration`]: one migration state machine with two faces, v2 (`VFIO_DEVICE_FEATURE`
 //!   MIGRATION, MIG_DEVICE_STATE, MIG_DATA_SIZE, data fds) and the deprecated v1 region QEMU
-//!   5.2–7.2 drives; the versioned, checksummed state stream; device DMA logging;
+//!   5.2–7.2 drives; the versioned, checksummed state stream;
+//! - [`ioctl`]: the byte-level device ioctls ([`Device::ioctl`]) over the typed API;
 //! - [`testdev`]: the built-in DMA test device (register map there).
+//!
+//! # Layers
+//!
+//! Modules depend one way, each only on those below it (nothing imports a layer above it;
+//! callbacks upward go through traits: [`DeviceModel`], [`GroupFds`], `type1`'s unmap handler):
+//!
+//! ```text
+//! testdev                       a device model built on the public API
+//! ioctl                         the byte layer: argsz/flags decoding, copy to and from the caller
+//! device                        Device: regions, reset; device/migration*.rs its migration API
+//! model                         the DeviceModel trait and its DeviceContext
+//! dma (+ dma::logging)          device DMA through type1, the dirty log
+//! region                        region indexes, offsets, info and mmap rules
+//! migration                     the state machine, the stream, transfers, the v1 layout
+//! irq                           INTx/MSI/MSI-X state, SET_IRQS, eventfds
+//! pci, memfd                    config space and capabilities; the device file
+//! error, thread, PAGE_SIZE      shared vocabulary
+//! ```
 
 #![warn(missing_docs)]
 

@@ -7,8 +7,8 @@
 //! device share them natively, as with a real BAR mapping (`vfio_pci_core_mmap`). The file is
 //! sized to cover all regions; tmpfs allocates only the pages that are touched.
 //!
-//! This is one of the two modules with `unsafe` (the other is [`crate::irq::eventfd`] /
-//! [`crate::thread`]): `memfd_create`, `ftruncate`, `mmap`, `munmap` and raw-pointer copies
+//! This is one of the modules with `unsafe` (the others are the interrupt layer's eventfds, above
+//! this one, and [`crate::thread`]): `memfd_create`, `ftruncate`, `mmap`, `munmap` and raw-pointer copies
 //! into the mapping. Ranges are `(offset, len)` with an exclusive end, checked here.
 
 use std::ffi::CStr;

@@ -43,9 +43,8 @@ use vfio_bindings::bindings::vfio::{
 
 use std::mem::offset_of;
 
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::migration::{Direction, MigState};
+use crate::error::Error;
+use crate::migration::MigState;
 
 /// The region index (`VFIO_PCI_NUM_REGIONS`: the first device-specific index).
 pub const INDEX: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_NUM_REGIONS;
@@ -56,23 +55,23 @@ pub const DATA_SIZE: u64 = 256 << 10;
 /// The region size.
 pub const REGION_SIZE: u64 = DATA_OFFSET + DATA_SIZE;
 
-const STATE: u64 = offset_of!(vfio_device_migration_info, device_state) as u64;
-const RESERVED: u64 = offset_of!(vfio_device_migration_info, reserved) as u64;
-const PENDING: u64 = offset_of!(vfio_device_migration_info, pending_bytes) as u64;
-const OFFSET: u64 = offset_of!(vfio_device_migration_info, data_offset) as u64;
-const SIZE: u64 = offset_of!(vfio_device_migration_info, data_size) as u64;
-const HEADER: u64 = std::mem::size_of::<vfio_device_migration_info>() as u64;
+pub(crate) const STATE: u64 = offset_of!(vfio_device_migration_info, device_state) as u64;
+pub(crate) const RESERVED: u64 = offset_of!(vfio_device_migration_info, reserved) as u64;
+pub(crate) const PENDING: u64 = offset_of!(vfio_device_migration_info, pending_bytes) as u64;
+pub(crate) const OFFSET: u64 = offset_of!(vfio_device_migration_info, data_offset) as u64;
+pub(crate) const SIZE: u64 = offset_of!(vfio_device_migration_info, data_size) as u64;
+pub(crate) const HEADER: u64 = std::mem::size_of::<vfio_device_migration_info>() as u64;
 
 /// The data section and the chunk handshake.
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
     area: Vec<u8>,
     /// Saving: bytes of the chunk handed out and not yet acknowledged.
-    out: Option<usize>,
+    pub(crate) out: Option<usize>,
 }
 
 impl Chunk {
-    fn area(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn area(&mut self) -> &mut Vec<u8> {
         if self.area.is_empty() {
             self.area = vec![0u8; usize::try_from(DATA_SIZE).unwrap_or(0)];
         }
@@ -109,117 +108,15 @@ pub fn state_of(bits: u32) -> Option<MigState> {
     }
 }
 
-fn bad(reason: &'static str) -> Error {
+pub(crate) fn bad(reason: &'static str) -> Error {
     Error::Migration { reason }
 }
 
-fn saving(s: MigState) -> bool {
+pub(crate) fn saving(s: MigState) -> bool {
     matches!(
         s,
         MigState::PreCopy | MigState::PreCopyP2p | MigState::StopCopy
     )
-}
-
-impl Device {
-    fn v1_range(pos: u64, len: usize) -> Result<()> {
-        match pos.checked_add(len as u64) {
-            Some(end) if end <= REGION_SIZE => {}
-            _ => return Err(bad("v1 region access past the region")),
-        }
-        if pos < DATA_OFFSET && (pos >= HEADER || pos + len as u64 > HEADER) {
-            return Err(bad(
-                "v1 region access outside the header and the data section",
-            ));
-        }
-        Ok(())
-    }
-
-    /// `pread` of the v1 region at `pos`.
-    pub(crate) fn v1_read(&self, pos: u64, buf: &mut [u8]) -> Result<usize> {
-        Self::v1_range(pos, buf.len())?;
-        let mut core = self.mig();
-        if pos >= DATA_OFFSET {
-            let at = usize::try_from(pos - DATA_OFFSET).unwrap_or(0);
-            let area = core.v1.area();
-            buf.copy_from_slice(&area[at..at + buf.len()]);
-            return Ok(buf.len());
-        }
-        let v: u64 = match (pos, buf.len()) {
-            (STATE, 4) => u64::from(bits_of(core.state)),
-            (RESERVED, 4) => 0,
-            (PENDING, 8) => {
-                // Reading pending_bytes acknowledges an outstanding chunk.
-                core.v1.out = None;
-                match &core.transfer {
-                    Some(t) if saving(core.state) && t.direction() == Direction::Save => {
-                        t.pending()
-                    }
-                    _ => 0,
-                }
-            }
-            (OFFSET, 8) => {
-                if saving(core.state) && core.v1.out.is_none() {
-                    let t = core
-                        .transfer
-                        .clone()
-                        .filter(|t| t.direction() == Direction::Save);
-                    let n = match t {
-                        Some(t) => t.read(core.v1.area()).unwrap_or(0),
-                        None => 0,
-                    };
-                    core.v1.out = Some(n);
-                }
-                DATA_OFFSET
-            }
-            (SIZE, 8) => core.v1.out.unwrap_or(0) as u64,
-            _ => return Err(bad("v1 header access must be one whole field")),
-        };
-        let b = v.to_le_bytes();
-        let n = buf.len();
-        buf.copy_from_slice(&b[..n]);
-        Ok(n)
-    }
-
-    /// `pwrite` of the v1 region at `pos`.
-    pub(crate) fn v1_write(&self, pos: u64, data: &[u8]) -> Result<usize> {
-        Self::v1_range(pos, data.len())?;
-        let mut core = self.mig();
-        if pos >= DATA_OFFSET {
-            let at = usize::try_from(pos - DATA_OFFSET).unwrap_or(0);
-            core.v1.area()[at..at + data.len()].copy_from_slice(data);
-            return Ok(data.len());
-        }
-        match (pos, data) {
-            (STATE, &[a, b, c, d]) => {
-                let want = state_of(u32::from_le_bytes([a, b, c, d]))
-                    .ok_or(bad("v1 device_state value is invalid"))?;
-                self.walk(&mut core, want.raw())?;
-                Ok(4)
-            }
-            (RESERVED, &[_, _, _, _]) => Ok(4),
-            (SIZE, d) if d.len() == 8 => {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(d);
-                let size = u64::from_le_bytes(w);
-                if core.state != MigState::Resuming {
-                    return Err(bad("v1 data_size written while not resuming"));
-                }
-                if size > DATA_SIZE {
-                    return Err(bad("v1 data_size larger than the data section"));
-                }
-                let t = core
-                    .transfer
-                    .clone()
-                    .filter(|t| t.direction() == Direction::Resume)
-                    .ok_or(bad("v1 resume without a transfer"))?;
-                let n = usize::try_from(size).unwrap_or(0);
-                t.write(&core.v1.area()[..n])?;
-                Ok(8)
-            }
-            (PENDING | OFFSET, d) if d.len() == 8 => Err(bad("v1 field is read-only")),
-            _ => Err(bad("v1 header access must be one whole field")),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ impl ConfigImage {
     }
 }
 
-/// The interrupt state a config access needs to see (owned by [`crate::irq`]).
+/// The interrupt state a config access needs to see (owned by the interrupt layer above, `irq`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IrqView {
     /// The device's INTx line is asserted (status bit 3).

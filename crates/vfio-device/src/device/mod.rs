@@ -3,7 +3,7 @@
 //! [`Device`] ties the config space, regions, interrupts, the device file and the model
 //! together, and implements region access (`vfio_pci_rw`, v6.18
 //! `drivers/vfio/pci/vfio_pci_core.c` and `vfio_pci_rdwr.c`) and reset. The byte-level ioctl
-//! entry is in [`crate::ioctl`].
+//! entry is one layer up, in `ioctl.rs`.
 //!
 //! Region access, by index (file offsets are `index << 40 | pos`):
 //! - config: `pos + count` past config space is `EFAULT` (`vfio_config_do_rw`), otherwise any
@@ -21,6 +21,13 @@
 //!
 //! Concurrency: config space is behind a mutex (taken before the interrupt mutex, never
 //! after); no lock is held while the model runs.
+//!
+//! `impl Device` is split by concern: region access and reset here, the migration API in
+//! `migration.rs` (the v2 state walk) and `migration_v1.rs` (the v1 region), the byte-level
+//! ioctls in the ioctl layer above (`ioctl.rs`, which nothing below imports).
+
+mod migration;
+mod migration_v1;
 
 use std::ffi::CStr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -3,7 +3,7 @@
 //! mlx5's page tracker): the device records the pages it DMA-writes inside the ranges the VMM
 //! asked for, and reports them as a bitmap.
 //!
-//! The log is fed from the one place device writes go, [`crate::Dma::write`], after the write
+//! The log is fed from the one place device writes go, [`Dma::write`](super::Dma::write), after the write
 //! landed: what is logged is exactly what the device wrote (a write a racing unmap cut short is
 //! not logged; its IOVAs were unmapped). Tracking granularity is the page size chosen at START:
 //! the requested size when it is a power of two of at least 4 KiB, else 4 KiB for smaller

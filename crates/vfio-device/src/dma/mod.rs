@@ -17,13 +17,15 @@
 //! positive, never a lost write). An unmap racing with a transfer can still cut it short, as
 //! on hardware; after UNMAP returns, no write lands (strict invalidation).
 
+pub mod logging;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use io_pgtable::{Access, Fault, Iova};
 use type1::{Container, DeviceId, DmaEngine, DmaUnmapHandler, GroupId, PinProt, RwDirection};
 
-use crate::migration::logging::DirtyLog;
+use logging::DirtyLog;
 
 /// Why a DMA failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
