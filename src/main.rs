@@ -15,7 +15,6 @@ mod fd_cost;
 static ALLOC: alloc_count::Counting = alloc_count::Counting;
 mod migrate;
 mod run;
-mod size;
 
 use std::io::IsTerminal;
 
@@ -73,7 +72,7 @@ struct BenchArgs {
 #[derive(Debug, Clone, Args)]
 struct MigrateArgs {
     /// Guest memory size (K, M, G, T suffixes; a multiple of 2M).
-    #[arg(long, default_value = "2G", value_parser = size::parse_size)]
+    #[arg(long, default_value = "2G", value_parser = type1_preload_config::parse_size)]
     guest_size: u64,
     /// Dirty reporting mode(s) to run.
     #[arg(long, value_enum, default_value = "both")]
@@ -91,7 +90,7 @@ struct MigrateArgs {
     #[arg(long, value_enum, default_value = "hot")]
     pattern: Pattern,
     /// Size of the hot set at the start of guest memory.
-    #[arg(long, default_value = "64M", value_parser = size::parse_size)]
+    #[arg(long, default_value = "64M", value_parser = type1_preload_config::parse_size)]
     hot_set: u64,
     /// Skip the vIOMMU phase (4K maps, 2M unmap with dirty bitmap).
     #[arg(long)]

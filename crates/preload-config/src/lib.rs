@@ -233,24 +233,43 @@ pub fn parse_number(s: &str) -> Result<u64, String> {
     number(s.trim())
 }
 
-fn number(t: &str) -> Result<u64, String> {
+/// Why a number was refused.
+enum NumberError {
+    /// Empty, or not all digits of its radix.
+    Malformed,
+    /// Above `u64::MAX`.
+    TooBig,
+}
+
+/// Decimal digits, or `0x`/`0X` and hexadecimal digits.
+fn digits(t: &str) -> Result<u64, NumberError> {
     let hex = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X"));
     let (digits, radix) = match hex {
         Some(h) => (h, 16),
         None => (t, 10),
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return Err(format!("{t:?} is not a number (e.g. 4096 or 0x1000)"));
+        return Err(NumberError::Malformed);
     }
-    u64::from_str_radix(digits, radix).map_err(|_| format!("{t:?} does not fit in 64 bits"))
+    u64::from_str_radix(digits, radix).map_err(|_| NumberError::TooBig)
+}
+
+fn number(t: &str) -> Result<u64, String> {
+    digits(t).map_err(|e| match e {
+        NumberError::Malformed => format!("{t:?} is not a number (e.g. 4096 or 0x1000)"),
+        NumberError::TooBig => format!("{t:?} does not fit in 64 bits"),
+    })
 }
 
 /// A byte size: a [number](parse_number) with an optional `K`, `M`, `G` or `T` suffix (powers of
-/// 1024, either case): `4096`, `0x1000`, `64K`, `2M`, `1G`. The one size grammar of the drop-in
-/// and of the `type1` command line.
+/// 1024, either case): `4096`, `0x1000`, `64K`, `2M`, `1G`, `0x10K`; blanks around it are
+/// ignored. The one size grammar of the project: every `TYPE1_*` variable and every `type1`
+/// option that takes a size parses it here.
 ///
 /// # Errors
-/// A message for an empty, malformed or overflowing size.
+/// "that is not a size" for an empty or malformed size (a sign, a fraction, blanks inside, a
+/// unit other than one letter); "does not fit in 64 bits" when the number or the number times
+/// its unit exceeds `u64::MAX`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
@@ -260,8 +279,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
-    let n = number(num)
-        .map_err(|_| "that is not a size (e.g. 4096, 0x1000, 64K, 2M, 1G)".to_string())?;
+    let n = digits(num).map_err(|e| match e {
+        NumberError::Malformed => "that is not a size (e.g. 4096, 0x1000, 64K, 2M, 1G)",
+        NumberError::TooBig => "does not fit in 64 bits",
+    })?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| "does not fit in 64 bits".to_string())
 }
@@ -824,23 +845,46 @@ mod tests {
         fn sizes_share_one_grammar_with_suffixes_and_hex() {
             assert_eq!(parse_size("4096"), Ok(4096));
             assert_eq!(parse_size("0x1000"), Ok(4096));
+            assert_eq!(parse_size("0X1000"), Ok(4096));
             assert_eq!(parse_size("64k"), Ok(64 << 10));
+            assert_eq!(parse_size("2m"), Ok(2 << 20));
             assert_eq!(parse_size("2G"), Ok(2 << 30));
             assert_eq!(parse_size("1T"), Ok(1 << 40));
+            // A hexadecimal number takes a unit too; blanks around the size are ignored.
+            assert_eq!(parse_size("0x10K"), Ok(16 << 10));
+            assert_eq!(parse_size(" 2M\t"), Ok(2 << 20));
+            assert_eq!(parse_size("0"), Ok(0));
+            assert_eq!(parse_size("16777215T"), Ok(16_777_215 << 40));
         }
 
         #[test]
         fn malformed_or_overflowing_sizes_are_refused() {
-            for bad in ["", "K", "lots", "2X", "-1", "+4", "4 K", "0x"] {
-                assert!(parse_size(bad).unwrap_err().contains("not a size"), "{bad}");
+            for bad in [
+                "", " ", "K", "lots", "2X", "-1", "+4", "4 K", "0x", "0xK", "1.5M", "4KB", "4KiB",
+                "2MM", "0b101", "1e3",
+            ] {
+                assert!(
+                    parse_size(bad).unwrap_err().contains("not a size"),
+                    "{bad:?}"
+                );
             }
-            assert!(parse_size("99999999999T").unwrap_err().contains("64 bits"));
+            // Too big as a number, or once multiplied by its unit.
+            for big in [
+                "99999999999999999999",
+                "0x10000000000000000",
+                "16777216T",
+                "99999999999T",
+            ] {
+                assert_eq!(
+                    parse_size(big),
+                    Err("does not fit in 64 bits".into()),
+                    "{big}"
+                );
+            }
+            assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
             assert!(parse_pgsizes("4K,2X")
                 .unwrap_err()
                 .contains("\"2X\": that is not a size"));
-            assert!(parse_size("99999999999999999999")
-                .unwrap_err()
-                .contains("not a size"));
         }
 
         #[test]
