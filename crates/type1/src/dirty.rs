@@ -12,6 +12,8 @@
 //! Where the request's words live is a `BitmapSink`: a caller's slice for the typed API, the
 //! user's memory for the ioctl layer (read at the first report, written back once at the end).
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 
 /// How dirty pages of IOMMU-backed groups are reported.
@@ -176,39 +178,26 @@ pub fn test_bit(bm: &[u64], i: u64) -> bool {
         .is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
-/// Where a request's bitmap lives. [`BitmapSink::words`] is asked for the request's words (bit 0
-/// = the request's base IOVA) at the first report, after every check of the request passed and
-/// before any mapping is reset or removed, so a sink that cannot provide them fails the request
-/// with nothing changed.
+/// Where a request's bitmap lives: its words (bit 0 = the request's base IOVA), handed out
+/// report by report, in ascending order. The first call comes after every check of the request
+/// passed and before any mapping is reset or removed, so a sink that cannot provide its words
+/// fails the request with nothing changed.
 pub(crate) trait BitmapSink {
-    /// The request's words, at least as many as its pages need.
+    /// The request's words, at least as many as its pages need. The next report writes the
+    /// words `span` (its first word ORed when its offset is not word-aligned, the others
+    /// overwritten, as `update_user_bitmap` does); a sink may prepare them.
     ///
     /// # Errors
     /// The sink's failure (for user memory, [`Error::BadAddress`]).
-    fn words(&mut self) -> Result<&mut [u64]>;
+    fn words(&mut self, span: Range<usize>) -> Result<&mut [u64]>;
 }
 
-impl BitmapSink for &mut [u64] {
-    fn words(&mut self) -> Result<&mut [u64]> {
-        Ok(&mut **self)
-    }
-}
-
-/// Checks that `len` words hold a report of `nbits` bits at `bit_offset` (see [`report`]).
-///
-/// # Errors
-/// [`Error::InvalidBitmap`] if they do not.
-pub(crate) fn check_fits(len: usize, nbits: u64, bit_offset: u64) -> Result<()> {
-    let end = (bit_offset % 64)
-        .checked_add(nbits)
-        .map(|bits| bits.div_ceil(64))
-        .and_then(|words| (bit_offset / 64).checked_add(words));
-    match end {
-        Some(end) if end <= len as u64 => Ok(()),
-        _ => Err(Error::InvalidBitmap {
-            reason: "bitmap too small for the range",
-        }),
-    }
+/// The words a report of `nbits` bits at `bit_offset` writes, or `None` past `usize`.
+pub(crate) fn report_span(nbits: u64, bit_offset: u64) -> Option<Range<usize>> {
+    let first = usize::try_from(bit_offset / 64).ok()?;
+    let words = (bit_offset % 64).checked_add(nbits)?.div_ceil(64);
+    let end = first.checked_add(usize::try_from(words).ok()?)?;
+    Some(first..end)
 }
 
 /// `update_user_bitmap`: places a mapping's `nbits` dirty bits (all ones if `full`) at
@@ -224,35 +213,43 @@ pub(crate) fn report(
     bit_offset: u64,
     full: bool,
 ) -> Result<()> {
-    let shift = bit_offset % 64;
-    let first = crate::to_usize(bit_offset / 64);
-    let words = crate::to_usize((nbits + shift).div_ceil(64));
-    let Some(out) = first
-        .checked_add(words)
-        .and_then(|end| out.get_mut(first..end))
-    else {
+    let Some(out) = report_span(nbits, bit_offset).and_then(|span| out.get_mut(span)) else {
         return Err(Error::InvalidBitmap {
             reason: "bitmap too small for the range",
         });
     };
+    let shift = bit_offset % 64;
     let leftover = if shift == 0 { 0 } else { out[0] };
-    out.fill(0);
-    if full {
-        set_bits(out, shift, nbits);
-    } else if let Some(bits) = bits {
-        let src = bits.words();
-        for (i, &w) in src.iter().enumerate().take(words) {
-            out[i] |= w << shift;
-            if shift != 0 && i + 1 < words {
-                out[i + 1] |= w >> (64 - shift);
+    match bits {
+        Some(bits) if !full && shift == 0 => {
+            // Aligned: the mapping's words as they are.
+            let src = bits.words();
+            let n = src.len().min(out.len());
+            out[..n].copy_from_slice(&src[..n]);
+            out[n..].fill(0);
+        }
+        Some(bits) if !full => {
+            out.fill(0);
+            let words = out.len();
+            for (i, &w) in bits.words().iter().enumerate().take(words) {
+                out[i] |= w << shift;
+                if i + 1 < words {
+                    out[i + 1] |= w >> (64 - shift);
+                }
             }
         }
-        // Bits past nbits never exist in `bits`; mask anyway.
-        let last_bit = nbits + shift;
-        if last_bit % 64 != 0 {
-            if let Some(l) = out.last_mut() {
-                *l &= (1u64 << (last_bit % 64)) - 1;
+        _ => {
+            out.fill(0);
+            if full {
+                set_bits(out, shift, nbits);
             }
+        }
+    }
+    // Bits past nbits never exist in `bits`; mask anyway.
+    let last_bit = nbits + shift;
+    if last_bit % 64 != 0 {
+        if let Some(l) = out.last_mut() {
+            *l &= (1u64 << (last_bit % 64)) - 1;
         }
     }
     out[0] |= leftover;

@@ -7,6 +7,8 @@
 //! `vfio_iommu_type1_map_dma`, `vfio_iommu_type1_unmap_dma`, `vfio_iommu_type1_dirty_pages`,
 //! v6.18), and then calls the same typed operation a library user calls.
 
+use std::ops::Range;
+
 use crate::api::{Info, MapDma, MapFlags, UnmapDma, UnmapFlags, Version, DIRTY_BITMAP_SIZE_MAX};
 use crate::container::Container;
 use crate::dirty::{dirty_bitmap_bytes, BitmapSink};
@@ -85,7 +87,7 @@ impl<'a> UserBitmap<'a> {
 }
 
 impl BitmapSink for UserBitmap<'_> {
-    fn words(&mut self) -> Result<&mut [u64]> {
+    fn words(&mut self, _span: Range<usize>) -> Result<&mut [u64]> {
         if self.words.is_none() {
             let mut bytes = Vec::new();
             bytes

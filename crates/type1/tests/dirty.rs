@@ -537,3 +537,25 @@ fn typed_get_bitmap_fills_the_callers_words_and_refuses_too_few() {
         .unwrap();
     assert_eq!(out, [0, 0, 7]);
 }
+
+/// The typed GET_BITMAP into words full of stale ones: two mappings with a gap between them
+/// and one word shared by both; only the dirty pages are set afterwards, in the gap, the shared
+/// word and the words after the last mapping alike.
+#[test]
+fn typed_get_bitmap_clears_stale_words_between_and_after_mappings() {
+    let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
+    // Pages [0, 3) and [10, 80): word 0 holds both, word 1 only the second, word 2 neither.
+    h.map(0, RAM, 3 * SZ_4K, RW).unwrap();
+    h.map(10 * SZ_4K, RAM + 10 * SZ_4K, 70 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    let dev = h.c.register_device(GroupId(9), Some(Arc::new(Quiet))).unwrap();
+    let mut byte = [0u8; 1];
+    for page in [1, 75] {
+        h.c.dma_rw(dev, page * SZ_4K, &mut byte, RwDirection::Write)
+            .unwrap();
+    }
+    let mut out = [u64::MAX; 3];
+    h.c.dirty_bitmap_into(0, 192 * SZ_4K, SZ_4K, &mut out)
+        .unwrap();
+    assert_eq!(set_of(&out, 192), BTreeSet::from([1, 75]));
+}

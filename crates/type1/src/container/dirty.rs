@@ -3,6 +3,8 @@
 //! `vfio_dma_do_unmap`, v6.18) over caller-owned words; the ioctl layer serves the same
 //! operations over user memory.
 
+use std::ops::Range;
+
 use super::Container;
 use crate::api::{UnmapDma, UnmapFlags};
 use crate::dirty::BitmapSink;
@@ -39,7 +41,9 @@ impl Container {
     pub fn dirty_bitmap(&self, iova: u64, size: u64, pgsize: u64) -> Result<Vec<u64>> {
         Self::check_range(iova, size)?;
         let mut words = vec![0u64; Self::bitmap_words(size, pgsize)?];
-        self.dirty_bitmap_sink(iova, size, pgsize, &mut words.as_mut_slice())?;
+        let mut sink = CallerWords::new(&mut words);
+        self.dirty_bitmap_sink(iova, size, pgsize, &mut sink)?;
+        sink.finish();
         Ok(words)
     }
 
@@ -65,17 +69,9 @@ impl Container {
                 reason: "bitmap too small for the range",
             });
         };
-        // Reports OR their first word in: start from a clear bitmap, as the UAPI asks of the
-        // user's. Only once every check passed, so an error leaves `out` as it was.
-        let mut sink = ClearOnFirstUse {
-            words,
-            cleared: false,
-        };
+        let mut sink = CallerWords::new(words);
         self.dirty_bitmap_sink(iova, size, pgsize, &mut sink)?;
-        // No mapping in the range: no report asked for the words, and none of its pages is dirty.
-        if !sink.cleared {
-            sink.words.fill(0);
-        }
+        sink.finish();
         Ok(())
     }
 
@@ -117,7 +113,9 @@ impl Container {
             flags: UnmapFlags::GET_DIRTY_BITMAP,
             bitmap_pgsize: pgsize,
         };
-        let n = self.unmap_loop(&req, Some(&mut words.as_mut_slice()))?;
+        let mut sink = CallerWords::new(&mut words);
+        let n = self.unmap_loop(&req, Some(&mut sink))?;
+        sink.finish();
         Ok((n, words))
     }
 
@@ -134,18 +132,39 @@ impl Container {
     }
 }
 
-/// A caller's words, cleared when the first report asks for them.
-struct ClearOnFirstUse<'a> {
+/// A caller's words, filled report by report: the words between reports (and the first word of
+/// a report that does not share it with the previous one) are cleared as the reports reach them,
+/// the rest by [`CallerWords::finish`], so each word is written once and an error before the
+/// first report leaves them as they were.
+struct CallerWords<'a> {
     words: &'a mut [u64],
-    cleared: bool,
+    /// Words `[0, defined)` hold their final value so far.
+    defined: usize,
 }
 
-impl BitmapSink for ClearOnFirstUse<'_> {
-    fn words(&mut self) -> Result<&mut [u64]> {
-        if !self.cleared {
-            self.words.fill(0);
-            self.cleared = true;
+impl<'a> CallerWords<'a> {
+    fn new(words: &'a mut [u64]) -> Self {
+        CallerWords { words, defined: 0 }
+    }
+
+    /// Clears the words no report reached.
+    fn finish(self) {
+        if let Some(rest) = self.words.get_mut(self.defined..) {
+            rest.fill(0);
         }
+    }
+}
+
+impl BitmapSink for CallerWords<'_> {
+    fn words(&mut self, span: Range<usize>) -> Result<&mut [u64]> {
+        if span.start >= self.defined && span.start < span.end {
+            // A gap before the report, and its first word (ORed, not overwritten) start clear.
+            let clear = self.defined..(span.start + 1).min(self.words.len());
+            if let Some(gap) = self.words.get_mut(clear) {
+                gap.fill(0);
+            }
+        }
+        self.defined = self.defined.max(span.end.min(self.words.len()));
         Ok(&mut *self.words)
     }
 }

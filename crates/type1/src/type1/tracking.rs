@@ -18,6 +18,25 @@ pub(crate) struct BitmapDest<'a> {
     pub(crate) base: u64,
 }
 
+impl BitmapDest<'_> {
+    /// The sink's words for a report of `nbits` bits at `bit_offset`.
+    ///
+    /// # Errors
+    /// The sink's error, or [`Error::InvalidBitmap`] if its words are too few.
+    fn words_for(&mut self, nbits: u64, bit_offset: u64) -> Result<&mut [u64]> {
+        let too_few = Error::InvalidBitmap {
+            reason: "bitmap too small for the range",
+        };
+        let span = dirty::report_span(nbits, bit_offset).ok_or(too_few.clone())?;
+        let end = span.end;
+        let words = self.sink.words(span)?;
+        if end > words.len() {
+            return Err(too_few);
+        }
+        Ok(words)
+    }
+}
+
 impl Type1 {
     /// True if the mapping must be reported fully dirty (`update_user_bitmap` sets every bit while
     /// `num_non_pinned_groups` is non-zero and the mapping is IOMMU-mapped, or its precise-mode
@@ -139,13 +158,12 @@ impl Type1 {
     /// Reports the mapping at `key`'s dirty state into `dest` (`update_user_bitmap`). Nothing
     /// changes if the sink cannot give its words or they are too few.
     pub(crate) fn report_dma(&mut self, key: u64, dest: &mut BitmapDest<'_>) -> Result<()> {
-        let words = dest.sink.words()?;
         let shift = self.min_pgsize().trailing_zeros();
         let Some(dma) = self.dmas.get(key) else {
             return Ok(());
         };
         let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
-        dirty::check_fits(words.len(), nbits, bit_offset)?;
+        let words = dest.words_for(nbits, bit_offset)?;
         self.harvest(key);
         let Some(dma) = self.dmas.get(key) else {
             return Ok(());
@@ -198,7 +216,7 @@ impl Type1 {
         }
         #[cfg(debug_assertions)]
         if !keys.is_empty() {
-            test_fault_drop_dirty(iova, size, min, dest.sink.words()?);
+            test_fault_drop_dirty(iova, size, min, dest.sink.words(0..0)?);
         }
         Ok(())
     }
@@ -209,11 +227,10 @@ impl Type1 {
     /// then the bitmap is reported once. Nothing changes if the sink cannot give its words or
     /// they are too few.
     pub(crate) fn report_and_remove(&mut self, key: u64, dest: &mut BitmapDest<'_>) -> Result<u64> {
-        let words = dest.sink.words()?;
         let shift = self.min_pgsize().trailing_zeros();
         let dma = self.dmas.get(key).ok_or(Error::NotMapped { iova: key })?;
         let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
-        dirty::check_fits(words.len(), nbits, bit_offset)?;
+        let words = dest.words_for(nbits, bit_offset)?;
         let mut dma = self
             .dmas
             .remove(key)
