@@ -929,7 +929,7 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     );
 
     // Calls on fds that are not ours, with and without the drop-in (child processes).
-    match crate::run::preload_lib() {
+    match crate::preload_lib::path() {
         Ok(lib) => {
             for f in crate::fd_cost::figures(budget, &lib)? {
                 push(f, &mut out);

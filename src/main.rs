@@ -14,6 +14,7 @@ mod fd_cost;
 #[global_allocator]
 static ALLOC: alloc_count::Counting = alloc_count::Counting;
 mod migrate;
+mod preload_lib;
 mod run;
 
 use std::io::IsTerminal;

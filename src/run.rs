@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use type1_preload_config as config;
 
@@ -147,33 +147,6 @@ fn validate(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Where the drop-in library is: `TYPE1_PRELOAD_LIB`, or beside this executable.
-pub fn preload_lib() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("TYPE1_PRELOAD_LIB") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().context("locating the type1 executable")?;
-    let dir = exe
-        .parent()
-        .context("the type1 executable has no directory")?;
-    // Cargo refreshes the copy in `deps/` on every build but the one beside the binary only
-    // when the drop-in itself is built: the newer of the two is this build's.
-    let newest = [
-        dir.join("libtype1_preload.so"),
-        dir.join("deps/libtype1_preload.so"),
-    ]
-    .into_iter()
-    .filter_map(|c| Some((std::fs::metadata(&c).ok()?.modified().ok()?, c)))
-    .max_by_key(|(t, _)| *t);
-    if let Some((_, lib)) = newest {
-        return Ok(lib);
-    }
-    bail!(
-        "libtype1_preload.so not found beside {} (build it with `cargo build --release`, or set TYPE1_PRELOAD_LIB)",
-        exe.display()
-    )
-}
-
 /// Replaces this process with the program, preloaded. Returns only on error.
 pub fn run(a: &RunArgs) -> Result<()> {
     validate(a)?;
@@ -184,7 +157,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
              (e.g. `setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock type1 run ...`, see the README)"
         );
     }
-    let lib = preload_lib()?;
+    let lib = crate::preload_lib::path()?;
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
