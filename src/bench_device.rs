@@ -169,14 +169,23 @@ fn pwrite4(fd: i32, off: u64, v: u32) -> Result<()> {
     Ok(())
 }
 
+/// A call the child loops (`type1 bench --device-call-cost KIND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceCall {
+    /// A BAR0 register read, then a register write, under the drop-in.
+    Bar0,
+    /// A 4-byte `pread` of a memfd (the baseline).
+    Memfd,
+}
+
 /// The child: `bar0` (under the drop-in) loops a BAR0 register read, then a register write,
 /// and returns ns per call of each; `memfd` loops a 4-byte `pread` of a memfd.
 ///
 /// # Errors
-/// An unknown kind, or a call that does not give the expected result.
-pub fn child(kind: &str, budget: Duration) -> Result<Vec<f64>> {
+/// A call that does not give the expected result.
+pub fn child(kind: DeviceCall, budget: Duration) -> Result<Vec<f64>> {
     match kind {
-        "bar0" => {
+        DeviceCall::Bar0 => {
             let (d, bar0) =
                 open_device().context("opening the test device (is the drop-in preloaded?)")?;
             let ident = pread4(d, bar0 + reg::IDENT)?;
@@ -196,7 +205,7 @@ pub fn child(kind: &str, budget: Duration) -> Result<Vec<f64>> {
             );
             Ok(vec![read, write])
         }
-        "memfd" => {
+        DeviceCall::Memfd => {
             let name = CString::new("type1-bench")?;
             // SAFETY: a NUL-terminated name and flags.
             let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -214,16 +223,20 @@ pub fn child(kind: &str, budget: Duration) -> Result<Vec<f64>> {
             })?;
             Ok(vec![ns])
         }
-        _ => bail!("unknown device call {kind:?}"),
     }
 }
 
 /// One child run of this executable: the numbers it printed.
-fn run_child(kind: &str, budget: Duration, preload: Option<&Path>) -> Result<Vec<f64>> {
+fn run_child(kind: DeviceCall, budget: Duration, preload: Option<&Path>) -> Result<Vec<f64>> {
     let exe = std::env::current_exe().context("locating the type1 executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["bench", "--device-call-cost", kind, "--budget-ms"])
-        .arg(budget.as_millis().to_string());
+    cmd.args([
+        "bench",
+        "--device-call-cost",
+        &crate::run::value_name(&kind),
+        "--budget-ms",
+    ])
+    .arg(budget.as_millis().to_string());
     match preload {
         Some(lib) => cmd
             .env("LD_PRELOAD", lib)
@@ -258,16 +271,20 @@ pub fn bar_figures(budget: Duration, lib: &Path) -> Result<Vec<Figure>> {
             [Some(lib), None]
         };
         for preload in order {
-            let kind = if preload.is_some() { "bar0" } else { "memfd" };
+            let kind = if preload.is_some() {
+                DeviceCall::Bar0
+            } else {
+                DeviceCall::Memfd
+            };
             let v = run_child(kind, child_budget, preload)
-                .with_context(|| format!("measuring {kind}"))?;
+                .with_context(|| format!("measuring {kind:?}"))?;
             match (preload, v.as_slice()) {
                 (Some(_), &[r, w]) => {
                     rd.push(r);
                     wr.push(w);
                 }
                 (None, &[b]) => base.push(b),
-                _ => bail!("the {kind} child printed {v:?}"),
+                _ => bail!("the {kind:?} child printed {v:?}"),
             }
         }
     }

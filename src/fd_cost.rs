@@ -24,20 +24,31 @@ const CHUNK: u64 = 1000;
 /// The bound on the preload's overhead for a call that is not ours.
 const TARGET_RATIO: f64 = 1.10;
 
+/// A call the child loops (`type1 bench --fd-call-cost KIND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FdCall {
+    /// `ioctl(TCGETS)` on a pipe (ENOTTY).
+    TcgetsPipe,
+    /// `ioctl(TCGETS)` on a pty master.
+    TcgetsPty,
+    /// `open` + `close` of a regular file.
+    OpenClose,
+}
+
 /// The calls measured: `(kind, figure name, whether the 10% target applies)`.
-const KINDS: [(&str, &str, bool); 3] = [
+const KINDS: [(FdCall, &str, bool); 3] = [
     (
-        "tcgets-pipe",
+        FdCall::TcgetsPipe,
         "ioctl(TCGETS) on a pipe (ENOTTY), preloaded",
         true,
     ),
     (
-        "tcgets-pty",
+        FdCall::TcgetsPty,
         "ioctl(TCGETS) on a pty master, preloaded",
         true,
     ),
     (
-        "open-close",
+        FdCall::OpenClose,
         "open+close of a regular file (path check), preloaded",
         false,
     ),
@@ -66,12 +77,12 @@ fn errno() -> i32 {
 /// The child: loops the call `kind` names for `budget` and returns ns per call.
 ///
 /// # Errors
-/// An unknown kind, or a call that does not give the expected result.
-pub fn child(kind: &str, budget: Duration) -> Result<f64> {
+/// A call that does not give the expected result.
+pub fn child(kind: FdCall, budget: Duration) -> Result<f64> {
     // SAFETY: `termios` is plain old data; all-zero is a valid value.
     let mut tio: libc::termios = unsafe { std::mem::zeroed() };
     match kind {
-        "tcgets-pipe" => {
+        FdCall::TcgetsPipe => {
             let mut fds = [0i32; 2];
             // SAFETY: pipe writes two fds to a valid array of two.
             if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -87,7 +98,7 @@ pub fn child(kind: &str, budget: Duration) -> Result<f64> {
                 Ok(())
             })
         }
-        "tcgets-pty" => {
+        FdCall::TcgetsPty => {
             // SAFETY: posix_openpt takes flags only.
             let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
             if fd < 0 {
@@ -105,7 +116,7 @@ pub fn child(kind: &str, budget: Duration) -> Result<f64> {
                 Ok(())
             })
         }
-        "open-close" => {
+        FdCall::OpenClose => {
             let path = std::env::temp_dir().join(format!("type1-bench-{}", std::process::id()));
             std::fs::write(&path, b"x").context("creating the file to open")?;
             let c = CString::new(path.as_os_str().as_encoded_bytes())?;
@@ -121,16 +132,20 @@ pub fn child(kind: &str, budget: Duration) -> Result<f64> {
             let _ = std::fs::remove_file(&path);
             r
         }
-        _ => bail!("unknown call {kind:?}"),
     }
 }
 
 /// One child run of this executable: ns per call.
-fn run_child(kind: &str, budget: Duration, preload: Option<&Path>) -> Result<f64> {
+fn run_child(kind: FdCall, budget: Duration, preload: Option<&Path>) -> Result<f64> {
     let exe = std::env::current_exe().context("locating the type1 executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["bench", "--fd-call-cost", kind, "--budget-ms"])
-        .arg(budget.as_millis().to_string());
+    cmd.args([
+        "bench",
+        "--fd-call-cost",
+        &crate::run::value_name(&kind),
+        "--budget-ms",
+    ])
+    .arg(budget.as_millis().to_string());
     match preload {
         Some(lib) => cmd.env("LD_PRELOAD", lib).env("TYPE1_GROUPS", "7:iommu"),
         None => cmd.env_remove("LD_PRELOAD"),
@@ -179,11 +194,11 @@ pub fn figures(budget: Duration, lib: &Path) -> Result<Vec<Figure>> {
                 match run_child(kind, child_budget, preload) {
                     Ok(ns) if preload.is_some() => with.push(ns),
                     Ok(ns) => without.push(ns),
-                    Err(e) if kind == "tcgets-pty" => {
-                        eprintln!("type1 bench: skipping {kind}: {e:#}");
+                    Err(e) if kind == FdCall::TcgetsPty => {
+                        eprintln!("type1 bench: skipping {kind:?}: {e:#}");
                         break;
                     }
-                    Err(e) => return Err(e.context(format!("measuring {kind}"))),
+                    Err(e) => return Err(e.context(format!("measuring {kind:?}"))),
                 }
             }
         }

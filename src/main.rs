@@ -45,7 +45,7 @@ enum Command {
     Migrate(MigrateArgs),
     /// Run an unmodified program whose /dev/vfio/* calls type1 serves (LD_PRELOAD); its exit
     /// status passes through.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run the performance suite: every figure beside its baseline, measured in this run.
     Bench(BenchArgs),
 }
@@ -59,11 +59,11 @@ struct BenchArgs {
     #[arg(long, default_value_t = 400)]
     budget_ms: u64,
     /// Internal: be the child that loops one libc call and prints ns per call.
-    #[arg(long, hide = true, value_name = "KIND")]
-    fd_call_cost: Option<String>,
+    #[arg(long, hide = true, value_name = "KIND", value_enum)]
+    fd_call_cost: Option<fd_cost::FdCall>,
     /// Internal: be the child that loops a device-fd (or memfd) call and prints ns per call.
-    #[arg(long, hide = true, value_name = "KIND")]
-    device_call_cost: Option<String>,
+    #[arg(long, hide = true, value_name = "KIND", value_enum)]
+    device_call_cost: Option<bench_device::DeviceCall>,
     /// Internal: be the child that makes this many memory areas and loops a 4K MAP_DMA and
     /// UNMAP_DMA through the drop-in, printing ns per call of each.
     #[arg(long, hide = true, value_name = "AREAS")]
@@ -134,12 +134,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_bench(a: &BenchArgs) -> Result<()> {
-    if let Some(kind) = &a.fd_call_cost {
+    if let Some(kind) = a.fd_call_cost {
         let ns = fd_cost::child(kind, std::time::Duration::from_millis(a.budget_ms))?;
         println!("{ns}");
         return Ok(());
     }
-    if let Some(kind) = &a.device_call_cost {
+    if let Some(kind) = a.device_call_cost {
         let ns = bench_device::child(kind, std::time::Duration::from_millis(a.budget_ms))?;
         let words: Vec<String> = ns.iter().map(f64::to_string).collect();
         println!("{}", words.join(" "));

@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
@@ -20,31 +19,55 @@ pub enum DirtyModeArg {
     Precise,
 }
 
-/// Options of `type1 run`. Every value is checked with the parser the drop-in reads its
+/// An option value checked by clap with the parser the drop-in reads its `TYPE1_*` variable with
+/// (`type1_preload_config`), and the text as given, which is what the variable receives: the
+/// program's drop-in parses exactly what was checked.
+#[derive(Debug, Clone)]
+pub struct Checked<T> {
+    /// The value as the drop-in will read it.
+    pub value: T,
+    /// The option's text, passed on unchanged.
+    pub text: String,
+}
+
+/// A clap value parser: `parse`, keeping the text.
+fn checked<T>(
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<Checked<T>, String> + Clone {
+    move |s| {
+        parse(s).map(|value| Checked {
+            value,
+            text: s.to_string(),
+        })
+    }
+}
+
+/// Options of `type1 run`. Every value is checked by clap with the parser the drop-in reads its
 /// variable with (`type1_preload_config`), before the program starts.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// A group that exists: `N:iommu` or `N:emulated` (repeatable).
-    #[arg(long = "group", value_name = "N:KIND")]
-    pub groups: Vec<String>,
+    #[arg(long = "group", value_name = "N:KIND", value_parser = checked(config::parse_group))]
+    pub groups: Vec<Checked<(u32, config::Kind)>>,
     /// An emulated PCI device at that address in group N, the program's to open with
     /// VFIO_GROUP_GET_DEVICE_FD and to find in sysfs: `0000:00:04.0@N[,model=testdev]`
     /// (repeatable; the default model is the built-in DMA test device). Options:
     /// `migration=v1` (also the v1 migration region, for QEMU 7.2), `writer=BASE+SIZE` with
     /// `writer-rate=N` and `writer-seed=N` (start the device's writer on that IOVA window once
     /// bus mastering is on and the window is mapped, for guests without a driver).
-    #[arg(long = "device", value_name = "BDF@N[,OPTS]")]
-    pub devices: Vec<String>,
+    #[arg(long = "device", value_name = "BDF@N[,OPTS]", value_parser = checked(config::parse_device))]
+    pub devices: Vec<Checked<(String, u32)>>,
     /// Append one JSON line per VFIO ioctl to FILE (created if missing).
-    #[arg(long, value_name = "FILE")]
-    pub trace: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", value_parser = checked(config::parse_trace))]
+    pub trace: Option<Checked<String>>,
     /// `dma_entry_limit` of every container.
-    #[arg(long, default_value = "65535", allow_hyphen_values = true)]
-    pub dma_entry_limit: String,
+    #[arg(long, default_value = "65535", allow_hyphen_values = true,
+          value_parser = checked(config::parse_dma_entry_limit))]
+    pub dma_entry_limit: Checked<u32>,
     /// Locked-memory limit (bytes with K/M/G/T, or `unlimited`); default: RLIMIT_MEMLOCK.
     /// Exempt, as in the kernel, when the program runs with CAP_IPC_LOCK.
-    #[arg(long)]
-    pub memlock: Option<String>,
+    #[arg(long, value_parser = checked(config::parse_memlock))]
+    pub memlock: Option<Checked<Option<u64>>>,
     /// Dirty reporting.
     #[arg(long, value_enum, default_value = "kernel-exact")]
     pub dirty_mode: DirtyModeArg,
@@ -53,14 +76,15 @@ pub struct RunArgs {
     pub invalidation: Invalidation,
     /// IOMMU page sizes: powers of two of at least 4K, the smallest a 4K, 16K or 64K granule and
     /// the others that granule's block sizes.
-    #[arg(long, default_value = "4K,2M,1G")]
-    pub pgsizes: String,
+    #[arg(long, default_value = "4K,2M,1G", value_parser = checked(config::parse_pgsizes))]
+    pub pgsizes: Checked<u64>,
     /// IOVA aperture width in bits (13 to 48; 52 with a 64K granule).
-    #[arg(long, default_value = "48", allow_hyphen_values = true)]
-    pub iova_bits: String,
+    #[arg(long, default_value = "48", allow_hyphen_values = true,
+          value_parser = checked(config::parse_iova_bits))]
+    pub iova_bits: Checked<u32>,
     /// Reserved IOVA ranges (`start-end,...`, inclusive, or `none`).
-    #[arg(long, default_value = "0xfee00000-0xfeefffff")]
-    pub reserved: String,
+    #[arg(long, default_value = "0xfee00000-0xfeefffff", value_parser = checked(config::parse_reserved))]
+    pub reserved: Checked<Vec<(u64, u64)>>,
     /// Accept groups without isolated MSI.
     #[arg(long)]
     pub allow_unsafe_interrupts: bool,
@@ -70,7 +94,7 @@ pub struct RunArgs {
 }
 
 /// The name clap gives a value-enum variant (the string the drop-in parses).
-fn value_name<T: ValueEnum>(v: &T) -> String {
+pub fn value_name<T: ValueEnum>(v: &T) -> String {
     v.to_possible_value()
         .map(|p| p.get_name().to_string())
         .unwrap_or_default()
@@ -114,37 +138,23 @@ fn exec_keeps_ipc_lock() -> bool {
     effective & bit != 0
 }
 
-/// Checks every option with the drop-in's parser, as `TYPE1_*` will be read.
+/// The checks that need several options together (clap has checked each alone), and that the
+/// drop-in knows the modes' names.
 fn validate(a: &RunArgs) -> Result<()> {
-    let opt = |name: &str, value: &str, e: String| anyhow!("--{name} {value:?}: {e}");
-    for g in &a.groups {
-        config::parse_group(g).map_err(|e| anyhow!("--group {e}"))?;
-    }
-    for d in &a.devices {
-        config::parse_device(d).map_err(|e| anyhow!("--device {e}"))?;
-    }
-    config::parse_dma_entry_limit(&a.dma_entry_limit)
-        .map_err(|e| opt("dma-entry-limit", &a.dma_entry_limit, e))?;
-    if let Some(m) = &a.memlock {
-        config::parse_memlock(m).map_err(|e| opt("memlock", m, e))?;
-    }
-    let pgsizes = config::parse_pgsizes(&a.pgsizes).map_err(|e| opt("pgsizes", &a.pgsizes, e))?;
-    let bits =
-        config::parse_iova_bits(&a.iova_bits).map_err(|e| opt("iova-bits", &a.iova_bits, e))?;
-    let reserved =
-        config::parse_reserved(&a.reserved).map_err(|e| opt("reserved", &a.reserved, e))?;
-    config::check_iommu(pgsizes, bits, &reserved)
+    config::check_iommu(a.pgsizes.value, a.iova_bits.value, &a.reserved.value)
         .map_err(|e| anyhow!("--pgsizes, --iova-bits and --reserved: {e}"))?;
     config::parse_dirty_mode(&value_name(&a.dirty_mode))
         .and(config::parse_invalidation(&value_name(&a.invalidation)))
         .map_err(|e| anyhow!("internal: an option name the drop-in does not know: {e}"))?;
-    if let Some(t) = &a.trace {
-        let s = t
-            .to_str()
-            .with_context(|| format!("--trace {}: the path is not UTF-8", t.display()))?;
-        config::parse_trace(s).map_err(|e| opt("trace", s, e))?;
-    }
     Ok(())
+}
+
+/// The texts of repeated options, comma-separated (the variable's list syntax).
+fn list<T>(v: &[Checked<T>]) -> String {
+    v.iter()
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Replaces this process with the program, preloaded. Returns only on error.
@@ -167,23 +177,23 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let mut cmd = std::process::Command::new(prog);
     cmd.args(args)
         .env("LD_PRELOAD", preload)
-        .env("TYPE1_GROUPS", a.groups.join(","))
-        .env("TYPE1_DEVICES", a.devices.join(","))
-        .env("TYPE1_DMA_ENTRY_LIMIT", &a.dma_entry_limit)
+        .env("TYPE1_GROUPS", list(&a.groups))
+        .env("TYPE1_DEVICES", list(&a.devices))
+        .env("TYPE1_DMA_ENTRY_LIMIT", &a.dma_entry_limit.text)
         .env("TYPE1_DIRTY_MODE", value_name(&a.dirty_mode))
         .env("TYPE1_INVALIDATION", value_name(&a.invalidation))
-        .env("TYPE1_PGSIZES", &a.pgsizes)
-        .env("TYPE1_IOVA_BITS", &a.iova_bits)
-        .env("TYPE1_RESERVED", &a.reserved)
+        .env("TYPE1_PGSIZES", &a.pgsizes.text)
+        .env("TYPE1_IOVA_BITS", &a.iova_bits.text)
+        .env("TYPE1_RESERVED", &a.reserved.text)
         .env(
             "TYPE1_ALLOW_UNSAFE_INTERRUPTS",
             if a.allow_unsafe_interrupts { "1" } else { "0" },
         );
     if let Some(m) = &a.memlock {
-        cmd.env("TYPE1_MEMLOCK", m);
+        cmd.env("TYPE1_MEMLOCK", &m.text);
     }
     if let Some(t) = &a.trace {
-        cmd.env("TYPE1_TRACE", t);
+        cmd.env("TYPE1_TRACE", &t.text);
     }
     let err = cmd.exec();
     Err(err).with_context(|| format!("cannot run {}", prog.to_string_lossy()))

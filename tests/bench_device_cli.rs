@@ -58,8 +58,10 @@ fn memfd_child_prints_ns_per_pread() {
 }
 
 #[test]
-fn an_unknown_device_call_is_an_error() {
+fn an_unknown_device_call_is_refused_by_the_command_line() {
     let out = child("nonsense", false);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device call"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid value 'nonsense'"), "{stderr}");
+    assert!(stderr.contains("possible values: bar0, memfd"), "{stderr}");
 }

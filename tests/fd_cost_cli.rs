@@ -38,8 +38,13 @@ fn each_call_runs_with_and_without_the_preload_and_prints_ns_per_call() {
 }
 
 #[test]
-fn an_unknown_call_is_an_error() {
+fn an_unknown_call_is_refused_by_the_command_line() {
     let out = child("nonsense", false);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown call"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid value 'nonsense'"), "{stderr}");
+    assert!(
+        stderr.contains("possible values: tcgets-pipe, tcgets-pty, open-close"),
+        "{stderr}"
+    );
 }
