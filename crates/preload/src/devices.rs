@@ -17,49 +17,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use vfio_device::{Device, Dma, Location};
+use vfio_device::{Dma, Location};
 
 use crate::config::Config;
-use crate::files::{ContainerFile, GroupFile};
-
-/// One open device: the device and the group (and container) it keeps in use.
-#[derive(Debug)]
-pub struct DeviceHandle {
-    /// The device.
-    pub dev: Arc<Device>,
-    /// Its group (kept open while the device is).
-    pub group: Arc<GroupFile>,
-    /// The container its DMA goes through (kept alive while the device is).
-    pub container: Arc<ContainerFile>,
-    /// Its PCI name.
-    pub name: String,
-}
-
-impl Drop for DeviceHandle {
-    fn drop(&mut self) {
-        // `vfio_df_close` → `close_device`: the function stops (DMA, interrupts, threads).
-        self.dev.release();
-    }
-}
-
-/// The devices of one open group, by name.
-#[derive(Debug, Default)]
-pub struct GroupDevices {
-    open: Mutex<HashMap<String, Weak<DeviceHandle>>>,
-}
-
-impl GroupDevices {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<DeviceHandle>>> {
-        self.open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// True while any device of the group is open.
-    pub fn any_open(&self) -> bool {
-        self.map().values().any(|w| w.strong_count() > 0)
-    }
-}
+use crate::objects::{ContainerFile, DeviceHandle, GroupFile};
 
 /// `(segment, bus, dev, fn)` of a `DDDD:BB:DD.F` name.
 fn parse_bdf(name: &str) -> Option<(u16, u8, u8, u8)> {

@@ -1,5 +1,6 @@
-//! Fake VFIO files: the fd table and the container, group and directory objects behind it, with
-//! the kernel's semantics (`drivers/vfio/container.c`, `drivers/vfio/group.c`, v6.18).
+//! Fake VFIO files: the fd table and what each fake fd refers to (the objects of
+//! [`crate::objects`], directories, sysfs files), and the group ioctls, with the kernel's
+//! semantics (`drivers/vfio/container.c`, `drivers/vfio/group.c`, v6.18).
 //!
 //! Every fake fd is a real fd (a memfd named `type1-vfio-*`), so `close`, `dup`, `poll`, `fork`
 //! and `exec` move real descriptors; this table maps the number to its object. Objects are
@@ -28,8 +29,9 @@ use type1::uapi::{self, raw};
 use type1::{Container, ContainerConfig, Error, GroupSpec, ProcessUserMemory, UserMemory};
 
 use crate::config::Config;
-use crate::devices::{self, DeviceHandle, GroupDevices};
+use crate::devices;
 use crate::fdset::FdSet;
+use crate::objects::{ContainerFile, DeviceHandle, GroupDevices, GroupFile};
 use crate::paths::Node;
 use crate::spin::SpinLock;
 use crate::sys;
@@ -45,41 +47,6 @@ pub(crate) static EVER_OPENED: AtomicBool = AtomicBool::new(false);
 
 /// The memfd name prefix of fake fds (`/proc/self/fd/N` → `/memfd:type1-vfio-...`).
 pub(crate) const MEMFD_PREFIX: &str = "type1-vfio-";
-
-/// An open `/dev/vfio/vfio`.
-#[derive(Debug)]
-pub struct ContainerFile {
-    /// The engine (shared with the DMA paths of the devices using it).
-    pub c: Arc<Container>,
-    /// Set when an operation on it panicked: from then on every request fails with `EIO`.
-    pub failed: AtomicBool,
-}
-
-/// An open `/dev/vfio/<N>`.
-#[derive(Debug)]
-pub struct GroupFile {
-    /// Its spec.
-    pub spec: GroupSpec,
-    /// The container it is set to.
-    pub container: Mutex<Option<Arc<ContainerFile>>>,
-    /// Its open devices.
-    pub devices: GroupDevices,
-    opened: Arc<Mutex<BTreeSet<u32>>>,
-}
-
-impl Drop for GroupFile {
-    fn drop(&mut self) {
-        // `vfio_group_fops_release`: the group leaves its container.
-        if let Ok(mut c) = self.container.lock() {
-            if let Some(cf) = c.take() {
-                let _ = cf.c.unset_group(self.spec.id);
-            }
-        }
-        if let Ok(mut o) = self.opened.lock() {
-            o.remove(&self.spec.id.0);
-        }
-    }
-}
 
 /// What a fake fd refers to.
 #[derive(Debug, Clone)]

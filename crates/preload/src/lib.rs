@@ -17,6 +17,26 @@
 //! changes only on failure.
 //!
 //! The interposers exist on x86-64 Linux only (see `interpose` for why).
+//!
+//! # Layers
+//!
+//! Modules depend one way, each only on those below it; nothing calls up into a layer above
+//! (the `fork` and `exit` hooks, which reach everything, are the top layer themselves):
+//!
+//! ```text
+//! lifecycle                    load, fork and exit hooks
+//! interpose                    the libc entry points (x86-64 Linux), trace lines
+//! state                        the global state, the re-entrancy flag
+//! files                        the fd table, what a fake fd refers to, the group ioctls
+//! devices                      opening emulated devices, their sysfs attributes
+//! objects                      container, group and device objects (shared vocabulary)
+//! paths, trace, stack, real    path lookup, ioctl decoding, stack arguments, libc symbols
+//! fdset, spin, sys, config     lock-free fd sets, spin locks, system calls, configuration
+//! ```
+//!
+//! VFIO structures are decoded with the `type1` crate's UAPI helpers (`type1::uapi`: request
+//! numbers, `minsz` values and field offsets taken from `vfio-bindings`), never hand-typed
+//! offsets.
 
 #![warn(missing_docs)]
 
@@ -26,6 +46,8 @@ mod fdset;
 pub mod files;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod interpose;
+mod lifecycle;
+pub mod objects;
 pub mod paths;
 mod real;
 mod spin;

@@ -1,5 +1,5 @@
-//! The library's global state, built once on first use; the re-entrancy flag; and the
-//! process-lifecycle hooks (load, `fork`).
+//! The library's global state, built once on first use; the re-entrancy flag; and what `fork`
+//! does to the state (the hooks that call it are in `lifecycle`).
 //!
 //! Building the state may itself call intercepted functions (opening the trace file goes
 //! through our `open`); a thread-local flag makes every interposer pass straight through to
@@ -14,9 +14,6 @@
 //! never dropping) the parent's objects, whose engine locks it must never touch. The child gets
 //! a fresh locked-memory account on first use (the kernel's child has its own `mm`, and VFIO's
 //! charges stay with the parent's).
-//!
-//! **exec.** A new program image starts with this library loaded afresh; fake fds that
-//! survived `exec` (no `O_CLOEXEC`) are found by their memfd name at load and marked inherited.
 
 use std::cell::Cell;
 use std::os::fd::AsRawFd as _;
@@ -29,7 +26,7 @@ use type1::mm::{MlockPolicy, Mm, ProcessLimits, ProcessMemory};
 use type1::{ContainerConfig, Interrupts};
 
 use crate::config::Config;
-use crate::files::{self, Files, INHERITED};
+use crate::files::Files;
 use crate::spin::SpinLock;
 use crate::sys;
 
@@ -218,126 +215,44 @@ impl State {
     }
 }
 
-extern "C" fn atfork_prepare() {
-    // A handler's `fork` that interrupted a call served with signals open: the locks may be
-    // held below us on this thread, so nothing is taken (nor released in the parent); the
-    // child forgets the tables and unlocks everything as usual.
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    if crate::interpose::reentrant() {
-        return;
-    }
-    let _ = state();
-    if let Some(s) = STATE.get() {
-        s.files.lock_for_fork();
-        s.mm.lock_forever();
-    }
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    crate::interpose::fork_prepare();
+/// The state if it was built (never builds it).
+pub(crate) fn built() -> Option<&'static State> {
+    STATE.get()
 }
 
-extern "C" fn atfork_parent() {
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    if crate::interpose::reentrant() {
-        return;
+impl State {
+    /// `fork` prepare: takes the fd-table lock and the Mm lock and holds them across the fork
+    /// (see the module docs).
+    pub(crate) fn lock_for_fork(&self) {
+        self.files.lock_for_fork();
+        self.mm.lock_forever();
     }
-    if let Some(s) = STATE.get() {
-        // SAFETY: `atfork_prepare` locked it on this thread and forgot the guard.
-        unsafe { s.mm.force_unlock() };
-        s.files.unlock_after_fork();
+
+    /// `fork`, parent side: releases what [`State::lock_for_fork`] took.
+    ///
+    /// # Safety
+    /// [`State::lock_for_fork`] was called on this thread, and nothing released its locks since.
+    pub(crate) unsafe fn unlock_after_fork(&self) {
+        // SAFETY: `lock_for_fork` locked it on this thread and forgot the guard (caller).
+        unsafe { self.mm.force_unlock() };
+        self.files.unlock_after_fork();
     }
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    crate::interpose::fork_parent();
-}
 
-extern "C" fn atfork_child() {
-    if let Some(s) = STATE.get() {
-        // SAFETY: as in the parent; the child's only thread is this one.
-        unsafe { s.mm.force_unlock() };
-        s.files.child_after_fork();
+    /// `fork`, child side: releases the locks and forgets the parent's objects (see
+    /// `Files::child_after_fork`).
+    ///
+    /// # Safety
+    /// The caller is the only thread of a forked child whose parent held these locks through
+    /// [`State::lock_for_fork`] (or did not hold them: a re-entrant fork took nothing).
+    pub(crate) unsafe fn child_after_fork(&self) {
+        // SAFETY: as in the parent (caller); no other thread exists in the child.
+        unsafe { self.mm.force_unlock() };
+        self.files.child_after_fork();
     }
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    crate::interpose::fork_child();
-}
 
-/// Marks fake fds that survived `exec` as inherited (their memfd names say what they were).
-fn scan_inherited() {
-    passthrough(|| {
-        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-            return;
-        };
-        for e in dir.flatten() {
-            let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            if files::inherited_kind(fd).is_some() {
-                INHERITED.insert(fd);
-            }
-        }
-    });
-}
-
-/// Runs when the library is loaded, before the program's `main`.
-extern "C" fn on_load() {
-    crate::real::resolve_all();
-    type1::usercopy::init();
-    scan_inherited();
-    // SAFETY: registers three `extern "C" fn()` handlers that live as long as the process.
-    unsafe {
-        libc::pthread_atfork(
-            Some(atfork_prepare),
-            Some(atfork_parent),
-            Some(atfork_child),
-        );
+    /// True if the locked-memory account is this process's (false in a forked child until it
+    /// takes a fresh one).
+    pub(crate) fn account_is_ours(&self) -> bool {
+        MM_PID.load(Ordering::Acquire) == sys::pid()
     }
 }
-
-#[used]
-#[link_section = ".init_array"]
-static ON_LOAD: extern "C" fn() = on_load;
-
-/// Runs at `exit`: when tracing, one line with what the program left mapped, pinned and
-/// charged, then every fake fd is released as the kernel releases files at exit, and a second
-/// line shows what remains charged (nothing, unless something leaked). Other threads may still
-/// run: the objects they use live on through their own references.
-extern "C" fn on_exit() {
-    let Some(s) = STATE.get() else { return };
-    if !s.tracing()
-        || busy()
-        || MM_PID.load(Ordering::Acquire) != sys::pid()
-        || !crate::files::EVER_OPENED.load(Ordering::Acquire)
-    {
-        return;
-    }
-    let _mask = sys::SignalsBlocked::new();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let containers = s.files.live_containers();
-        let maps: Vec<_> = containers.iter().flat_map(|c| c.c.mappings()).collect();
-        let mm = s.mm();
-        s.trace(serde_json::json!({
-            "event": "exit",
-            "containers": containers.len(),
-            "mappings": maps.len(),
-            "mapped_bytes": maps.iter().map(|m| m.size).sum::<u64>(),
-            "iommu_pinned_pages": maps.iter().map(|m| m.iommu_pinned_pages).sum::<u64>(),
-            "iommu_reserved_pages": maps.iter().map(|m| m.iommu_reserved_pages).sum::<u64>(),
-            "device_pinned_pages": maps.iter().map(|m| m.device_pinned_pages).sum::<u64>(),
-            "locked_pages": mm.locked_pages(),
-        }));
-        drop(containers);
-        // As the kernel's exit: the mappings go (a BAR mapping holds its device), then the
-        // files are released.
-        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-        crate::interpose::io::release_bar_maps();
-        s.files.remove_range(0, u32::MAX);
-        s.trace(serde_json::json!({
-            "event": "released",
-            "locked_pages": mm.locked_pages(),
-            "pending_pages": mm.pending_pages(),
-        }));
-    }));
-    drop(r);
-}
-
-#[used]
-#[link_section = ".fini_array"]
-static ON_EXIT: extern "C" fn() = on_exit;

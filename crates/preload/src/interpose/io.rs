@@ -570,7 +570,7 @@ fn map(a: MapArgs, real_mmap: crate::real::MmapFn) -> Option<*mut c_void> {
 /// a PFNMAP-like area so a later MAP_DMA of it is reserved memory (not pinned, not charged).
 fn map_device(
     s: &crate::state::State,
-    h: &std::sync::Arc<crate::devices::DeviceHandle>,
+    h: &std::sync::Arc<crate::objects::DeviceHandle>,
     a: MapArgs,
     shared: bool,
     real_mmap: crate::real::MmapFn,
@@ -601,7 +601,7 @@ fn map_device(
 }
 
 /// Live BAR mappings `[start, end)` and the device each keeps open.
-type BarMaps = Vec<(u64, u64, std::sync::Arc<crate::devices::DeviceHandle>)>;
+type BarMaps = Vec<(u64, u64, std::sync::Arc<crate::objects::DeviceHandle>)>;
 
 pub(crate) fn bar_maps() -> &'static crate::spin::SpinLock<BarMaps> {
     static MAPS: crate::spin::SpinLock<BarMaps> = crate::spin::SpinLock::new(Vec::new());

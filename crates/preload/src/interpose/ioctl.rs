@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use super::{real, serve, Served};
 use crate::fdset::FdSet;
-use crate::files::{self, ContainerFile, File, INHERITED, OURS};
+use crate::files::{self, File, INHERITED, OURS};
+use crate::objects::ContainerFile;
 use crate::stack::StackOrProcess;
 use crate::state::{state, State};
 use crate::trace;
