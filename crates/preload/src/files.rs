@@ -288,10 +288,11 @@ pub fn group_ioctl(
         uapi::VFIO_GROUP_GET_STATUS => {
             // `vfio_group_ioctl_get_status`: copy_from_user(minsz = offsetofend(flags)), then
             // argsz < minsz: EINVAL.
-            let minsz = offset_of!(raw::vfio_group_status, flags) + size_of::<u32>();
-            let mut b = [0u8; 8];
+            type S = raw::vfio_group_status;
+            let minsz = offset_of!(S, flags) + size_of::<u32>();
+            let mut b = [0u8; size_of::<S>()];
             user.read(arg, &mut b[..minsz]).map_err(|_| libc::EFAULT)?;
-            let argsz = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            let argsz = uapi::get_u32(&b, offset_of!(S, argsz));
             if (argsz as usize) < minsz {
                 return Err(libc::EINVAL);
             }
@@ -299,7 +300,7 @@ pub fn group_ioctl(
             if lock(&g.container).is_some() {
                 flags |= raw::VFIO_GROUP_FLAGS_CONTAINER_SET;
             }
-            let at = arg + offset_of!(raw::vfio_group_status, flags) as u64;
+            let at = arg + offset_of!(S, flags) as u64;
             user.write(at, &flags.to_ne_bytes())
                 .map_err(|_| libc::EFAULT)?;
             Ok(0)
@@ -308,9 +309,10 @@ pub fn group_ioctl(
             // `vfio_group_ioctl_set_container` (v6.18): EFAULT, then an fd that is not open is
             // EBADF, a group that has a container already EINVAL, and an open fd that is not a
             // container (nor an iommufd) EBADFD.
-            let mut b = [0u8; 4];
+            // The argument points to the container fd, a C `int`.
+            let mut b = [0u8; size_of::<libc::c_int>()];
             user.read(arg, &mut b).map_err(|_| libc::EFAULT)?;
-            let fd = i32::from_ne_bytes(b);
+            let fd = libc::c_int::from_ne_bytes(b);
             let target = files.get(fd);
             if target.is_none() && sys::fd_identity(fd).is_none() {
                 return Err(libc::EBADF);

@@ -4,9 +4,18 @@
 //! One line per ioctl: `{"fd", "request", "request_nr", "args", "out", "result", "errno",
 //! "duration_ns", "t_us", "pid"}`; `out` is present on success for requests that write back.
 
+use std::mem::{offset_of, size_of};
+
 use serde_json::{json, Value};
 use type1::uapi::{self, get_u32, get_u64, off, raw};
 use type1::usercopy::copy_from_process;
+
+/// `struct vfio_group_status` (argsz, flags).
+type GroupStatus = raw::vfio_group_status;
+/// `struct vfio_iommu_type1_info`.
+type Info = raw::vfio_iommu_type1_info;
+/// `offsetofend(struct vfio_iommu_type1_info, flags)`: what GET_INFO's caller fills in.
+const INFO_HEAD: usize = offset_of!(Info, flags) + size_of::<u32>();
 
 /// The name of a VFIO request on a device fd (numbers 12 and 13 name other requests on a
 /// container fd).
@@ -50,6 +59,11 @@ fn read(arg: u64, len: usize) -> Option<Vec<u8>> {
     let mut b = vec![0u8; len];
     copy_from_process(arg, &mut b).ok()?;
     Some(b)
+}
+
+/// Reads a native-endian `u16` at `at` (`type1::uapi` has the `u32` and `u64` readers).
+fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
 }
 
 fn hex(v: u64) -> String {
@@ -96,13 +110,19 @@ pub(crate) fn decode(request: u64, arg: u64) -> Value {
             }
             v
         }),
-        uapi::VFIO_IOMMU_GET_INFO | uapi::VFIO_GROUP_GET_STATUS => {
-            r(8).map_or(Value::Null, |b| {
-                json!({ "argsz": get_u32(&b, off::ARGSZ), "flags": get_u32(&b, off::FLAGS) })
-            })
-        }
-        uapi::VFIO_GROUP_SET_CONTAINER => r(4)
-            .map_or(Value::Null, |b| json!({ "container_fd": i32::from_ne_bytes([b[0], b[1], b[2], b[3]]) })),
+        // argsz and flags only (what the caller passes in).
+        uapi::VFIO_IOMMU_GET_INFO => r(INFO_HEAD).map_or(Value::Null, |b| {
+            json!({ "argsz": get_u32(&b, offset_of!(Info, argsz)),
+                    "flags": get_u32(&b, offset_of!(Info, flags)) })
+        }),
+        uapi::VFIO_GROUP_GET_STATUS => r(size_of::<GroupStatus>()).map_or(Value::Null, |b| {
+            json!({ "argsz": get_u32(&b, offset_of!(GroupStatus, argsz)),
+                    "flags": get_u32(&b, offset_of!(GroupStatus, flags)) })
+        }),
+        // The argument is a pointer to the container fd, a C `int`.
+        uapi::VFIO_GROUP_SET_CONTAINER => r(size_of::<libc::c_int>()).map_or(Value::Null, |b| {
+            json!({ "container_fd": i32::from_ne_bytes(b.try_into().unwrap_or_default()) })
+        }),
         uapi::VFIO_GROUP_GET_DEVICE_FD => json!({ "name": name_at(arg) }),
         _ => json!({ "arg": hex(arg) }),
     }
@@ -132,8 +152,8 @@ fn caps(arg: u64, argsz: u32, cap_offset: u32) -> Value {
         let Some(h) = read(arg + u64::from(at), uapi::CAP_HEADER_SIZE as usize) else {
             break;
         };
-        let id = u16::from_ne_bytes([h[off::CAP_ID], h[off::CAP_ID + 1]]);
-        let version = u16::from_ne_bytes([h[off::CAP_VERSION], h[off::CAP_VERSION + 1]]);
+        let id = get_u16(&h, off::CAP_ID);
+        let version = get_u16(&h, off::CAP_VERSION);
         out.push(json!({ "id": id, "version": version }));
         at = get_u32(&h, off::CAP_NEXT);
     }
@@ -157,13 +177,13 @@ pub(crate) fn decode_out(request: u64, arg: u64) -> Option<Value> {
         }
         uapi::VFIO_IOMMU_GET_INFO => {
             let b = read(arg, uapi::INFO_MINSZ as usize)?;
-            let argsz = get_u32(&b, off::ARGSZ);
-            let flags = get_u32(&b, off::FLAGS);
+            let argsz = get_u32(&b, offset_of!(Info, argsz));
+            let flags = get_u32(&b, offset_of!(Info, flags));
             let mut v = json!({ "argsz": argsz, "flags": flags,
                                 "iova_pgsizes": hex(get_u64(&b, off::INFO_PGSIZES)) });
             if flags & raw::VFIO_IOMMU_INFO_CAPS != 0 && argsz >= uapi::INFO_SIZE {
-                let c = read(arg + off::INFO_CAP_OFFSET as u64, 4)?;
-                v["caps"] = caps(arg, argsz, get_u32(&c, 0));
+                let whole = read(arg, uapi::INFO_SIZE as usize)?;
+                v["caps"] = caps(arg, argsz, get_u32(&whole, off::INFO_CAP_OFFSET));
             }
             Some(v)
         }
@@ -178,9 +198,60 @@ pub(crate) fn decode_out(request: u64, arg: u64) -> Option<Value> {
             Some(json!({ "bitmap_popcount": popcount(data, size) }))
         }
         uapi::VFIO_GROUP_GET_STATUS => {
-            let b = read(arg, 8)?;
-            Some(json!({ "flags": get_u32(&b, off::FLAGS) }))
+            let b = read(arg, size_of::<GroupStatus>())?;
+            Some(json!({ "flags": get_u32(&b, offset_of!(GroupStatus, flags)) }))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr_of<T>(v: &T) -> u64 {
+        std::ptr::from_ref(v) as u64
+    }
+
+    #[test]
+    fn group_status_is_decoded_from_vfio_group_status_before_and_after_the_call() {
+        let s = raw::vfio_group_status {
+            argsz: 8,
+            flags: raw::VFIO_GROUP_FLAGS_VIABLE,
+        };
+        let before = decode(uapi::VFIO_GROUP_GET_STATUS, addr_of(&s));
+        let after = decode_out(uapi::VFIO_GROUP_GET_STATUS, addr_of(&s));
+        assert_eq!(before, json!({ "argsz": 8, "flags": 1 }));
+        assert_eq!(after, Some(json!({ "flags": 1 })));
+    }
+
+    #[test]
+    fn set_container_shows_the_int_the_argument_points_to() {
+        let fd: libc::c_int = -7;
+        let v = decode(uapi::VFIO_GROUP_SET_CONTAINER, addr_of(&fd));
+        assert_eq!(v, json!({ "container_fd": -7 }));
+    }
+
+    #[test]
+    fn get_info_output_follows_the_capability_chain_from_cap_offset() {
+        // A vfio_iommu_type1_info followed by one DMA_AVAIL capability (id 3, version 1).
+        #[repr(C)]
+        struct InfoWithCap {
+            info: raw::vfio_iommu_type1_info,
+            cap: raw::vfio_iommu_type1_info_dma_avail,
+        }
+        let mut v = InfoWithCap {
+            info: raw::vfio_iommu_type1_info::default(),
+            cap: raw::vfio_iommu_type1_info_dma_avail::default(),
+        };
+        v.info.argsz = u32::try_from(size_of::<InfoWithCap>()).unwrap();
+        v.info.flags = raw::VFIO_IOMMU_INFO_PGSIZES | raw::VFIO_IOMMU_INFO_CAPS;
+        v.info.iova_pgsizes = 4096;
+        v.info.cap_offset = uapi::INFO_SIZE;
+        v.cap.header.id = 3;
+        v.cap.header.version = 1;
+        let out = decode_out(uapi::VFIO_IOMMU_GET_INFO, addr_of(&v)).unwrap();
+        assert_eq!(out["caps"], json!([{ "id": 3, "version": 1 }]));
+        assert_eq!(out["iova_pgsizes"], json!("0x1000"));
     }
 }

@@ -263,9 +263,17 @@ fn iovecs(iov: u64, cnt: c_int) -> Served<Vec<(u64, usize)>> {
     type1::usercopy::copy_from_process(iov, &mut raw).map_err(|_| libc::EFAULT)?;
     let mut out = Vec::with_capacity(n);
     let mut total = 0usize;
+    // `struct iovec` as libc lays it out: two pointer-sized words.
+    const BASE: usize = std::mem::offset_of!(libc::iovec, iov_base);
+    const LEN: usize = std::mem::offset_of!(libc::iovec, iov_len);
+    const WORD: usize = std::mem::size_of::<usize>();
+    let word = |c: &[u8], at: usize| -> Served<usize> {
+        let w = c[at..at + WORD].try_into().map_err(|_| libc::EINVAL)?;
+        Ok(usize::from_ne_bytes(w))
+    };
     for c in raw.chunks_exact(std::mem::size_of::<libc::iovec>()) {
-        let base = u64::from_ne_bytes(c[0..8].try_into().map_err(|_| libc::EINVAL)?);
-        let len = usize::from_ne_bytes(c[8..16].try_into().map_err(|_| libc::EINVAL)?);
+        let base = word(c, BASE)? as u64;
+        let len = word(c, LEN)?;
         if isize::try_from(len).is_err() {
             return Err(libc::EINVAL);
         }
