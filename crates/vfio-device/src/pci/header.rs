@@ -6,7 +6,7 @@
 //! expects; a 64-bit BAR takes two slots, so the slot after it must be empty.
 
 use crate::error::{Error, Result};
-use crate::pci::caps::CapabilityList;
+use crate::pci::caps::{BarOffset, CapabilityList};
 
 /// The identity registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +188,29 @@ impl FunctionSpec {
                 return bad("ROM image larger than the ROM BAR");
             }
         }
-        self.caps.validate(self)?;
+        self.caps.validate()?;
+        if let Some(x) = self.caps.msix_cap() {
+            // The MSI-X table and PBA inside implemented memory BARs, not overlapping.
+            let place = |at: BarOffset, len: u64| -> Result<(u8, u64, u64)> {
+                let Some(b) = self.bar(usize::from(at.bar)) else {
+                    return Err(Error::InvalidSpec {
+                        reason: "MSI-X structure in an unimplemented BAR",
+                    });
+                };
+                let end = u64::from(at.offset) + len;
+                if at.offset % 8 != 0 || !b.kind.is_memory() || end > b.size {
+                    return Err(Error::InvalidSpec {
+                        reason: "MSI-X structure misaligned or outside a memory BAR",
+                    });
+                }
+                Ok((at.bar, u64::from(at.offset), end))
+            };
+            let t = place(x.table, x.table_bytes())?;
+            let p = place(x.pba, x.pba_bytes())?;
+            if t.0 == p.0 && t.1 < p.2 && p.1 < t.2 {
+                return bad("MSI-X table and PBA overlap");
+            }
+        }
         Ok(())
     }
 
@@ -276,5 +298,38 @@ mod tests {
             backing: BarBacking::Memory,
         });
         assert_eq!(s.validate(), Ok(()));
+    }
+
+    /// A function with a 4 KiB memory BAR 0 and MSI-X with 8 vectors (a 128-byte table).
+    fn with_msix(table: BarOffset, pba: BarOffset) -> FunctionSpec {
+        let mut s = spec();
+        s.bars[0] = Some(BarSpec {
+            kind: BarKind::Mem32(Prefetch::No),
+            size: 4096,
+            backing: BarBacking::Mmio,
+        });
+        s.caps = CapabilityList::new().msix(crate::pci::caps::MsixCap {
+            table_size: 8,
+            table,
+            pba,
+        });
+        s
+    }
+
+    #[test]
+    fn msix_structures_must_sit_apart_inside_an_implemented_memory_bar() {
+        let at = |bar, offset| BarOffset { bar, offset };
+        assert_eq!(with_msix(at(0, 0), at(0, 0x800)).validate(), Ok(()));
+        let in_missing_bar = with_msix(at(2, 0), at(0, 0x800));
+        let past_the_bar = with_msix(at(0, 0xfc0), at(0, 0x800));
+        let misaligned = with_msix(at(0, 4), at(0, 0x800));
+        let overlapping = with_msix(at(0, 0), at(0, 0x40));
+        for s in [in_missing_bar, past_the_bar, misaligned, overlapping] {
+            assert!(
+                matches!(s.validate(), Err(Error::InvalidSpec { .. })),
+                "{:?}",
+                s.caps
+            );
+        }
     }
 }
