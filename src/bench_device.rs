@@ -20,41 +20,45 @@
 
 use std::ffi::CString;
 use std::hint::black_box;
-use std::mem::{offset_of, size_of};
+use std::mem::size_of;
+#[cfg(feature = "bench-baselines")]
 use std::path::Path;
+#[cfg(feature = "bench-baselines")]
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use type1::mm::{LockCapability, MlockPolicy, Mm, ProcessMemory};
 use type1::uapi::{self, raw};
-use type1::{Container, ContainerConfig, GroupId, GroupSpec, MapDma, MapFlags, UserBuffer};
-use vfio_device::ioctl::VFIO_DEVICE_SET_IRQS;
-use vfio_device::irq::EventFd;
-use vfio_device::testdev::{self, reg};
-use vfio_device::{Device, Dma, Location, NoGroupFds, RegionIndex};
+use vfio_device::testdev::reg;
 
+#[cfg(feature = "bench-baselines")]
 use crate::bench::Figure;
-use crate::migrate::guest::Region;
 
+#[cfg(feature = "bench-baselines")]
 /// Rounds of (drop-in child, memfd child) pairs.
 const ROUNDS: usize = 3;
 /// Calls between two clock reads in the child.
 const CHUNK: u64 = 1000;
+#[cfg(feature = "bench-baselines")]
 /// The bound on a BAR0 register access through the drop-in, against a memfd `pread`.
 const BAR_TARGET: f64 = 2.0;
+#[cfg(feature = "bench-baselines")]
 /// The bound on a 1 MiB device DMA, as a share of `memcpy` bandwidth.
 const DMA_TARGET: f64 = 0.5;
+#[cfg(feature = "bench-baselines")]
 /// The bound on the autonomous writer, pages per second on one core.
 const WRITER_TARGET: f64 = 1e6;
 
 const GROUP: u32 = 5;
 const BDF: &str = "0000:00:1f.0";
+#[cfg(feature = "bench-baselines")]
 const SZ_2M: u64 = 1 << 21;
+#[cfg(feature = "bench-baselines")]
 const MIB: usize = 1 << 20;
+#[cfg(feature = "bench-baselines")]
 /// Guest RAM mapped for DMA at IOVA 0 (two 2M blocks).
 const GUEST: u64 = 2 * SZ_2M;
+#[cfg(feature = "bench-baselines")]
 /// Where the byte-level ioctl argument sits in the fake user buffer.
 const ARG: u64 = 0x10_0000;
 
@@ -82,12 +86,14 @@ fn time_calls(budget: Duration, mut one: impl FnMut() -> Result<()>) -> Result<f
     Ok(t.elapsed().as_nanos() as f64 / n as f64)
 }
 
+#[cfg(feature = "bench-baselines")]
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+#[cfg(feature = "bench-baselines")]
 fn spread(v: &[f64]) -> (f64, f64) {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -226,6 +232,7 @@ pub fn child(kind: DeviceCall, budget: Duration) -> Result<Vec<f64>> {
     }
 }
 
+#[cfg(feature = "bench-baselines")]
 /// One child run of this executable: the numbers it printed.
 fn run_child(kind: DeviceCall, budget: Duration, preload: Option<&Path>) -> Result<Vec<f64>> {
     let exe = std::env::current_exe().context("locating the type1 executable")?;
@@ -257,6 +264,7 @@ fn run_child(kind: DeviceCall, budget: Duration, preload: Option<&Path>) -> Resu
         .collect()
 }
 
+#[cfg(feature = "bench-baselines")]
 /// BAR0 read and write through the drop-in beside a memfd `pread` (child processes).
 ///
 /// # Errors
@@ -320,190 +328,205 @@ pub fn bar_figures(budget: Duration, lib: &Path) -> Result<Vec<Figure>> {
     Ok(out)
 }
 
-// ----- in-process: interrupts, DMA, the autonomous writer -----
+/// In process: interrupts, DMA, the autonomous writer (the suite's, so only with its feature).
+#[cfg(feature = "bench-baselines")]
+mod in_process {
+    use std::mem::offset_of;
+    use std::sync::Arc;
 
-/// The test device in IOMMU group 5 of a container over this process's memory, with `GUEST`
-/// bytes of a real anonymous mapping MAP_DMA'd at IOVA 0 (2M-aligned: two 2M blocks).
-struct Rig {
-    dev: Arc<Device>,
-    _container: Arc<Container>,
-    region: Region,
-    /// The guest RAM's first byte (2M-aligned inside `region`).
-    ram: u64,
-}
+    use type1::mm::{LockCapability, MlockPolicy, Mm, ProcessMemory};
+    use type1::{Container, ContainerConfig, GroupId, GroupSpec, MapDma, MapFlags, UserBuffer};
+    use vfio_device::ioctl::VFIO_DEVICE_SET_IRQS;
+    use vfio_device::irq::EventFd;
+    use vfio_device::testdev;
+    use vfio_device::{Device, Dma, Location, NoGroupFds, RegionIndex};
 
-impl Rig {
-    fn new() -> Result<Rig> {
-        let region = Region::new(GUEST + SZ_2M).context("reserving guest memory")?;
-        let ram = (region.addr() + SZ_2M - 1) & !(SZ_2M - 1);
-        let mm = Arc::new(Mm::new(
-            Box::new(ProcessMemory::new(MlockPolicy::CheckOnly)),
-            None,
-            LockCapability::Unlimited,
-        ));
-        let c = Arc::new(Container::new(ContainerConfig::default(), mm));
-        c.set_group(GroupSpec::iommu(GROUP))?;
-        c.set_iommu(type1::Version::V2)?;
-        c.map_dma(&MapDma {
-            vaddr: ram,
-            iova: 0,
-            size: GUEST,
-            flags: MapFlags::READ | MapFlags::WRITE,
-        })?;
-        let dma = Dma::attach(&c, GroupId(GROUP))?;
-        let dev = testdev::create(Location::new(GROUP, 0, 0, 0x1f), dma)?;
-        let rig = Rig {
-            dev,
-            _container: c,
-            region,
-            ram,
-        };
-        // Command register: memory space and bus master on (the driver's first step).
-        rig.dev
-            .write(RegionIndex::CONFIG.offset() + 4, &6u16.to_le_bytes())?;
-        Ok(rig)
+    use super::*;
+    use crate::migrate::guest::Region;
+
+    /// The test device in IOMMU group 5 of a container over this process's memory, with `GUEST`
+    /// bytes of a real anonymous mapping MAP_DMA'd at IOVA 0 (2M-aligned: two 2M blocks).
+    struct Rig {
+        dev: Arc<Device>,
+        _container: Arc<Container>,
+        region: Region,
+        /// The guest RAM's first byte (2M-aligned inside `region`).
+        ram: u64,
     }
 
-    /// The guest RAM as a slice.
-    fn guest(&mut self) -> &mut [u8] {
-        let off = usize::try_from(self.ram - self.region.addr()).unwrap_or(0);
-        let len = usize::try_from(GUEST).unwrap_or(0);
-        &mut self.region.as_mut_slice()[off..off + len]
-    }
-
-    fn w64(&self, r: u64, v: u64) -> Result<()> {
-        let n = self
-            .dev
-            .write(RegionIndex::BAR0.offset() + r, &v.to_le_bytes())?;
-        ensure!(n == 8, "BAR0 write of 8 bytes at {r:#x} took {n}");
-        Ok(())
-    }
-
-    fn w32(&self, r: u64, v: u32) -> Result<()> {
-        let n = self
-            .dev
-            .write(RegionIndex::BAR0.offset() + r, &v.to_le_bytes())?;
-        ensure!(n == 4, "BAR0 write of 4 bytes at {r:#x} took {n}");
-        Ok(())
-    }
-
-    fn r32(&self, r: u64) -> Result<u32> {
-        let mut b = [0u8; 4];
-        self.dev.read(RegionIndex::BAR0.offset() + r, &mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-
-    fn r64(&self, r: u64) -> Result<u64> {
-        let mut b = [0u8; 8];
-        self.dev.read(RegionIndex::BAR0.offset() + r, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    /// `VFIO_DEVICE_SET_IRQS` for MSI-X vector 0 as raw bytes: `flags`, and `fd` for
-    /// DATA_EVENTFD.
-    fn set_irqs_bytes(flags: u32, fd: Option<i32>) -> Result<UserBuffer> {
-        let mut u = UserBuffer::new(ARG, 64);
-        let data = offset_of!(raw::vfio_irq_set, data);
-        let argsz = u32::try_from(data + if fd.is_some() { 4 } else { 0 })?;
-        let words = [argsz, flags, raw::VFIO_PCI_MSIX_IRQ_INDEX, 0, 1];
-        for (k, w) in words.iter().enumerate() {
-            u.bytes[4 * k..4 * k + 4].copy_from_slice(&w.to_ne_bytes());
+    impl Rig {
+        fn new() -> Result<Rig> {
+            let region = Region::new(GUEST + SZ_2M).context("reserving guest memory")?;
+            let ram = (region.addr() + SZ_2M - 1) & !(SZ_2M - 1);
+            let mm = Arc::new(Mm::new(
+                Box::new(ProcessMemory::new(MlockPolicy::CheckOnly)),
+                None,
+                LockCapability::Unlimited,
+            ));
+            let c = Arc::new(Container::new(ContainerConfig::default(), mm));
+            c.set_group(GroupSpec::iommu(GROUP))?;
+            c.set_iommu(type1::Version::V2)?;
+            c.map_dma(&MapDma {
+                vaddr: ram,
+                iova: 0,
+                size: GUEST,
+                flags: MapFlags::READ | MapFlags::WRITE,
+            })?;
+            let dma = Dma::attach(&c, GroupId(GROUP))?;
+            let dev = testdev::create(Location::new(GROUP, 0, 0, 0x1f), dma)?;
+            let rig = Rig {
+                dev,
+                _container: c,
+                region,
+                ram,
+            };
+            // Command register: memory space and bus master on (the driver's first step).
+            rig.dev
+                .write(RegionIndex::CONFIG.offset() + 4, &6u16.to_le_bytes())?;
+            Ok(rig)
         }
-        if let Some(fd) = fd {
-            u.bytes[data..data + 4].copy_from_slice(&fd.to_ne_bytes());
-        }
-        Ok(u)
-    }
-}
 
-/// Rounds of an interleaved in-process measurement.
-const REPS: usize = 11;
-
-/// Times each loop of `loops` for its share of `budget`, interleaved over [`REPS`] rounds (so
-/// machine noise hits baseline and figure alike): ns per iteration of each, per round.
-fn interleaved(
-    budget: Duration,
-    loops: &mut [&mut dyn FnMut() -> Result<()>],
-) -> Result<Vec<Vec<f64>>> {
-    let share = budget / u32::try_from(loops.len() * REPS)?.max(1);
-    // Iterations per round: a probe of a tenth of the share.
-    let mut iters = Vec::with_capacity(loops.len());
-    for f in loops.iter_mut() {
-        let t = Instant::now();
-        let mut n = 0u64;
-        while t.elapsed() < share / 10 {
-            f()?;
-            n += 1;
+        /// The guest RAM as a slice.
+        fn guest(&mut self) -> &mut [u8] {
+            let off = usize::try_from(self.ram - self.region.addr()).unwrap_or(0);
+            let len = usize::try_from(GUEST).unwrap_or(0);
+            &mut self.region.as_mut_slice()[off..off + len]
         }
-        iters.push((n * 10).max(3));
-    }
-    let mut out = vec![Vec::with_capacity(REPS); loops.len()];
-    for _ in 0..REPS {
-        for (k, f) in loops.iter_mut().enumerate() {
-            let t = Instant::now();
-            for _ in 0..iters[k] {
-                f()?;
+
+        fn w64(&self, r: u64, v: u64) -> Result<()> {
+            let n = self
+                .dev
+                .write(RegionIndex::BAR0.offset() + r, &v.to_le_bytes())?;
+            ensure!(n == 8, "BAR0 write of 8 bytes at {r:#x} took {n}");
+            Ok(())
+        }
+
+        fn w32(&self, r: u64, v: u32) -> Result<()> {
+            let n = self
+                .dev
+                .write(RegionIndex::BAR0.offset() + r, &v.to_le_bytes())?;
+            ensure!(n == 4, "BAR0 write of 4 bytes at {r:#x} took {n}");
+            Ok(())
+        }
+
+        fn r32(&self, r: u64) -> Result<u32> {
+            let mut b = [0u8; 4];
+            self.dev.read(RegionIndex::BAR0.offset() + r, &mut b)?;
+            Ok(u32::from_le_bytes(b))
+        }
+
+        fn r64(&self, r: u64) -> Result<u64> {
+            let mut b = [0u8; 8];
+            self.dev.read(RegionIndex::BAR0.offset() + r, &mut b)?;
+            Ok(u64::from_le_bytes(b))
+        }
+
+        /// `VFIO_DEVICE_SET_IRQS` for MSI-X vector 0 as raw bytes: `flags`, and `fd` for
+        /// DATA_EVENTFD.
+        fn set_irqs_bytes(flags: u32, fd: Option<i32>) -> Result<UserBuffer> {
+            let mut u = UserBuffer::new(ARG, 64);
+            let data = offset_of!(raw::vfio_irq_set, data);
+            let argsz = u32::try_from(data + if fd.is_some() { 4 } else { 0 })?;
+            let words = [argsz, flags, raw::VFIO_PCI_MSIX_IRQ_INDEX, 0, 1];
+            for (k, w) in words.iter().enumerate() {
+                u.bytes[4 * k..4 * k + 4].copy_from_slice(&w.to_ne_bytes());
             }
-            out[k].push(t.elapsed().as_nanos() as f64 / iters[k] as f64);
+            if let Some(fd) = fd {
+                u.bytes[data..data + 4].copy_from_slice(&fd.to_ne_bytes());
+            }
+            Ok(u)
         }
     }
-    Ok(out)
-}
 
-/// Per-round ratios `a[i] / b[i]`: (median, min, max).
-fn ratios(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
-    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
-    let (lo, hi) = spread(&r);
-    (median(&r), lo, hi)
-}
+    /// Rounds of an interleaved in-process measurement.
+    const REPS: usize = 11;
 
-fn interrupt_figures(rig: &Rig, budget: Duration) -> Result<Vec<Figure>> {
-    let e = EventFd::new()?;
-    let trig = raw::VFIO_IRQ_SET_DATA_EVENTFD | raw::VFIO_IRQ_SET_ACTION_TRIGGER;
-    let mut u = Rig::set_irqs_bytes(trig, Some(e.as_raw()))?;
-    rig.dev
-        .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut u, &NoGroupFds)
-        .context("enabling MSI-X")?;
+    /// Times each loop of `loops` for its share of `budget`, interleaved over [`REPS`] rounds (so
+    /// machine noise hits baseline and figure alike): ns per iteration of each, per round.
+    fn interleaved(
+        budget: Duration,
+        loops: &mut [&mut dyn FnMut() -> Result<()>],
+    ) -> Result<Vec<Vec<f64>>> {
+        let share = budget / u32::try_from(loops.len() * REPS)?.max(1);
+        // Iterations per round: a probe of a tenth of the share.
+        let mut iters = Vec::with_capacity(loops.len());
+        for f in loops.iter_mut() {
+            let t = Instant::now();
+            let mut n = 0u64;
+            while t.elapsed() < share / 10 {
+                f()?;
+                n += 1;
+            }
+            iters.push((n * 10).max(3));
+        }
+        let mut out = vec![Vec::with_capacity(REPS); loops.len()];
+        for _ in 0..REPS {
+            for (k, f) in loops.iter_mut().enumerate() {
+                let t = Instant::now();
+                for _ in 0..iters[k] {
+                    f()?;
+                }
+                out[k].push(t.elapsed().as_nanos() as f64 / iters[k] as f64);
+            }
+        }
+        Ok(out)
+    }
 
-    let mut bare = || -> Result<()> {
-        e.signal();
-        ensure!(e.read() == Some(1), "the eventfd did not count one");
-        Ok(())
-    };
-    let irqs = rig.dev.irqs().clone();
-    let mut device = || -> Result<()> {
-        black_box(irqs.signal(0));
-        ensure!(
-            e.read() == Some(1),
-            "the MSI-X vector did not reach the eventfd"
-        );
-        Ok(())
-    };
-    let loop_flags = raw::VFIO_IRQ_SET_DATA_NONE | raw::VFIO_IRQ_SET_ACTION_TRIGGER;
-    let mut lu = Rig::set_irqs_bytes(loop_flags, None)?;
-    let mut loopback = || -> Result<()> {
+    /// Per-round ratios `a[i] / b[i]`: (median, min, max).
+    fn ratios(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+        let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+        let (lo, hi) = spread(&r);
+        (median(&r), lo, hi)
+    }
+
+    fn interrupt_figures(rig: &Rig, budget: Duration) -> Result<Vec<Figure>> {
+        let e = EventFd::new()?;
+        let trig = raw::VFIO_IRQ_SET_DATA_EVENTFD | raw::VFIO_IRQ_SET_ACTION_TRIGGER;
+        let mut u = Rig::set_irqs_bytes(trig, Some(e.as_raw()))?;
         rig.dev
-            .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut lu, &NoGroupFds)
-            .context("loopback trigger")?;
-        ensure!(
-            e.read() == Some(1),
-            "the loopback did not reach the eventfd"
-        );
-        Ok(())
-    };
-    let t = interleaved(budget / 2, &mut [&mut bare, &mut device, &mut loopback])?;
+            .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut u, &NoGroupFds)
+            .context("enabling MSI-X")?;
 
-    let mut off = Rig::set_irqs_bytes(loop_flags, None)?;
-    // count 0 with DATA_NONE|TRIGGER disables the index (vfio_pci_set_msi_trigger).
-    off.bytes[16..20].copy_from_slice(&0u32.to_ne_bytes());
-    rig.dev
-        .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut off, &NoGroupFds)
-        .context("disabling MSI-X")?;
+        let mut bare = || -> Result<()> {
+            e.signal();
+            ensure!(e.read() == Some(1), "the eventfd did not count one");
+            Ok(())
+        };
+        let irqs = rig.dev.irqs().clone();
+        let mut device = || -> Result<()> {
+            black_box(irqs.signal(0));
+            ensure!(
+                e.read() == Some(1),
+                "the MSI-X vector did not reach the eventfd"
+            );
+            Ok(())
+        };
+        let loop_flags = raw::VFIO_IRQ_SET_DATA_NONE | raw::VFIO_IRQ_SET_ACTION_TRIGGER;
+        let mut lu = Rig::set_irqs_bytes(loop_flags, None)?;
+        let mut loopback = || -> Result<()> {
+            rig.dev
+                .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut lu, &NoGroupFds)
+                .context("loopback trigger")?;
+            ensure!(
+                e.read() == Some(1),
+                "the loopback did not reach the eventfd"
+            );
+            Ok(())
+        };
+        let t = interleaved(budget / 2, &mut [&mut bare, &mut device, &mut loopback])?;
 
-    let base = median(&t[0]);
-    let fig = |name: &str, v: &[f64]| {
-        let (r, lo, hi) = ratios(v, &t[0]);
-        Figure {
+        let mut off = Rig::set_irqs_bytes(loop_flags, None)?;
+        // count 0 with DATA_NONE|TRIGGER disables the index (vfio_pci_set_msi_trigger).
+        off.bytes[16..20].copy_from_slice(&0u32.to_ne_bytes());
+        rig.dev
+            .ioctl(VFIO_DEVICE_SET_IRQS, ARG, &mut off, &NoGroupFds)
+            .context("disabling MSI-X")?;
+
+        let base = median(&t[0]);
+        let fig =
+            |name: &str, v: &[f64]| {
+                let (r, lo, hi) = ratios(v, &t[0]);
+                Figure {
             name: name.into(),
             value: median(v),
             unit: "ns",
@@ -513,134 +536,134 @@ fn interrupt_figures(rig: &Rig, budget: Duration) -> Result<Vec<Figure>> {
             )),
             target: None,
         }
-    };
-    Ok(vec![
-        fig("MSI-X: device signal -> eventfd read", &t[1]),
-        fig(
-            "MSI-X: loopback SET_IRQS(NONE|TRIGGER) -> eventfd read",
-            &t[2],
-        ),
-    ])
-}
-
-fn dma_figures(rig: &mut Rig, budget: Duration) -> Result<Vec<Figure>> {
-    let len = MIB as u64;
-    for (i, b) in rig.guest().iter_mut().enumerate() {
-        *b = u8::try_from(i % 251).unwrap_or(0);
+            };
+        Ok(vec![
+            fig("MSI-X: device signal -> eventfd read", &t[1]),
+            fig(
+                "MSI-X: loopback SET_IRQS(NONE|TRIGGER) -> eventfd read",
+                &t[2],
+            ),
+        ])
     }
-    // memcpy of the same 1 MiB: guest RAM into a buffer the size of the transfer.
-    let mut dst = vec![0u8; MIB];
-    let src: Vec<u8> = rig.guest()[..MIB].to_vec();
-    let mut copy = || -> Result<()> {
-        dst.copy_from_slice(black_box(&src));
-        black_box(&mut dst);
-        Ok(())
-    };
-    let rig_ref = &*rig;
-    let transfer = |src: u64, dst: u64, cmd: u64| -> Result<()> {
-        rig_ref.w64(reg::DMA_SRC, src)?;
-        rig_ref.w64(reg::DMA_DST, dst)?;
-        rig_ref.w64(reg::DMA_CMD, cmd | reg::CMD_START)?;
-        let s = rig_ref.r32(reg::STATUS)?;
-        ensure!(s == reg::STATUS_DONE, "DMA status {s:#x}");
-        Ok(())
-    };
-    rig.w64(reg::DMA_COUNT, len)?;
-    // RAM (IOVA 0) -> device memory 0; device memory 0 -> RAM at IOVA 2 MiB (the second
-    // block).
-    let mut to_dev = || transfer(0, 0, 0);
-    let mut to_ram = || transfer(0, SZ_2M, reg::CMD_TO_RAM);
-    let t = interleaved(budget / 2, &mut [&mut copy, &mut to_dev, &mut to_ram])?;
-    let g = rig.guest();
-    let at = usize::try_from(SZ_2M)?;
-    ensure!(
-        g[at..at + MIB] == g[..MIB],
-        "the round trip through the device did not copy the bytes"
-    );
 
-    let gbps = |ns: f64| len as f64 / ns;
-    let fig = |name: &str, v: &[f64]| {
-        // Share of memcpy bandwidth = memcpy time / transfer time, per round.
-        let (share, lo, hi) = ratios(&t[0], v);
-        Figure {
-            name: name.into(),
-            value: gbps(median(v)),
-            unit: "GB/s",
-            baseline: Some(("memcpy of 1 MiB, GB/s".into(), gbps(median(&t[0])))),
-            target: Some((
-                format!(
-                    ">= 50% of memcpy: {:.0}% (min–max {:.0}–{:.0}%)",
-                    100.0 * share,
-                    100.0 * lo,
-                    100.0 * hi
-                ),
-                share >= DMA_TARGET,
-            )),
+    fn dma_figures(rig: &mut Rig, budget: Duration) -> Result<Vec<Figure>> {
+        let len = MIB as u64;
+        for (i, b) in rig.guest().iter_mut().enumerate() {
+            *b = u8::try_from(i % 251).unwrap_or(0);
         }
-    };
-    Ok(vec![
-        fig("DMA 1 MiB RAM -> device, IOMMU domain (2M blocks)", &t[1]),
-        fig("DMA 1 MiB device -> RAM, IOMMU domain (2M blocks)", &t[2]),
-    ])
-}
-
-fn writer_figure(rig: &mut Rig, budget: Duration) -> Result<Figure> {
-    const PAGE: usize = 4096;
-    let npages = GUEST / PAGE as u64;
-    // Baseline: the writer's own work per page (a pseudo-random page, zero-filled, a 16-byte
-    // header), stored by the CPU straight into the same guest pages, on this one thread.
-    let direct_rate = {
-        let mut page = vec![0u8; PAGE];
-        let mut state = 42u64;
-        let mut seq = 0u64;
+        // memcpy of the same 1 MiB: guest RAM into a buffer the size of the transfer.
+        let mut dst = vec![0u8; MIB];
+        let src: Vec<u8> = rig.guest()[..MIB].to_vec();
+        let mut copy = || -> Result<()> {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+            Ok(())
+        };
+        let rig_ref = &*rig;
+        let transfer = |src: u64, dst: u64, cmd: u64| -> Result<()> {
+            rig_ref.w64(reg::DMA_SRC, src)?;
+            rig_ref.w64(reg::DMA_DST, dst)?;
+            rig_ref.w64(reg::DMA_CMD, cmd | reg::CMD_START)?;
+            let s = rig_ref.r32(reg::STATUS)?;
+            ensure!(s == reg::STATUS_DONE, "DMA status {s:#x}");
+            Ok(())
+        };
+        rig.w64(reg::DMA_COUNT, len)?;
+        // RAM (IOVA 0) -> device memory 0; device memory 0 -> RAM at IOVA 2 MiB (the second
+        // block).
+        let mut to_dev = || transfer(0, 0, 0);
+        let mut to_ram = || transfer(0, SZ_2M, reg::CMD_TO_RAM);
+        let t = interleaved(budget / 2, &mut [&mut copy, &mut to_dev, &mut to_ram])?;
         let g = rig.guest();
-        let span = budget / 4;
-        let t = Instant::now();
-        let mut n = 0u64;
-        while t.elapsed() < span {
-            for _ in 0..256 {
-                seq += 1;
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let at = usize::try_from((state % npages) * PAGE as u64)?;
-                page.fill(0);
-                page[..8].copy_from_slice(&seq.to_le_bytes());
-                page[8..16].copy_from_slice(&42u64.to_le_bytes());
-                g[at..at + PAGE].copy_from_slice(black_box(&page));
-            }
-            n += 256;
-        }
-        n as f64 / t.elapsed().as_secs_f64()
-    };
+        let at = usize::try_from(SZ_2M)?;
+        ensure!(
+            g[at..at + MIB] == g[..MIB],
+            "the round trip through the device did not copy the bytes"
+        );
 
-    // The writer, unthrottled (rate 0), over the same window.
-    rig.w64(reg::WRITER_BASE, 0)?;
-    rig.w64(reg::WRITER_SIZE, GUEST)?;
-    rig.w64(reg::WRITER_SEED, 42)?;
-    rig.w32(reg::WRITER_RATE, 0)?;
-    let before = rig.r64(reg::WRITER_PAGES)?;
-    rig.w32(reg::WRITER_CTRL, 1)?;
-    std::thread::sleep(Duration::from_millis(20));
-    let (p0, t0, c0) = (rig.r64(reg::WRITER_PAGES)?, Instant::now(), cpu_time()?);
-    std::thread::sleep(budget / 2);
-    let (p1, dt, c1) = (rig.r64(reg::WRITER_PAGES)?, t0.elapsed(), cpu_time()?);
-    rig.w32(reg::WRITER_CTRL, 0)?;
-    let faults = rig.r64(reg::WRITER_FAULTS)?;
-    ensure!(faults == 0, "the writer faulted {faults} times");
-    ensure!(
-        p1 > p0 && p0 >= before,
-        "the writer did not write (pages {before}, {p0}, {p1})"
-    );
-    let pages = (p1 - p0) as f64;
-    let wall = pages / dt.as_secs_f64();
-    // "On one core": pages per second of CPU time this process spent meanwhile (user and
-    // system), which is the writer thread's: this thread sleeps. On a loaded machine the
-    // writer gets only part of a core, and the wall-clock rate shows that share instead.
-    let cpu = (c1 - c0).as_secs_f64();
-    ensure!(cpu > 0.0, "the writer used no CPU time");
-    let rate = pages / cpu;
-    Ok(Figure {
+        let gbps = |ns: f64| len as f64 / ns;
+        let fig = |name: &str, v: &[f64]| {
+            // Share of memcpy bandwidth = memcpy time / transfer time, per round.
+            let (share, lo, hi) = ratios(&t[0], v);
+            Figure {
+                name: name.into(),
+                value: gbps(median(v)),
+                unit: "GB/s",
+                baseline: Some(("memcpy of 1 MiB, GB/s".into(), gbps(median(&t[0])))),
+                target: Some((
+                    format!(
+                        ">= 50% of memcpy: {:.0}% (min–max {:.0}–{:.0}%)",
+                        100.0 * share,
+                        100.0 * lo,
+                        100.0 * hi
+                    ),
+                    share >= DMA_TARGET,
+                )),
+            }
+        };
+        Ok(vec![
+            fig("DMA 1 MiB RAM -> device, IOMMU domain (2M blocks)", &t[1]),
+            fig("DMA 1 MiB device -> RAM, IOMMU domain (2M blocks)", &t[2]),
+        ])
+    }
+
+    fn writer_figure(rig: &mut Rig, budget: Duration) -> Result<Figure> {
+        const PAGE: usize = 4096;
+        let npages = GUEST / PAGE as u64;
+        // Baseline: the writer's own work per page (a pseudo-random page, zero-filled, a 16-byte
+        // header), stored by the CPU straight into the same guest pages, on this one thread.
+        let direct_rate = {
+            let mut page = vec![0u8; PAGE];
+            let mut state = 42u64;
+            let mut seq = 0u64;
+            let g = rig.guest();
+            let span = budget / 4;
+            let t = Instant::now();
+            let mut n = 0u64;
+            while t.elapsed() < span {
+                for _ in 0..256 {
+                    seq += 1;
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let at = usize::try_from((state % npages) * PAGE as u64)?;
+                    page.fill(0);
+                    page[..8].copy_from_slice(&seq.to_le_bytes());
+                    page[8..16].copy_from_slice(&42u64.to_le_bytes());
+                    g[at..at + PAGE].copy_from_slice(black_box(&page));
+                }
+                n += 256;
+            }
+            n as f64 / t.elapsed().as_secs_f64()
+        };
+
+        // The writer, unthrottled (rate 0), over the same window.
+        rig.w64(reg::WRITER_BASE, 0)?;
+        rig.w64(reg::WRITER_SIZE, GUEST)?;
+        rig.w64(reg::WRITER_SEED, 42)?;
+        rig.w32(reg::WRITER_RATE, 0)?;
+        let before = rig.r64(reg::WRITER_PAGES)?;
+        rig.w32(reg::WRITER_CTRL, 1)?;
+        std::thread::sleep(Duration::from_millis(20));
+        let (p0, t0, c0) = (rig.r64(reg::WRITER_PAGES)?, Instant::now(), cpu_time()?);
+        std::thread::sleep(budget / 2);
+        let (p1, dt, c1) = (rig.r64(reg::WRITER_PAGES)?, t0.elapsed(), cpu_time()?);
+        rig.w32(reg::WRITER_CTRL, 0)?;
+        let faults = rig.r64(reg::WRITER_FAULTS)?;
+        ensure!(faults == 0, "the writer faulted {faults} times");
+        ensure!(
+            p1 > p0 && p0 >= before,
+            "the writer did not write (pages {before}, {p0}, {p1})"
+        );
+        let pages = (p1 - p0) as f64;
+        let wall = pages / dt.as_secs_f64();
+        // "On one core": pages per second of CPU time this process spent meanwhile (user and
+        // system), which is the writer thread's: this thread sleeps. On a loaded machine the
+        // writer gets only part of a core, and the wall-clock rate shows that share instead.
+        let cpu = (c1 - c0).as_secs_f64();
+        ensure!(cpu > 0.0, "the writer used no CPU time");
+        let rate = pages / cpu;
+        Ok(Figure {
         name: "autonomous writer, unthrottled, 4K pages per CPU-second (one thread)".into(),
         value: rate,
         unit: "pages/s",
@@ -659,37 +682,40 @@ fn writer_figure(rig: &mut Rig, budget: Duration) -> Result<Figure> {
             rate >= WRITER_TARGET,
         )),
     })
-}
-
-/// CPU time (user and system) this process has used.
-fn cpu_time() -> Result<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut ts) } != 0 {
-        return Err(os_err("clock_gettime(CLOCK_PROCESS_CPUTIME_ID)"));
     }
-    Ok(Duration::new(
-        u64::try_from(ts.tv_sec)?,
-        u32::try_from(ts.tv_nsec)?,
-    ))
-}
 
-/// The in-process device figures: interrupt delivery, 1 MiB DMA each way, the writer.
-///
-/// # Errors
-/// A device or container call that fails, or a transfer that does not copy its bytes.
-pub fn figures(budget: Duration) -> Result<Vec<Figure>> {
-    let mut rig = Rig::new().context("creating the test device")?;
-    let mut out = interrupt_figures(&rig, budget)?;
-    out.extend(dma_figures(&mut rig, budget)?);
-    out.push(writer_figure(&mut rig, budget)?);
-    Ok(out)
-}
+    /// CPU time (user and system) this process has used.
+    fn cpu_time() -> Result<Duration> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec we own.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut ts) } != 0 {
+            return Err(os_err("clock_gettime(CLOCK_PROCESS_CPUTIME_ID)"));
+        }
+        Ok(Duration::new(
+            u64::try_from(ts.tv_sec)?,
+            u32::try_from(ts.tv_nsec)?,
+        ))
+    }
 
-#[cfg(test)]
+    /// The in-process device figures: interrupt delivery, 1 MiB DMA each way, the writer.
+    ///
+    /// # Errors
+    /// A device or container call that fails, or a transfer that does not copy its bytes.
+    pub fn figures(budget: Duration) -> Result<Vec<Figure>> {
+        let mut rig = Rig::new().context("creating the test device")?;
+        let mut out = interrupt_figures(&rig, budget)?;
+        out.extend(dma_figures(&mut rig, budget)?);
+        out.push(writer_figure(&mut rig, budget)?);
+        Ok(out)
+    }
+}
+#[cfg(feature = "bench-baselines")]
+pub use in_process::figures;
+
+#[cfg(all(test, feature = "bench-baselines"))]
 mod tests {
     use super::*;
 

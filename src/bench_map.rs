@@ -12,19 +12,27 @@
 
 use std::ffi::CString;
 use std::mem::size_of;
+#[cfg(feature = "bench-baselines")]
 use std::path::Path;
+#[cfg(feature = "bench-baselines")]
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+#[cfg(feature = "bench-baselines")]
+use anyhow::{bail, Context};
 use type1::uapi::{self, raw};
 
+#[cfg(feature = "bench-baselines")]
 use crate::bench::Figure;
 
+#[cfg(feature = "bench-baselines")]
 /// Rounds per size.
 const ROUNDS: usize = 3;
+#[cfg(feature = "bench-baselines")]
 /// The bound on one 4K MAP_DMA through the drop-in, at any number of areas.
 const TARGET_NS: f64 = 2000.0;
+#[cfg(feature = "bench-baselines")]
 /// Areas in the process (before the program's own ~30–60).
 const SIZES: [u64; 3] = [50, 2_000, 60_000];
 const GROUP: u32 = 7;
@@ -130,6 +138,7 @@ pub fn child(areas: u64, budget: Duration) -> Result<(f64, f64)> {
     Ok((per(t_map), per(t_unmap)))
 }
 
+#[cfg(feature = "bench-baselines")]
 fn run_child(areas: u64, budget: Duration, lib: &Path) -> Result<(f64, f64)> {
     let exe = std::env::current_exe().context("locating the type1 executable")?;
     let out = Command::new(exe)
@@ -149,18 +158,21 @@ fn run_child(areas: u64, budget: Duration, lib: &Path) -> Result<(f64, f64)> {
     }
 }
 
+#[cfg(feature = "bench-baselines")]
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+#[cfg(feature = "bench-baselines")]
 fn spread(v: &[f64]) -> (f64, f64) {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (lo, hi)
 }
 
+#[cfg(feature = "bench-baselines")]
 /// One figure per size: MAP ns (target ≤ 2 µs) with its UNMAP beside it, and the ratio to the
 /// 50-area MAP of the same run.
 ///

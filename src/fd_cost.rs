@@ -9,18 +9,23 @@
 //! `LD_PRELOAD` calls libc directly.
 
 use std::ffi::CString;
+#[cfg(feature = "bench-baselines")]
 use std::path::Path;
+#[cfg(feature = "bench-baselines")]
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+#[cfg(feature = "bench-baselines")]
 use crate::bench::Figure;
 
+#[cfg(feature = "bench-baselines")]
 /// Rounds of (without, with) pairs.
 const ROUNDS: usize = 3;
 /// Calls between two clock reads in the child.
 const CHUNK: u64 = 1000;
+#[cfg(feature = "bench-baselines")]
 /// The bound on the preload's overhead for a call that is not ours.
 const TARGET_RATIO: f64 = 1.10;
 
@@ -35,6 +40,7 @@ pub enum FdCall {
     OpenClose,
 }
 
+#[cfg(feature = "bench-baselines")]
 /// The calls measured: `(kind, figure name, whether the 10% target applies)`.
 const KINDS: [(FdCall, &str, bool); 3] = [
     (
@@ -135,6 +141,7 @@ pub fn child(kind: FdCall, budget: Duration) -> Result<f64> {
     }
 }
 
+#[cfg(feature = "bench-baselines")]
 /// One child run of this executable: ns per call.
 fn run_child(kind: FdCall, budget: Duration, preload: Option<&Path>) -> Result<f64> {
     let exe = std::env::current_exe().context("locating the type1 executable")?;
@@ -160,18 +167,21 @@ fn run_child(kind: FdCall, budget: Duration, preload: Option<&Path>) -> Result<f
         .with_context(|| format!("the child printed {text:?}"))
 }
 
+#[cfg(feature = "bench-baselines")]
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[s.len() / 2]
 }
 
+#[cfg(feature = "bench-baselines")]
 fn spread(v: &[f64]) -> (f64, f64) {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (lo, hi)
 }
 
+#[cfg(feature = "bench-baselines")]
 /// One figure per call kind: ns per call with the drop-in, beside the same call without it
 /// measured in the same run, and the ratio with its min–max over the rounds. A kind the machine
 /// cannot run (no pty) is reported on stderr and skipped.

@@ -5,12 +5,16 @@
 // A binary crate: `pub` marks what modules share, nothing is exported.
 #![allow(unreachable_pub)]
 
+#[cfg(feature = "bench-baselines")]
 mod alloc_count;
+#[cfg(feature = "bench-baselines")]
 mod bench;
 mod bench_device;
 mod bench_map;
 mod fd_cost;
 
+/// Live heap bytes for the suite's memory figures; only in builds with the suite.
+#[cfg(feature = "bench-baselines")]
 #[global_allocator]
 static ALLOC: alloc_count::Counting = alloc_count::Counting;
 mod migrate;
@@ -150,6 +154,22 @@ fn run_bench(a: &BenchArgs) -> Result<()> {
         println!("{map} {unmap}");
         return Ok(());
     }
+    suite(a)
+}
+
+/// Without the feature: the suite's baselines are not in this build.
+#[cfg(not(feature = "bench-baselines"))]
+fn suite(_: &BenchArgs) -> Result<()> {
+    bail!(
+        "this type1 is built without the performance suite (feature bench-baselines: its \
+         same-run baselines and counting allocator stay out of the product); run it with \
+         `cargo run --release --features bench-baselines -- bench`"
+    )
+}
+
+/// The performance suite, every figure beside its same-run baseline.
+#[cfg(feature = "bench-baselines")]
+fn suite(a: &BenchArgs) -> Result<()> {
     let json = a.json;
     let t = std::time::Instant::now();
     let figures = bench::run(std::time::Duration::from_millis(a.budget_ms), &mut |f| {
