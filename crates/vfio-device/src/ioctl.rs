@@ -9,7 +9,7 @@
 
 use std::mem::{offset_of, size_of};
 
-use type1::uapi::{get_u32, put_u16, put_u32, put_u64, vfio_io};
+use type1::uapi::{get_u32, get_u64, put_u16, put_u32, put_u64, vfio_io};
 use type1::UserMemory;
 use vfio_bindings::bindings::vfio::{
     vfio_device_feature, vfio_device_feature_dma_logging_control,
@@ -329,7 +329,8 @@ impl Device {
                 reason: "more group fds than affected groups",
             });
         }
-        let mut fdb = [0u8; 4];
+        // `__s32 group_fds[]`: the first one (one group per function here).
+        let mut fdb = [0u8; size_of::<i32>()];
         copy_from(
             user,
             arg + offset_of!(vfio_pci_hot_reset, group_fds) as u64,
@@ -653,12 +654,6 @@ impl Feature {
         }
         Ok(true)
     }
-}
-
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_ne_bytes(w)
 }
 
 #[cfg(test)]

@@ -100,8 +100,8 @@ impl IrqData {
             DataType::Bool => IrqData::Bool(bytes.to_vec()),
             DataType::Eventfd => IrqData::Eventfd(
                 bytes
-                    .chunks_exact(4)
-                    .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                    .chunks_exact(std::mem::size_of::<i32>())
+                    .map(|c| i32::from_ne_bytes(c.try_into().unwrap_or_default()))
                     .collect(),
             ),
         }
