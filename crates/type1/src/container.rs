@@ -292,25 +292,31 @@ impl Container {
     fn unmap_rounds(&self, req: &UnmapDma, mut bitmap: Option<&mut dyn BitmapSink>) -> Result<u64> {
         let mut progress = UnmapProgress::default();
         loop {
-            let step = {
+            // One lock acquisition per pass: the pass, and the handlers to notify if it asks.
+            let (step, handlers) = {
                 let mut g = self.lock();
-                let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
+                let inner = &mut *g;
+                let t = inner.iommu.as_mut().ok_or(Error::NoIommu)?;
                 t.poll();
                 let mut dest = bitmap.as_deref_mut().map(|sink| BitmapDest {
                     sink,
                     base: req.iova,
                 });
-                t.unmap_pass(req, dest.as_mut(), &mut progress)?
-            };
-            match step {
-                UnmapStep::Done(n) => return Ok(n),
-                UnmapStep::Notify { iova, size } => {
-                    let handlers: Vec<Arc<dyn DmaUnmapHandler>> = self
-                        .lock()
+                let step = t.unmap_pass(req, dest.as_mut(), &mut progress)?;
+                let handlers: Vec<Arc<dyn DmaUnmapHandler>> = match step {
+                    UnmapStep::Done(_) => Vec::new(),
+                    UnmapStep::Notify { .. } => inner
                         .devices
                         .iter()
                         .filter_map(|d| d.unmap.clone())
-                        .collect();
+                        .collect(),
+                };
+                (step, handlers)
+            };
+            match step {
+                UnmapStep::Done(n) => return Ok(n),
+                // `vfio_notify_dma_unmap`, without the container lock.
+                UnmapStep::Notify { iova, size } => {
                     for h in handlers {
                         h.dma_unmap(iova, size);
                     }
