@@ -548,7 +548,9 @@ fn typed_get_bitmap_clears_stale_words_between_and_after_mappings() {
     h.map(0, RAM, 3 * SZ_4K, RW).unwrap();
     h.map(10 * SZ_4K, RAM + 10 * SZ_4K, 70 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
-    let dev = h.c.register_device(GroupId(9), Some(Arc::new(Quiet))).unwrap();
+    let dev =
+        h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
+            .unwrap();
     let mut byte = [0u8; 1];
     for page in [1, 75] {
         h.c.dma_rw(dev, page * SZ_4K, &mut byte, RwDirection::Write)
