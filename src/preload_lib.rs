@@ -1,6 +1,6 @@
 //! Where `type1 run` (and `type1 bench`) find the drop-in, `libtype1_preload.so`:
 //!
-//! 1. `TYPE1_PRELOAD_LIB`, if set;
+//! 1. `TYPE1_PRELOAD_LIB`, if set and not empty;
 //! 2. in release builds, the copy carried inside this executable (`build.rs` builds it), written
 //!    once to a per-user cache file named by its content hash, `~/.cache/type1/` (or
 //!    `$XDG_CACHE_HOME/type1/`, or `/tmp/type1-UID/` without a home): an installed `type1`
@@ -33,7 +33,7 @@ const EMBEDDED: Option<(&[u8], &str)> = None;
 /// When no cache directory is usable for the carried copy, or (in a build that carries none) no
 /// library is beside the executable.
 pub fn path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("TYPE1_PRELOAD_LIB") {
+    if let Some(p) = std::env::var_os("TYPE1_PRELOAD_LIB").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
     if let Some((bytes, name)) = EMBEDDED {
@@ -62,7 +62,7 @@ fn beside_executable() -> Result<PathBuf> {
     }
     bail!(
         "libtype1_preload.so not found beside {} (this debug build carries no copy: build with \
-         `cargo build --release`, or set TYPE1_PRELOAD_LIB)",
+         `cargo build --release` or TYPE1_EMBED_PRELOAD=1, or set TYPE1_PRELOAD_LIB)",
         exe.display()
     )
 }
