@@ -469,3 +469,29 @@ fn pins_taken_before_and_after_an_owner_change_return_to_their_own_address_space
         .map(drop));
     assert_eq!((h.mem.pinned_pages(), other.locked_pages()), (0, 0));
 }
+
+/// A pin across two adjacent mappings pins each page from its own mapping's memory; a page the
+/// second mapping refuses (write to a read-only mapping) undoes the pages already pinned in the
+/// first, charges included (`vfio_iommu_type1_pin_pages`, v6.18: all or nothing).
+#[test]
+fn a_pin_across_adjacent_mappings_pins_each_page_and_a_refusal_in_the_second_undoes_the_first() {
+    let (h, dev, _) = setup(vec![], V2, None, coop());
+    // Pages 0-1 from RAM, pages 2-3 from RAM + 1 MiB, read-write; pages 4-5 read-only.
+    h.map(0, RAM, 2 * SZ_4K, RW).unwrap();
+    h.map(2 * SZ_4K, RAM + (1 << 20), 2 * SZ_4K, RW).unwrap();
+    h.map(4 * SZ_4K, RAM + 2 * (1 << 20), 2 * SZ_4K, MapFlags::READ)
+        .unwrap();
+    let pas = h.step(|c| c.pin_pages(dev, SZ_4K, 2, PinProt::Write));
+    assert_eq!(pas, Ok(vec![RAM_PA + SZ_4K, RAM_PA + (1 << 20)]));
+    let locked = h.mm.locked_pages();
+    let r = h.step(|c| c.pin_pages(dev, 2 * SZ_4K, 3, PinProt::Write));
+    assert_eq!(err(r), Error::Permission { iova: 4 * SZ_4K });
+    assert_eq!(h.mm.locked_pages(), locked);
+    let pinned: Vec<u64> =
+        h.c.mappings()
+            .iter()
+            .map(|m| m.device_pinned_pages)
+            .collect();
+    assert_eq!(pinned, vec![1, 1, 0]);
+    h.check();
+}

@@ -32,6 +32,47 @@ pub(crate) fn return_pin(dma: &mut Dma, r: &Released, accounting: bool) {
     dma.locked_vm -= pages;
 }
 
+/// Pins (or takes another reference to) the page at `at` of `dma` for `dev`. Returns its
+/// physical address and whether the page was newly pinned.
+fn pin_in(
+    dma: &mut Dma,
+    dev: DeviceId,
+    at: u64,
+    prot: PinProt,
+    accounting: bool,
+) -> Result<(u64, bool)> {
+    if (prot.read() && !dma.prot.read) || (prot.write() && !dma.prot.write) {
+        return Err(Error::Permission { iova: at });
+    }
+    if let Some(pa) = dma.pfn_list.add_ref(at, dev) {
+        return Ok((pa, false));
+    }
+    let vaddr = dma.vaddr + (at - dma.iova);
+    let access = if prot.write() {
+        PinAccess::Write
+    } else {
+        PinAccess::Read
+    };
+    let run = dma
+        .mm
+        .space()
+        .pin_run(vaddr, 1, access)
+        .map_err(|vaddr| Error::Fault { vaddr })?;
+    if run.reserved {
+        dma.mm.space().unpin_run(&run);
+        return Err(Error::ReservedPage { iova: at });
+    }
+    if accounting {
+        if let Err(e) = dma.mm.charge(1, dma.lock_cap) {
+            dma.mm.space().unpin_run(&run);
+            return Err(e);
+        }
+        dma.locked_vm += 1;
+    }
+    dma.pfn_list.insert(at, run.pa.raw(), dev, &dma.mm);
+    Ok((run.pa.raw(), true))
+}
+
 impl Type1 {
     /// `vfio_iommu_type1_pin_pages` after the core's checks. Returns the physical page of each
     /// IOVA page. All or nothing.
@@ -61,22 +102,40 @@ impl Type1 {
         let accounting = self.domains.is_empty();
         let mut pas = Vec::with_capacity(crate::to_usize(npage));
         let mut fresh: Vec<u64> = Vec::new();
-        for i in 0..npage {
+        // Page by page in IOVA order, with one tree search per mapping the range crosses.
+        let mut i = 0;
+        while i < npage {
             let at = iova + i * PAGE_SIZE;
-            match self.pin_one(dev.id, at, prot, accounting) {
-                Ok((pa, new)) => {
-                    pas.push(pa);
-                    if new {
-                        fresh.push(at);
+            let r = match self.dmas.containing_mut(at) {
+                None => Err(Error::NotMapped { iova: at }),
+                Some(dma) => {
+                    let in_dma = ((dma.last() - at) / PAGE_SIZE + 1).min(npage - i);
+                    let mut r = Ok(());
+                    for k in 0..in_dma {
+                        let at = at + k * PAGE_SIZE;
+                        match pin_in(dma, dev.id, at, prot, accounting) {
+                            Ok((pa, new)) => {
+                                pas.push(pa);
+                                if new {
+                                    fresh.push(at);
+                                }
+                                i += 1;
+                            }
+                            Err(e) => {
+                                r = Err(e);
+                                break;
+                            }
+                        }
                     }
+                    r
                 }
-                Err(e) => {
-                    // Pages 0..i were pinned by this call: undo them, last first.
-                    for j in (0..i).rev() {
-                        self.unpin_one(dev.id, iova + j * PAGE_SIZE, accounting);
-                    }
-                    return Err(e);
+            };
+            if let Err(e) = r {
+                // Pages 0..i were pinned by this call: undo them, last first.
+                for j in (0..i).rev() {
+                    self.unpin_one(dev.id, iova + j * PAGE_SIZE, accounting);
                 }
+                return Err(e);
             }
         }
         if self.dirty_tracking {
@@ -106,50 +165,6 @@ impl Type1 {
                 }
             }
         }
-    }
-
-    /// Pins (or takes another reference to) the page at `at` for `dev`. Returns its physical
-    /// address and whether the page was newly pinned.
-    fn pin_one(
-        &mut self,
-        dev: DeviceId,
-        at: u64,
-        prot: PinProt,
-        accounting: bool,
-    ) -> Result<(u64, bool)> {
-        let Some(dma) = self.dmas.containing_mut(at) else {
-            return Err(Error::NotMapped { iova: at });
-        };
-        if (prot.read() && !dma.prot.read) || (prot.write() && !dma.prot.write) {
-            return Err(Error::Permission { iova: at });
-        }
-        if let Some(pa) = dma.pfn_list.add_ref(at, dev) {
-            return Ok((pa, false));
-        }
-        let vaddr = dma.vaddr + (at - dma.iova);
-        let access = if prot.write() {
-            PinAccess::Write
-        } else {
-            PinAccess::Read
-        };
-        let run = dma
-            .mm
-            .space()
-            .pin_run(vaddr, 1, access)
-            .map_err(|vaddr| Error::Fault { vaddr })?;
-        if run.reserved {
-            dma.mm.space().unpin_run(&run);
-            return Err(Error::ReservedPage { iova: at });
-        }
-        if accounting {
-            if let Err(e) = dma.mm.charge(1, dma.lock_cap) {
-                dma.mm.space().unpin_run(&run);
-                return Err(e);
-            }
-            dma.locked_vm += 1;
-        }
-        dma.pfn_list.insert(at, run.pa.raw(), dev, &dma.mm);
-        Ok((run.pa.raw(), true))
     }
 
     /// Drops one of `dev`'s references to the page at `at`; the last reference unpins it.
