@@ -472,9 +472,10 @@ fn pins_taken_before_and_after_an_owner_change_return_to_their_own_address_space
 
 /// A pin across two adjacent mappings pins each page from its own mapping's memory; a page the
 /// second mapping refuses (write to a read-only mapping) undoes the pages already pinned in the
-/// first, charges included (`vfio_iommu_type1_pin_pages`, v6.18: all or nothing).
+/// first, charges included (`vfio_iommu_type1_pin_pages`, v6.18: all or nothing); an unpin
+/// across both releases each.
 #[test]
-fn a_pin_across_adjacent_mappings_pins_each_page_and_a_refusal_in_the_second_undoes_the_first() {
+fn pins_and_unpins_across_adjacent_mappings_and_a_refusal_in_the_second_undoes_the_first() {
     let (h, dev, _) = setup(vec![], V2, None, coop());
     // Pages 0-1 from RAM, pages 2-3 from RAM + 1 MiB, read-write; pages 4-5 read-only.
     h.map(0, RAM, 2 * SZ_4K, RW).unwrap();
@@ -493,5 +494,9 @@ fn a_pin_across_adjacent_mappings_pins_each_page_and_a_refusal_in_the_second_und
             .map(|m| m.device_pinned_pages)
             .collect();
     assert_eq!(pinned, vec![1, 1, 0]);
+    // Unpinning across the two mappings releases both pages and their charges.
+    h.step(|c| c.unpin_pages(dev, SZ_4K, 2)).unwrap();
+    assert_eq!(h.mm.locked_pages(), locked - 2);
+    assert!(h.c.mappings().iter().all(|m| m.device_pinned_pages == 0));
     h.check();
 }

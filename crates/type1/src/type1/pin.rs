@@ -185,22 +185,39 @@ impl Type1 {
         let size = npage * PAGE_SIZE;
         iova.checked_add(size - 1)
             .ok_or(Error::Overflow { start: iova, size })?;
-        for i in 0..npage {
+        // Both passes search the tree once per mapping the range crosses, not once per page.
+        let mut i = 0;
+        while i < npage {
             let at = iova + i * PAGE_SIZE;
-            let held = self
-                .dmas
-                .containing(at)
-                .is_some_and(|d| d.pfn_list.holds(at, dev));
-            if !held {
-                return Err(Error::NotPinnedByDevice {
-                    device: dev.0,
-                    iova: at,
-                });
+            let not_held = |at| Error::NotPinnedByDevice {
+                device: dev.0,
+                iova: at,
+            };
+            let dma = self.dmas.containing(at).ok_or_else(|| not_held(at))?;
+            let in_dma = ((dma.last() - at) / PAGE_SIZE + 1).min(npage - i);
+            for k in 0..in_dma {
+                let at = at + k * PAGE_SIZE;
+                if !dma.pfn_list.holds(at, dev) {
+                    return Err(not_held(at));
+                }
             }
+            i += in_dma;
         }
         let accounting = self.domains.is_empty();
-        for i in 0..npage {
-            self.unpin_one(dev, iova + i * PAGE_SIZE, accounting);
+        let mut i = 0;
+        while i < npage {
+            let at = iova + i * PAGE_SIZE;
+            // Every page was found above and nothing changed since.
+            let Some(dma) = self.dmas.containing_mut(at) else {
+                break;
+            };
+            let in_dma = ((dma.last() - at) / PAGE_SIZE + 1).min(npage - i);
+            for k in 0..in_dma {
+                if let Some(r) = dma.pfn_list.drop_ref(at + k * PAGE_SIZE, dev) {
+                    return_pin(dma, &r, accounting);
+                }
+            }
+            i += in_dma;
         }
         Ok(())
     }
