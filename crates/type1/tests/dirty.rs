@@ -561,3 +561,36 @@ fn typed_get_bitmap_clears_stale_words_between_and_after_mappings() {
         .unwrap();
     assert_eq!(set_of(&out, 192), BTreeSet::from([1, 75]));
 }
+
+/// UNMAP_DMA with a bitmap that stops at a mapping whose pins are never released (`EBUSY`
+/// after the notifications run out): the mappings removed before it are reported in the user's
+/// bitmap all the same, as the kernel writes each report before it removes the next mapping
+/// (`vfio_dma_do_unmap`, v6.18).
+#[test]
+fn an_unmap_that_ends_busy_still_reports_the_mappings_it_removed() {
+    let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
+    h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
+    h.map(4 * SZ_4K, RAM + 4 * SZ_4K, 4 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    // `Quiet` never unpins: the second mapping cannot go.
+    let dev =
+        h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
+            .unwrap();
+    h.c.pin_pages(dev, 5 * SZ_4K, 1, PinProt::Read).unwrap();
+    let mut byte = [0u8; 1];
+    h.c.dma_rw(dev, SZ_4K, &mut byte, RwDirection::Write)
+        .unwrap();
+    let mut u = UserBuffer::new(ARG, 56);
+    u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
+    u.bytes[4..8].copy_from_slice(&raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP.to_ne_bytes());
+    u.bytes[16..24].copy_from_slice(&(8 * SZ_4K).to_ne_bytes());
+    u.bytes[24..32].copy_from_slice(&SZ_4K.to_ne_bytes());
+    u.bytes[32..40].copy_from_slice(&8u64.to_ne_bytes());
+    u.bytes[40..48].copy_from_slice(&(ARG + 48).to_ne_bytes());
+    let r = h.c.ioctl(uapi::VFIO_IOMMU_UNMAP_DMA, ARG, &mut u);
+    assert_eq!(r.unwrap_err().errno(), libc::EBUSY);
+    assert_eq!(h.iovas(), vec![(4 * SZ_4K, 4 * SZ_4K)]);
+    let word = u64::from_ne_bytes(u.bytes[48..56].try_into().unwrap());
+    assert_eq!(word, 1 << 1, "the first mapping's dirty page");
+    h.check();
+}
