@@ -32,7 +32,7 @@ use type1::uapi::{self, raw};
 use vfio_device::testdev::reg;
 
 #[cfg(feature = "bench-baselines")]
-use crate::bench::Figure;
+use crate::figure::Figure;
 
 #[cfg(feature = "bench-baselines")]
 /// Rounds of (drop-in child, memfd child) pairs.

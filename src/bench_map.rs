@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use type1::uapi::{self, raw};
 
 #[cfg(feature = "bench-baselines")]
-use crate::bench::Figure;
+use crate::figure::Figure;
 
 #[cfg(feature = "bench-baselines")]
 /// Rounds per size.

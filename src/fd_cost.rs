@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 #[cfg(feature = "bench-baselines")]
-use crate::bench::Figure;
+use crate::figure::Figure;
 
 #[cfg(feature = "bench-baselines")]
 /// Rounds of (without, with) pairs.

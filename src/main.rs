@@ -12,6 +12,8 @@ mod bench;
 mod bench_device;
 mod bench_map;
 mod fd_cost;
+#[cfg(feature = "bench-baselines")]
+mod figure;
 
 /// Live heap bytes for the suite's memory figures; only in builds with the suite.
 #[cfg(feature = "bench-baselines")]
