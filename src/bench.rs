@@ -20,7 +20,6 @@ use io_pgtable::{
     Access, Config, Domain, DomainConfig, FlushQueueConfig, Format, Gather, InvalidationPolicy,
     IoPageTable, IotlbConfig, Iova, PhysAddr, Prot, TableMemory,
 };
-use serde::Serialize;
 use type1::mm::{
     AddressSpace, FakeMemory, LockCapability, MlockPolicy, Mm, PinAccess, ProcessMemory,
 };
@@ -32,6 +31,7 @@ use vm_memory::iommu::Iotlb;
 use vm_memory::GuestAddress;
 use vm_memory::Permissions;
 
+use crate::figure::Figure;
 use crate::migrate::guest::Region;
 
 const SZ_4K: u64 = 1 << 12;
@@ -39,21 +39,6 @@ const SZ_2M: u64 = 1 << 21;
 const SZ_1G: u64 = 1 << 30;
 const RAM: u64 = 0x7f00_0000_0000;
 const RW: MapFlags = MapFlags::READ.union(MapFlags::WRITE);
-
-/// One line of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Figure {
-    /// What was measured.
-    pub name: String,
-    /// The measurement.
-    pub value: f64,
-    /// Its unit.
-    pub unit: &'static str,
-    /// The baseline, if any.
-    pub baseline: Option<(String, f64)>,
-    /// The target as text, and whether it holds.
-    pub target: Option<(String, bool)>,
-}
 
 /// `reps` timings of one loop, in ns per iteration.
 #[derive(Debug, Clone, Copy)]
