@@ -219,7 +219,11 @@ pub(crate) fn report(
         });
     };
     let shift = bit_offset % 64;
-    let leftover = if shift == 0 { 0 } else { out[0] };
+    let Some(&first) = out.first() else {
+        // No bits: nothing to write.
+        return Ok(());
+    };
+    let leftover = if shift == 0 { 0 } else { first };
     match bits {
         Some(bits) if !full && shift == 0 => {
             // Aligned: the mapping's words as they are.
@@ -252,7 +256,9 @@ pub(crate) fn report(
             *l &= (1u64 << (last_bit % 64)) - 1;
         }
     }
-    out[0] |= leftover;
+    if let Some(w) = out.first_mut() {
+        *w |= leftover;
+    }
     Ok(())
 }
 
@@ -314,6 +320,13 @@ mod tests {
         // Full report of 4 pages at bit 130.
         report(&mut out, None, 4, 130, true).unwrap();
         assert_eq!(out[2], 0b1111 << 2);
+    }
+
+    #[test]
+    fn a_report_of_no_bits_writes_nothing() {
+        let mut out = vec![7u64; 1];
+        report(&mut out, None, 0, 64, true).unwrap();
+        assert_eq!(out, vec![7]);
     }
 
     #[test]
