@@ -277,52 +277,61 @@ impl Container {
     }
 
     /// The unmap loop of `vfio_dma_do_unmap` (its `again:` retry after
-    /// `vfio_notify_dma_unmap`): passes under the lock, device notifications without it.
+    /// `vfio_notify_dma_unmap`): passes under the lock, device notifications without it. The
+    /// pass that finishes the call, successfully or not, counts it in
+    /// [`Container::unmaps_completed`] before it lets the lock go.
     pub(crate) fn unmap_loop(
         &self,
         req: &UnmapDma,
-        bitmap: Option<&mut dyn BitmapSink>,
+        mut bitmap: Option<&mut dyn BitmapSink>,
     ) -> Result<u64> {
-        let r = self.unmap_rounds(req, bitmap);
-        self.unmaps
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        r
-    }
-
-    fn unmap_rounds(&self, req: &UnmapDma, mut bitmap: Option<&mut dyn BitmapSink>) -> Result<u64> {
         let mut progress = UnmapProgress::default();
         loop {
             // One lock acquisition per pass: the pass, and the handlers to notify if it asks.
-            let (step, handlers) = {
+            let (iova, size, handlers) = {
                 let mut g = self.lock();
                 let inner = &mut *g;
-                let t = inner.iommu.as_mut().ok_or(Error::NoIommu)?;
-                t.poll();
-                let mut dest = bitmap.as_deref_mut().map(|sink| BitmapDest {
-                    sink,
-                    base: req.iova,
+                let step = inner.iommu.as_mut().ok_or(Error::NoIommu).and_then(|t| {
+                    t.poll();
+                    let mut dest = bitmap.as_deref_mut().map(|sink| BitmapDest {
+                        sink,
+                        base: req.iova,
+                    });
+                    t.unmap_pass(req, dest.as_mut(), &mut progress)
                 });
-                let step = t.unmap_pass(req, dest.as_mut(), &mut progress)?;
-                let handlers: Vec<Arc<dyn DmaUnmapHandler>> = match step {
-                    UnmapStep::Done(_) => Vec::new(),
-                    UnmapStep::Notify { .. } => inner
-                        .devices
-                        .iter()
-                        .filter_map(|d| d.unmap.clone())
-                        .collect(),
-                };
-                (step, handlers)
-            };
-            match step {
-                UnmapStep::Done(n) => return Ok(n),
-                // `vfio_notify_dma_unmap`, without the container lock.
-                UnmapStep::Notify { iova, size } => {
-                    for h in handlers {
-                        h.dma_unmap(iova, size);
+                let (iova, size) = match step {
+                    Ok(UnmapStep::Notify { iova, size }) => (iova, size),
+                    Ok(UnmapStep::Done(n)) => {
+                        self.count_unmap();
+                        return Ok(n);
                     }
-                }
+                    Err(e) => {
+                        self.count_unmap();
+                        return Err(e);
+                    }
+                };
+                let handlers: Vec<Arc<dyn DmaUnmapHandler>> = inner
+                    .devices
+                    .iter()
+                    .filter_map(|d| d.unmap.clone())
+                    .collect();
+                (iova, size, handlers)
+            };
+            // `vfio_notify_dma_unmap`, without the container lock.
+            for h in handlers {
+                h.dma_unmap(iova, size);
             }
         }
+    }
+
+    /// Counts one returning UNMAP_DMA. Called with the container's lock held, so calls never
+    /// race and a load and a store do (no read-modify-write on every UNMAP); readers see the
+    /// new count once the lock is released (`Release` here, `Acquire` in
+    /// [`Container::unmaps_completed`]).
+    fn count_unmap(&self) {
+        use std::sync::atomic::Ordering;
+        let n = self.unmaps.load(Ordering::Relaxed);
+        self.unmaps.store(n + 1, Ordering::Release);
     }
 
     // ----- devices (`vfio_pin_pages`, `vfio_unpin_pages`, `vfio_dma_rw`) -----
@@ -505,7 +514,7 @@ impl Container {
                         read: d.prot.read,
                         write: d.prot.write,
                         iommu_mapped: d.iommu_mapped,
-                        vaddr_invalid: d.vaddr_invalid,
+                        vaddr_invalid: d.vaddr_invalid(),
                         locked_pages: d.locked_vm,
                         iommu_pinned_pages: d
                             .runs

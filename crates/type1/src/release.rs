@@ -34,22 +34,20 @@ pub(crate) struct PinRelease {
 }
 
 impl PinRelease {
-    pub(crate) fn new(pinned_by: Arc<Mm>, charged: Arc<Mm>, runs: Runs, pages: u64) -> Arc<Self> {
+    pub(crate) fn new(pinned_by: Arc<Mm>, charged: Arc<Mm>, runs: Runs, pages: u64) -> Token {
         charged.add_pending(pages);
-        Arc::new(PinRelease {
+        Some(Arc::new(PinRelease {
             owner: Some((pinned_by, charged)),
             runs,
             pages,
-        })
+        }))
     }
 
-    /// A token that releases nothing (for ranges whose pins belong to someone else).
-    pub(crate) fn none() -> Arc<Self> {
-        Arc::new(PinRelease {
-            owner: None,
-            runs: Runs::new(),
-            pages: 0,
-        })
+    /// A token that releases nothing (for ranges whose pins belong to someone else, and for
+    /// strict unmaps, whose pins go right after the unmap): no allocation, and cloning or
+    /// dropping it touches no reference count.
+    pub(crate) fn none() -> Token {
+        None
     }
 }
 
@@ -62,5 +60,6 @@ impl Drop for PinRelease {
     }
 }
 
-/// What a domain holds until its IOTLB no longer translates an unmapped range.
-pub(crate) type Token = Arc<PinRelease>;
+/// What a domain holds until its IOTLB no longer translates an unmapped range (`None`: nothing
+/// to release).
+pub(crate) type Token = Option<Arc<PinRelease>>;

@@ -93,10 +93,8 @@ pub(crate) struct DomainEntry {
 pub(crate) struct Type1 {
     pub(crate) version: Version,
     cfg: ContainerConfig,
+    /// The mappings, with the free-slot and invalid-vaddr counts.
     pub(crate) dmas: DmaTree,
-    dma_limit: u32,
-    pub(crate) dma_avail: u32,
-    pub(crate) vaddr_invalid_count: u32,
     pub(crate) pgsize_bitmap: u64,
     pub(crate) domains: Vec<DomainEntry>,
     pub(crate) emulated: Vec<GroupState>,
@@ -104,8 +102,6 @@ pub(crate) struct Type1 {
     pub(crate) num_non_pinned_groups: u32,
     pub(crate) dirty_tracking: bool,
     faults: FaultPlan,
-    /// A token owning nothing, shared so strict unmaps allocate no token.
-    none_token: Token,
 }
 
 fn dma_prot(p: DmaProt) -> Prot {
@@ -128,11 +124,8 @@ impl Type1 {
     pub(crate) fn new(version: Version, cfg: ContainerConfig) -> Self {
         Type1 {
             version,
-            dma_limit: cfg.dma_entry_limit,
-            dma_avail: cfg.dma_entry_limit,
+            dmas: DmaTree::new(cfg.dma_entry_limit),
             cfg,
-            dmas: DmaTree::default(),
-            vaddr_invalid_count: 0,
             pgsize_bitmap: PAGE_MASK,
             domains: Vec::new(),
             emulated: Vec::new(),
@@ -140,7 +133,6 @@ impl Type1 {
             num_non_pinned_groups: 0,
             dirty_tracking: false,
             faults: FaultPlan::default(),
-            none_token: PinRelease::none(),
         }
     }
 
@@ -250,41 +242,19 @@ impl Type1 {
         if vaddr_update {
             return self.update_vaddr(iova, size, last, vaddr, mm);
         }
-        if self.dmas.find(iova, last).is_some() {
-            return Err(Error::Exists { iova, size });
-        }
-        if self.dma_avail == 0 {
-            return Err(Error::NoSlots {
-                limit: self.dma_limit,
-            });
-        }
+        // `vfio_find_dma` (EEXIST), then `dma_avail` (ENOSPC), in one search that also finds
+        // where the mapping goes.
+        let at = self.dmas.vacancy(iova, last)?;
         if !self.iova_list.contains(iova, last) {
             return Err(Error::OutsideIovaRange { iova, size });
         }
         // `dma->lock_cap = capable(CAP_IPC_LOCK)`: read now, at each MAP_DMA, and used by every
         // later charge for this mapping (pins, replay, emulated pins).
-        let lock_cap = mm.capability();
-        let mut dma = Dma {
-            iova,
-            size: 0,
-            vaddr,
-            prot,
-            iommu_mapped: false,
-            lock_cap,
-            vaddr_invalid: false,
-            mm: mm.clone(),
-            pinned_by: mm.clone(),
-            runs: Runs::new(),
-            locked_vm: 0,
-            pfn_list: crate::pinset::PinSet::new(),
-            bitmap: None,
-        };
-        self.dma_avail -= 1;
+        let mut dma = Dma::new(iova, vaddr, prot, mm);
         if self.domains.is_empty() {
             dma.size = size;
         } else if let Err(e) = self.pin_map(&mut dma, size) {
             self.unmap_unpin(&mut dma);
-            self.dma_avail += 1;
             return Err(e);
         } else {
             dma.iommu_mapped = true;
@@ -297,12 +267,16 @@ impl Type1 {
                 }
                 Err(e) => {
                     self.unmap_unpin(&mut dma);
-                    self.dma_avail += 1;
                     return Err(e);
                 }
             }
         }
-        self.dmas.insert(dma);
+        // Nothing changed the tree since the search (the lock is held), so this cannot fail.
+        if let Some(mut dma) = self.dmas.insert(at, dma) {
+            self.unmap_unpin(&mut dma);
+            self.retire_dma(dma);
+            return Err(Error::Exists { iova, size });
+        }
         Ok(())
     }
 
@@ -340,11 +314,10 @@ impl Type1 {
         let Some(found) = self.dmas.find(iova, last) else {
             return Err(Error::NoMapping { iova });
         };
-        if !found.vaddr_invalid || found.iova != iova || found.size != size {
+        if !found.vaddr_invalid() || found.iova != iova || found.size != size {
             return Err(Error::VaddrUpdateMismatch { iova });
         }
-        let key = found.iova;
-        let Some(dma) = self.dmas.get_mut(key) else {
+        let Some(dma) = self.dmas.get_mut(iova) else {
             return Err(Error::NoMapping { iova });
         };
         // vfio_change_dma_owner: move the charge to the new owner first, with the capability
@@ -353,12 +326,11 @@ impl Type1 {
             let lock_cap = mm.capability();
             mm.charge(dma.locked_vm, lock_cap)?;
             dma.mm.uncharge(dma.locked_vm);
-            dma.mm = mm.clone();
+            dma.set_owner(mm.clone());
             dma.lock_cap = lock_cap;
         }
         dma.vaddr = vaddr;
-        dma.vaddr_invalid = false;
-        self.vaddr_invalid_count -= 1;
+        self.dmas.set_vaddr_invalid(iova, false);
         Ok(())
     }
 
@@ -424,12 +396,13 @@ impl Type1 {
         dma.locked_vm -= pages;
         // One release (`release_pins`), at one of two moments. Strict invalidation: every
         // domain's unmap has synced its IOTLB when it returns, so the pins go right after, with
-        // no token to allocate. Lazy: a token per unmap, released by the last domain's flush.
+        // no token to allocate (`None`: no reference count to touch either). Lazy: a token per
+        // unmap, released by the last domain's flush.
         let strict = self.cfg.invalidation == InvalidationPolicy::Strict;
         let token = if strict {
-            self.none_token.clone()
+            PinRelease::none()
         } else {
-            PinRelease::new(dma.pinned_by.clone(), dma.mm.clone(), runs.clone(), pages)
+            PinRelease::new(dma.pinned_by().clone(), dma.mm.clone(), runs.clone(), pages)
         };
         if dma.size > 0 {
             let shift = self.min_pgsize().trailing_zeros();
@@ -449,7 +422,7 @@ impl Type1 {
             }
         }
         if strict {
-            release_pins(&dma.pinned_by, &dma.mm, &runs, pages);
+            release_pins(dma.pinned_by(), &dma.mm, &runs, pages);
         }
         dma.iommu_mapped = false;
     }
@@ -462,14 +435,11 @@ impl Type1 {
         Some(self.retire_dma(dma))
     }
 
-    /// The rest of `vfio_remove_dma` for a mapping already out of the tree and through
-    /// [`Type1::unmap_unpin`]: device pins, the vaddr-invalid count, the slot. Returns its size.
-    pub(crate) fn retire_dma(&mut self, mut dma: Dma) -> u64 {
+    /// The rest of `vfio_remove_dma` for a mapping already out of the tree (which gave its slot
+    /// back and kept its invalid-vaddr count) and through [`Type1::unmap_unpin`]: device pins.
+    /// Returns its size.
+    pub(crate) fn retire_dma(&self, mut dma: Dma) -> u64 {
         self.release_device_pins(&mut dma);
-        if dma.vaddr_invalid {
-            self.vaddr_invalid_count -= 1;
-        }
-        self.dma_avail += 1;
         dma.size
     }
 
@@ -497,7 +467,10 @@ impl Type1 {
                 continue;
             };
             self.unmap_unpin(&mut dma);
-            self.dmas.insert(dma);
+            // Back where it was: the slot it gave back is free again.
+            if let Some(dma) = self.dmas.reinsert(dma) {
+                self.retire_dma(dma);
+            }
         }
     }
 
@@ -509,7 +482,7 @@ impl Type1 {
             iova_pgsizes: self.pgsize_bitmap,
             migration_pgsize: self.min_pgsize(),
             max_dirty_bitmap_size: DIRTY_BITMAP_SIZE_MAX,
-            dma_avail: self.dma_avail,
+            dma_avail: self.dmas.avail(),
             iova_ranges: self.iova_list.ranges().to_vec(),
         }
     }

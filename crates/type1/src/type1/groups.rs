@@ -33,7 +33,7 @@ impl Type1 {
 
     /// `vfio_iommu_type1_attach_group` (v6.18).
     pub(crate) fn attach_group(&mut self, spec: &GroupSpec) -> Result<()> {
-        if self.vaddr_invalid_count > 0 {
+        if self.dmas.vaddr_invalid_count() > 0 {
             return Err(Error::VaddrInvalid);
         }
         if self.has_group(spec.id) {
@@ -154,7 +154,7 @@ impl Type1 {
             if let (Some((runs, pages)), Some(d)) = (p.fresh, self.dmas.get_mut(p.iova)) {
                 d.runs = runs;
                 d.locked_vm += pages;
-                d.pinned_by = d.mm.clone();
+                d.pinned_from_owner();
             }
         }
         for d in self.dmas.iter_mut() {

@@ -14,21 +14,7 @@ impl Type1 {
     /// # Errors
     /// A description of the first broken invariant.
     pub(crate) fn check_invariants(&self) -> std::result::Result<(), String> {
-        if u64::from(self.dma_avail) + self.dmas.len() as u64 != u64::from(self.dma_limit) {
-            return Err(format!(
-                "dma_avail {} + {} mappings != limit {}",
-                self.dma_avail,
-                self.dmas.len(),
-                self.dma_limit
-            ));
-        }
-        let invalid = self.dmas.iter().filter(|d| d.vaddr_invalid).count() as u64;
-        if invalid != u64::from(self.vaddr_invalid_count) {
-            return Err(format!(
-                "vaddr_invalid_count {} != {invalid}",
-                self.vaddr_invalid_count
-            ));
-        }
+        self.dmas.check()?;
         let non_pinned = self
             .domains
             .iter()

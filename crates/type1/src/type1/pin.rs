@@ -89,7 +89,7 @@ impl Type1 {
         let size = npage * PAGE_SIZE;
         iova.checked_add(size - 1)
             .ok_or(Error::Overflow { start: iova, size })?;
-        if self.vaddr_invalid_count > 0 {
+        if self.dmas.vaddr_invalid_count() > 0 {
             return Err(Error::VaddrInvalid);
         }
         if iova % PAGE_SIZE != 0 {
@@ -240,7 +240,7 @@ impl Type1 {
     /// `vfio_iommu_type1_dma_rw`: copies between `buf` and guest memory at `iova`, across
     /// adjacent mappings. Chunks already copied stay copied on error, as in the kernel.
     pub(crate) fn dma_rw(&mut self, iova: u64, buf: &mut [u8], dir: RwDirection) -> Result<()> {
-        if self.vaddr_invalid_count > 0 {
+        if self.dmas.vaddr_invalid_count() > 0 {
             return Err(Error::VaddrInvalid);
         }
         let shift = self.min_pgsize().trailing_zeros();

@@ -187,24 +187,19 @@ impl Type1 {
             if self.version == Version::V1 && iova > key {
                 break;
             }
-            let Some(dma) = self.dmas.get_mut(key) else {
+            let Some(size) = self.dmas.get(key).map(|d| d.size) else {
                 continue;
             };
-            if dma.vaddr_invalid {
+            if self.dmas.set_vaddr_invalid(key, true) == Some(true) {
                 failure = Some(Error::VaddrAlreadyInvalid { iova: key });
                 break;
             }
-            dma.vaddr_invalid = true;
-            self.vaddr_invalid_count += 1;
-            unmapped += dma.size;
+            unmapped += size;
             done.push(key);
         }
         if let Some(e) = failure {
             for key in done {
-                if let Some(d) = self.dmas.get_mut(key) {
-                    d.vaddr_invalid = false;
-                    self.vaddr_invalid_count -= 1;
-                }
+                self.dmas.set_vaddr_invalid(key, false);
             }
             return Err(e);
         }
