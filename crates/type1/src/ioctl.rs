@@ -155,12 +155,32 @@ impl Container {
             uapi::VFIO_GET_API_VERSION => Ok(i64::from(self.api_version())),
             uapi::VFIO_CHECK_EXTENSION => Ok(i64::from(self.check_extension(arg))),
             uapi::VFIO_SET_IOMMU => self.set_iommu_type(arg).map(|()| 0),
+            uapi::VFIO_IOMMU_GET_INFO
+            | uapi::VFIO_IOMMU_MAP_DMA
+            | uapi::VFIO_IOMMU_UNMAP_DMA
+            | uapi::VFIO_IOMMU_DIRTY_PAGES => {
+                let r = match request {
+                    uapi::VFIO_IOMMU_GET_INFO => self.ioctl_get_info(arg, user),
+                    uapi::VFIO_IOMMU_MAP_DMA => self.ioctl_map(arg, user),
+                    uapi::VFIO_IOMMU_UNMAP_DMA => self.ioctl_unmap(arg, user),
+                    _ => self.ioctl_dirty(arg, user),
+                };
+                self.backend_first(r).map(|()| 0)
+            }
             _ if !self.has_iommu() => Err(Error::NoIommu),
-            uapi::VFIO_IOMMU_GET_INFO => self.ioctl_get_info(arg, user).map(|()| 0),
-            uapi::VFIO_IOMMU_MAP_DMA => self.ioctl_map(arg, user).map(|()| 0),
-            uapi::VFIO_IOMMU_UNMAP_DMA => self.ioctl_unmap(arg, user).map(|()| 0),
-            uapi::VFIO_IOMMU_DIRTY_PAGES => self.ioctl_dirty(arg, user).map(|()| 0),
             _ => Err(Error::NotTty { request }),
+        }
+    }
+
+    /// `vfio_fops_unl_ioctl` (v6.18) passes these requests to the backend only when one is set,
+    /// so without a backend the answer is `EINVAL` before the argument is read. The operations
+    /// read the argument without side effects and fail with [`Error::NoIommu`] under the
+    /// container's lock, which they take once; the backend is asked for again only when the
+    /// request failed for another reason, to give the missing backend's error first.
+    fn backend_first(&self, r: Result<()>) -> Result<()> {
+        match r {
+            Err(e) if !matches!(e, Error::NoIommu) && !self.has_iommu() => Err(Error::NoIommu),
+            r => r,
         }
     }
 
