@@ -15,6 +15,7 @@ use crate::dirty::{dirty_bitmap_bytes, BitmapSink};
 use crate::error::{Error, Result};
 use crate::uaccess::{access_ok, UserMemory};
 use crate::uapi::{self, get_u32, get_u64, off, put_u16, put_u32, put_u64, raw};
+use crate::usercopy::{words_as_bytes, words_as_bytes_mut};
 
 fn copy_from(user: &dyn UserMemory, addr: u64, buf: &mut [u8]) -> Result<()> {
     user.read(addr, buf)
@@ -80,7 +81,7 @@ impl<'a> UserBitmap<'a> {
     /// Writes the reports back (if any report asked for the words).
     fn finish(self) -> Result<()> {
         match self.words {
-            Some(words) => copy_to(self.user, self.data, &to_bytes(&words)),
+            Some(words) => copy_to(self.user, self.data, words_as_bytes(&words)),
             None => Ok(()),
         }
     }
@@ -89,29 +90,19 @@ impl<'a> UserBitmap<'a> {
 impl BitmapSink for UserBitmap<'_> {
     fn words(&mut self, _span: Range<usize>) -> Result<&mut [u64]> {
         if self.words.is_none() {
-            let mut bytes = Vec::new();
-            bytes
-                .try_reserve_exact(self.nwords * 8)
+            // Read in place and written back unchanged: the probe that makes a bad bitmap fail
+            // before anything is reset or removed. One buffer, no conversion copies.
+            let mut words = Vec::new();
+            words
+                .try_reserve_exact(self.nwords)
                 .map_err(|_| Error::NoMemory)?;
-            bytes.resize(self.nwords * 8, 0);
-            copy_from(self.user, self.data, &mut bytes)?;
-            copy_to(self.user, self.data, &bytes)?;
-            let words = bytes
-                .chunks_exact(8)
-                .map(|c| {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(c);
-                    u64::from_ne_bytes(w)
-                })
-                .collect();
+            words.resize(self.nwords, 0);
+            copy_from(self.user, self.data, words_as_bytes_mut(&mut words))?;
+            copy_to(self.user, self.data, words_as_bytes(&words))?;
             self.words = Some(words);
         }
         Ok(self.words.as_deref_mut().unwrap_or_default())
     }
-}
-
-fn to_bytes(words: &[u64]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
 }
 
 /// A decoded `struct vfio_bitmap`.

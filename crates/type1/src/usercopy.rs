@@ -369,6 +369,26 @@ fn vm_writev(writes: &[(u64, &[u8])]) -> Result<usize, i32> {
     usize::try_from(n).map_err(|_| errno())
 }
 
+/// The bytes of `words` in memory order (native-endian): what `copy_to_user` of a `u64`
+/// array copies.
+pub(crate) fn words_as_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: the slice covers exactly the memory of `words` and borrows it for the same
+    // lifetime; `u8` has no alignment or validity requirement.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
+}
+
+/// [`words_as_bytes`], writable: any bytes written form valid `u64`s.
+pub(crate) fn words_as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as in `words_as_bytes`, borrowed mutably for the same lifetime; every byte pattern
+    // is a valid `u64`.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            words.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(words),
+        )
+    }
+}
+
 /// True once a refusal of `process_vm_readv`/`writev` switched this process to the pipe.
 #[must_use]
 pub fn using_pipe_fallback() -> bool {
