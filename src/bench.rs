@@ -149,11 +149,14 @@ fn fake_container(group: GroupSpec, invalidation: InvalidationPolicy) -> Contain
     c
 }
 
+/// `live - 1` background mappings spread evenly over the even 4K pages of the 512 MiB window
+/// whose odd pages are the pairs' holes, so a hole is at a random position among the live
+/// mappings at every count (at 65 535, every even page).
 fn populate(c: &Container, live: u64) {
     for i in 1..live {
         c.map_dma(&MapDma {
             vaddr: RAM + (i % 1024) * SZ_4K,
-            iova: i * 2 * SZ_4K,
+            iova: 2 * (i * 65_535 / live) * SZ_4K,
             size: SZ_4K,
             flags: RW,
         })
@@ -515,10 +518,10 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         push(f, &mut out);
     }
 
-    // MAP+UNMAP pairs against live mappings, at random holes among them. The live mappings sit
-    // at every even 4K page of a 512 MiB window; the pair maps and unmaps a random odd page of
-    // the same window, the same sequence at every count, so only the number of live mappings
-    // changes between the rows.
+    // MAP+UNMAP pairs against live mappings, at random holes among them. The live mappings are
+    // spread evenly over the even 4K pages of a 512 MiB window (every even page at 65 535); the
+    // pair maps and unmaps a random odd page of the same window, the same sequence at every
+    // count, so only the number of live mappings changes between the rows.
     let holes: Vec<u64> = random_indices(1 << 14, 65_535, 7)
         .into_iter()
         .map(|h| (2 * h + 1) * SZ_4K)
