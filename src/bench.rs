@@ -13,6 +13,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use type1::Vaddr;
 
 use anyhow::{Context, Result};
 use io_pgtable::tlb::NoFlush;
@@ -20,9 +21,7 @@ use io_pgtable::{
     Access, Config, Domain, DomainConfig, FlushQueueConfig, Format, Gather, InvalidationPolicy,
     IoPageTable, IotlbConfig, Iova, PhysAddr, Prot, TableMemory,
 };
-use type1::mm::{
-    AddressSpace, FakeMemory, LockCapability, MlockPolicy, Mm, PinAccess, ProcessMemory,
-};
+use type1::mm::{AddressSpace, FakeMemory, LockCapability, MlockPolicy, Mm, ProcessMemory};
 use type1::uapi::{self, raw};
 use type1::{
     Container, ContainerConfig, GroupId, GroupSpec, MapDma, MapFlags, ProcessUserMemory, UnmapDma,
@@ -155,8 +154,8 @@ fn fake_container(group: GroupSpec, invalidation: InvalidationPolicy) -> Contain
 fn populate(c: &Container, live: u64) {
     for i in 1..live {
         c.map_dma(&MapDma {
-            vaddr: RAM + (i % 1024) * SZ_4K,
-            iova: 2 * (i * 65_535 / live) * SZ_4K,
+            vaddr: Vaddr(RAM + (i % 1024) * SZ_4K),
+            iova: Iova(2 * (i * 65_535 / live) * SZ_4K),
             size: SZ_4K,
             flags: RW,
         })
@@ -166,15 +165,15 @@ fn populate(c: &Container, live: u64) {
 
 fn map_unmap_pair(c: &Container, iova: u64) {
     c.map_dma(&MapDma {
-        vaddr: RAM,
-        iova,
+        vaddr: Vaddr(RAM),
+        iova: Iova(iova),
         size: SZ_4K,
         flags: RW,
     })
     .expect("map");
     black_box(
         c.unmap_dma(&UnmapDma {
-            iova,
+            iova: Iova(iova),
             size: SZ_4K,
             flags: UnmapFlags::empty(),
             bitmap_pgsize: 0,
@@ -713,8 +712,8 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     let size = 64u64 << 30;
     let c = fake_container(GroupSpec::emulated(1), InvalidationPolicy::Strict);
     c.map_dma(&MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size,
         flags: RW,
     })?;
@@ -723,7 +722,7 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     let mut words = vec![0u64; bytes / 8];
     let get_t = ns_per(20, 5, |k| {
         for _ in 0..k {
-            c.dirty_bitmap_into(0, size, SZ_4K, &mut words)
+            c.dirty_bitmap_into(Iova(0), size, SZ_4K, &mut words)
                 .expect("GET_BITMAP");
         }
     });
@@ -860,15 +859,15 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
         let c = mk();
         let t = Instant::now();
         c.map_dma(&MapDma {
-            vaddr: base,
-            iova: tib,
+            vaddr: Vaddr(base),
+            iova: Iova(tib),
             size: tib,
             flags: RW,
         })?;
         map_ns.push(t.elapsed().as_nanos() as f64);
         let t = Instant::now();
         c.unmap_dma(&UnmapDma {
-            iova: tib,
+            iova: Iova(tib),
             size: tib,
             flags: UnmapFlags::empty(),
             bitmap_pgsize: 0,
@@ -928,19 +927,19 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     #[derive(Debug)]
     struct Quiet;
     impl type1::DmaUnmapHandler for Quiet {
-        fn dma_unmap(&self, _iova: u64, _length: u64) {}
+        fn dma_unmap(&self, _iova: Iova, _length: u64) {}
     }
     let dev = c.register_device(GroupId(1), Some(Arc::new(Quiet)))?;
     let pages = 131_072u64;
     c.map_dma(&MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: pages * SZ_4K,
         flags: RW,
     })?;
     let r0 = heap_bytes();
     for b in 0..pages / 512 {
-        c.pin_pages(dev, b * 512 * SZ_4K, 512, type1::PinProt::ReadWrite)?;
+        c.pin_pages(dev, Iova(b * 512 * SZ_4K), 512, type1::Perm::RW)?;
     }
     let all = (heap_bytes().saturating_sub(r0)) as f64 / pages as f64;
     drop(c);
@@ -952,7 +951,7 @@ pub fn run(budget: Duration, progress: &mut dyn FnMut(&Figure)) -> Result<Vec<Fi
     let r1 = heap_bytes();
     for p in 0..pages {
         let run = mem
-            .pin_run(RAM + p * SZ_4K, 1, PinAccess::Write)
+            .pin_run(RAM + p * SZ_4K, 1, Access::Write)
             .map_err(|a| anyhow::anyhow!("fake pin at {a:#x}"))?;
         runs.push(run);
     }

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use type1::uapi::{self, raw};
+#[cfg(feature = "bench-baselines")]
+use type1::{Iova, Vaddr};
 use vfio_device::testdev::reg;
 
 #[cfg(feature = "bench-baselines")]
@@ -367,8 +369,8 @@ mod in_process {
             c.set_group(GroupSpec::iommu(GROUP))?;
             c.set_iommu(type1::Version::V2)?;
             c.map_dma(&MapDma {
-                vaddr: ram,
-                iova: 0,
+                vaddr: Vaddr(ram),
+                iova: Iova(0),
                 size: GUEST,
                 flags: MapFlags::READ | MapFlags::WRITE,
             })?;

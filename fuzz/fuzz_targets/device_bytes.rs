@@ -42,6 +42,7 @@ use type1::{
     Container, ContainerConfig, DirtyMode, GroupId, GroupSpec, MapDma, MapFlags, UnmapDma,
     UnmapFlags, UserBuffer,
 };
+use type1::{Iova, Vaddr};
 use vfio_bindings::bindings::vfio::{
     vfio_irq_set, VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_ACTION_TRIGGER,
     VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_EVENTFD,
@@ -387,8 +388,8 @@ fn map(c: &Container, i: usize) -> type1::Result<()> {
         MapFlags::READ
     };
     c.map_dma(&MapDma {
-        vaddr: RAM + off,
-        iova,
+        vaddr: Vaddr(RAM + off),
+        iova: Iova(iova),
         size,
         flags,
     })
@@ -396,7 +397,7 @@ fn map(c: &Container, i: usize) -> type1::Result<()> {
 
 fn unmap(c: &Container, iova: u64, size: u64) -> type1::Result<u64> {
     c.unmap_dma(&UnmapDma {
-        iova,
+        iova: Iova(iova),
         size,
         flags: UnmapFlags::empty(),
         bitmap_pgsize: 0,
@@ -439,7 +440,7 @@ fn run(data: &[u8]) {
     dev.release();
     drop(dev);
     let r = c.unmap_dma(&UnmapDma {
-        iova: 0,
+        iova: Iova(0),
         size: 0,
         flags: UnmapFlags::ALL,
         bitmap_pgsize: 0,
@@ -597,7 +598,7 @@ fn step(c: &Container, dev: &Device, budget: &mut Budget, kind: u8, body: &[u8])
                 1 => c.dirty_stop(),
                 _ => {
                     let (iova, _, size, _) = MAPPINGS[usize::from(byte(body, 1)) % MAPPINGS.len()];
-                    c.dirty_bitmap(iova, size, 4096).map(drop)
+                    c.dirty_bitmap(Iova(iova), size, 4096).map(drop)
                 }
             };
         }

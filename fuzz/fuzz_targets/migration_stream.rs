@@ -32,6 +32,7 @@ use type1::{
     Container, ContainerConfig, DirtyMode, GroupId, GroupSpec, MapDma, MapFlags, UnmapDma,
     UnmapFlags, UserBuffer,
 };
+use type1::{Iova, Vaddr};
 use vfio_bindings::bindings::vfio::{
     VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE, VFIO_DEVICE_FEATURE_SET, VFIO_DEVICE_STATE_V1_RESUMING,
 };
@@ -77,8 +78,8 @@ fn rig(bus_master: bool) -> Rig {
     c.set_group(GroupSpec::iommu(GROUP)).unwrap();
     c.set_iommu(type1::Version::V2).unwrap();
     c.map_dma(&MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: RAM_SIZE,
         flags: MapFlags::READ | MapFlags::WRITE,
     })
@@ -269,7 +270,7 @@ fn run(data: &[u8]) {
     let c = r.c.clone();
     drop(r);
     c.unmap_dma(&UnmapDma {
-        iova: 0,
+        iova: Iova(0),
         size: 0,
         flags: UnmapFlags::ALL,
         bitmap_pgsize: 0,

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use type1::{
+    Access, Container, DeviceId, DmaUnmapHandler, GroupId, Iova, MapDma, MapFlags, Perm, Vaddr,
+};
 
 use anyhow::{anyhow, Result};
-use type1::{
-    Container, DeviceId, DmaUnmapHandler, GroupId, MapDma, MapFlags, PinProt, RwDirection,
-};
 
 use super::guest::{splitmix, PAGE};
 
@@ -77,7 +77,8 @@ struct Mdev {
 }
 
 impl DmaUnmapHandler for Mdev {
-    fn dma_unmap(&self, iova: u64, length: u64) {
+    fn dma_unmap(&self, iova: Iova, length: u64) {
+        let iova = iova.raw();
         let Some(c) = self
             .container
             .lock()
@@ -94,7 +95,7 @@ impl DmaUnmapHandler for Mdev {
         };
         let inside: Vec<u64> = pins.range(iova..iova + length).map(|(&k, _)| k).collect();
         for k in inside {
-            if c.unpin_pages(id, k, 1).is_ok() {
+            if c.unpin_pages(id, Iova(k), 1).is_ok() {
                 pins.remove(&k);
             }
         }
@@ -195,7 +196,10 @@ impl Devices {
                     let page = pick(&cfg, guest_pages, n);
                     let off = splitmix(n ^ 0x1111) % (PAGE - 256);
                     engine
-                        .write(iova_base + page * PAGE + off, &payload(cfg.seed, n, 256))
+                        .write(
+                            Iova(iova_base + page * PAGE + off),
+                            &payload(cfg.seed, n, 256),
+                        )
                         .map_err(|e| anyhow!("IOMMU device write failed: {e}"))?;
                     stats.iommu_writes += 1;
                     writes.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +229,7 @@ impl Devices {
                     {
                         // Domain-selective invalidation: one 2M unmap with a dirty bitmap.
                         let (_, bm) =
-                            c.unmap_dma_dirty(VIOMMU_WINDOW, VIOMMU_PAGES * PAGE, PAGE)?;
+                            c.unmap_dma_dirty(Iova(VIOMMU_WINDOW), VIOMMU_PAGES * PAGE, PAGE)?;
                         let mut dirty = vdirty.lock().map_err(|_| anyhow!("poisoned"))?;
                         for (i, &gpage) in window.iter().enumerate() {
                             if type1::dirty::test_bit(&bm, i as u64) {
@@ -250,7 +254,7 @@ impl Devices {
                             let mut pins = mdev.pins.lock().map_err(|_| anyhow!("poisoned"))?;
                             if let std::collections::btree_map::Entry::Vacant(e) = pins.entry(iova)
                             {
-                                e.insert(c.pin_pages(dev, iova, 1, PinProt::ReadWrite)?[0]);
+                                e.insert(c.pin_pages(dev, Iova(iova), 1, Perm::RW)?[0].raw());
                             }
                             let pa = pins[&iova];
                             mm.space()
@@ -261,7 +265,7 @@ impl Devices {
                                 let Some((&old, _)) = pins.iter().next() else {
                                     break;
                                 };
-                                c.unpin_pages(dev, old, 1)?;
+                                c.unpin_pages(dev, Iova(old), 1)?;
                                 pins.remove(&old);
                             }
                         }
@@ -269,9 +273,9 @@ impl Devices {
                             let mut buf = data;
                             c.dma_rw(
                                 dev,
-                                iova_base + page * PAGE + 1024,
+                                Iova(iova_base + page * PAGE + 1024),
                                 &mut buf,
-                                RwDirection::Write,
+                                Access::Write,
                             )?;
                             stats.rw_writes += 1;
                         }
@@ -280,8 +284,8 @@ impl Devices {
                             // of the time through that mapping.
                             let slot = window.len() as u64;
                             c.map_dma(&MapDma {
-                                vaddr: ram + page * PAGE,
-                                iova: VIOMMU_WINDOW + slot * PAGE,
+                                vaddr: Vaddr(ram + page * PAGE),
+                                iova: Iova(VIOMMU_WINDOW + slot * PAGE),
                                 size: PAGE,
                                 flags: MapFlags::READ | MapFlags::WRITE,
                             })?;
@@ -290,9 +294,9 @@ impl Devices {
                                 let mut buf = data;
                                 c.dma_rw(
                                     dev,
-                                    VIOMMU_WINDOW + slot * PAGE + 2048,
+                                    Iova(VIOMMU_WINDOW + slot * PAGE + 2048),
                                     &mut buf,
-                                    RwDirection::Write,
+                                    Access::Write,
                                 )?;
                                 stats.rw_writes += 1;
                             }
@@ -311,7 +315,7 @@ impl Devices {
                     .copied()
                     .collect();
                 for iova in pins {
-                    c.unpin_pages(dev, iova, 1)?;
+                    c.unpin_pages(dev, Iova(iova), 1)?;
                 }
                 c.unregister_device(dev)?;
                 Ok(stats)

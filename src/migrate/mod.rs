@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use io_pgtable::{FlushQueueConfig, InvalidationPolicy};
 use type1::mm::{LockCapability, MlockPolicy, Mm, ProcessMemory};
 use type1::{Container, ContainerConfig, DirtyMode, GroupSpec, MapDma, MapFlags};
+use type1::{Iova, Vaddr};
 
 use devices::{DeviceConfig, Devices};
 use guest::{Region, PAGE};
@@ -122,8 +123,8 @@ pub fn run(
     c.set_group(GroupSpec::emulated(2))?;
     c.set_iommu(type1::Version::V2)?;
     c.map_dma(&MapDma {
-        vaddr: src.addr(),
-        iova: IOVA_BASE,
+        vaddr: Vaddr(src.addr()),
+        iova: Iova(IOVA_BASE),
         size: cfg.guest_size,
         flags: MapFlags::READ | MapFlags::WRITE,
     })
@@ -200,7 +201,7 @@ pub fn run(
     rounds.push(r);
     c.dirty_stop()?;
     c.unmap_dma(&type1::UnmapDma {
-        iova: 0,
+        iova: Iova(0),
         size: 0,
         flags: type1::UnmapFlags::ALL,
         bitmap_pgsize: 0,
@@ -247,12 +248,12 @@ fn stale_page_for_the_fault(c: &Container) -> Result<()> {
     let dev = c.register_device(type1::GroupId(2), None)?;
     let mut b = [0u8; 8];
     let r = c
-        .dma_rw(dev, iova, &mut b, type1::RwDirection::Read)
+        .dma_rw(dev, iova, &mut b, type1::Access::Read)
         .and_then(|()| {
             for x in &mut b {
                 *x = !*x;
             }
-            c.dma_rw(dev, iova, &mut b, type1::RwDirection::Write)
+            c.dma_rw(dev, iova, &mut b, type1::Access::Write)
         });
     c.unregister_device(dev)?;
     r?;
@@ -277,7 +278,7 @@ fn copy_round(
 ) -> Result<Round> {
     let pages = cfg.guest_size / PAGE;
     let t = Instant::now();
-    let bm = c.dirty_bitmap(IOVA_BASE, cfg.guest_size, PAGE)?;
+    let bm = c.dirty_bitmap(Iova(IOVA_BASE), cfg.guest_size, PAGE)?;
     let bitmap_read_us = micros(t);
     let mut dirty: BTreeSet<u64> = (0..pages)
         .filter(|&p| type1::dirty::test_bit(&bm, p))

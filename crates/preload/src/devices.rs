@@ -165,8 +165,9 @@ fn window_mapped(c: &ContainerFile, base: u64, size: u64) -> bool {
     let end = base.saturating_add(size);
     let mut at = base;
     for m in c.c.mappings() {
-        if m.iova <= at && at < m.iova.saturating_add(m.size) && m.write {
-            at = m.iova.saturating_add(m.size);
+        let (start, end_m) = (m.iova.raw(), m.iova.raw().saturating_add(m.size));
+        if start <= at && at < end_m && m.perm.contains(type1::Perm::WRITE) {
+            at = end_m;
             if at >= end {
                 return true;
             }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use type1::mm::{FakeMemory, LockCapability, MlockPolicy, Mm, ProcessMemory};
-use type1::{Container, ContainerConfig, GroupSpec, MapDma, MapFlags, UnmapDma, UnmapFlags};
+use type1::{
+    Container, ContainerConfig, GroupSpec, Iova, MapDma, MapFlags, UnmapDma, UnmapFlags, Vaddr,
+};
 
 const SZ_4K: u64 = 1 << 12;
 const SZ_1G: u64 = 1 << 30;
@@ -47,8 +49,8 @@ fn map_unmap_4k(c: &mut Criterion) {
             // live - 1 background mappings, scattered over the IOVA space, every other page.
             for i in 1..live {
                 c.map_dma(&MapDma {
-                    vaddr: RAM + (i % 1024) * SZ_4K,
-                    iova: i * 2 * SZ_4K,
+                    vaddr: Vaddr(RAM + (i % 1024) * SZ_4K),
+                    iova: Iova(i * 2 * SZ_4K),
                     size: SZ_4K,
                     flags: RW,
                 })
@@ -58,15 +60,15 @@ fn map_unmap_4k(c: &mut Criterion) {
             g.bench_function(format!("{name}/{live}_live"), |b| {
                 b.iter(|| {
                     c.map_dma(&MapDma {
-                        vaddr: RAM,
-                        iova,
+                        vaddr: Vaddr(RAM),
+                        iova: Iova(iova),
                         size: SZ_4K,
                         flags: RW,
                     })
                     .unwrap();
                     black_box(
                         c.unmap_dma(&UnmapDma {
-                            iova,
+                            iova: Iova(iova),
                             size: SZ_4K,
                             flags: UnmapFlags::empty(),
                             bitmap_pgsize: 0,
@@ -132,13 +134,13 @@ fn one_tib(c: &mut Criterion) {
     let mut g = c.benchmark_group("one_tib");
     g.sample_size(10);
     let req = MapDma {
-        vaddr: region.base,
-        iova: 1 << 40,
+        vaddr: Vaddr(region.base),
+        iova: Iova(1 << 40),
         size,
         flags: RW,
     };
     let unmap = UnmapDma {
-        iova: 1 << 40,
+        iova: Iova(1 << 40),
         size,
         flags: UnmapFlags::empty(),
         bitmap_pgsize: 0,
@@ -173,7 +175,7 @@ fn one_tib(c: &mut Criterion) {
 #[derive(Debug)]
 struct Quiet;
 impl type1::DmaUnmapHandler for Quiet {
-    fn dma_unmap(&self, _iova: u64, _length: u64) {}
+    fn dma_unmap(&self, _iova: Iova, _length: u64) {}
 }
 
 fn pin_unpin(c: &mut Criterion) {
@@ -182,19 +184,16 @@ fn pin_unpin(c: &mut Criterion) {
         .register_device(type1::GroupId(1), Some(Arc::new(Quiet)))
         .unwrap();
     cont.map_dma(&MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: 512 * SZ_4K,
         flags: RW,
     })
     .unwrap();
     c.bench_function("pin_unpin_512_pages", |b| {
         b.iter(|| {
-            black_box(
-                cont.pin_pages(dev, 0, 512, type1::PinProt::ReadWrite)
-                    .unwrap(),
-            );
-            cont.unpin_pages(dev, 0, 512).unwrap();
+            black_box(cont.pin_pages(dev, Iova(0), 512, type1::Perm::RW).unwrap());
+            cont.unpin_pages(dev, Iova(0), 512).unwrap();
         });
     });
 }
@@ -207,8 +206,8 @@ fn get_bitmap(c: &mut Criterion) {
     for (name, size) in [("64GiB", 64u64 << 30), ("1TiB", 1u64 << 40)] {
         let cont = fake_container(GroupSpec::emulated(1));
         cont.map_dma(&MapDma {
-            vaddr: RAM,
-            iova: 0,
+            vaddr: Vaddr(RAM),
+            iova: Iova(0),
             size,
             flags: RW,
         })
@@ -219,7 +218,8 @@ fn get_bitmap(c: &mut Criterion) {
         g.throughput(criterion::Throughput::Bytes(bytes as u64));
         g.bench_function(format!("type1/{name}"), |b| {
             b.iter(|| {
-                cont.dirty_bitmap_into(0, size, SZ_4K, &mut words).unwrap();
+                cont.dirty_bitmap_into(Iova(0), size, SZ_4K, &mut words)
+                    .unwrap();
             });
         });
         let src = vec![0x5au8; bytes];
@@ -262,8 +262,8 @@ fn precise_harvest(c: &mut Criterion) {
         cont.set_iommu(type1::Version::V2).unwrap();
         let base = 1u64 << 40;
         cont.map_dma(&MapDma {
-            vaddr: RAM,
-            iova: base,
+            vaddr: Vaddr(RAM),
+            iova: Iova(base),
             size,
             flags: RW,
         })
@@ -278,10 +278,10 @@ fn precise_harvest(c: &mut Criterion) {
                 // One written page per GiB, so the harvest finds something to clean.
                 let mut at = 0;
                 while at < size {
-                    dma.write(base + at, b"x").unwrap();
+                    dma.write(Iova(base + at), b"x").unwrap();
                     at += SZ_1G;
                 }
-                cont.dirty_bitmap_into(base, size, SZ_4K, &mut words)
+                cont.dirty_bitmap_into(Iova(base), size, SZ_4K, &mut words)
                     .unwrap();
             });
         });

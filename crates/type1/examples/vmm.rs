@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::{ensure, Context, Result};
 use type1::mm::{LockCapability, MlockPolicy, Mm, ProcessMemory};
 use type1::{
-    Container, ContainerConfig, DeviceId, DirtyMode, DmaEngine, DmaUnmapHandler, GroupSpec, MapDma,
-    MapFlags, PinProt, UnmapDma, UnmapFlags, Version,
+    Container, ContainerConfig, DeviceId, DirtyMode, DmaEngine, DmaUnmapHandler, GroupSpec, Iova,
+    MapDma, MapFlags, Perm, UnmapDma, UnmapFlags, Vaddr, Version,
 };
 
 const PAGE: u64 = 4096;
@@ -37,12 +37,12 @@ const PAGES: u64 = 64;
 struct Pins {
     container: OnceLock<Arc<Container>>,
     device: OnceLock<DeviceId>,
-    pinned: Mutex<Vec<u64>>,
+    pinned: Mutex<Vec<Iova>>,
     told: AtomicBool,
 }
 
 impl DmaUnmapHandler for Pins {
-    fn dma_unmap(&self, iova: u64, length: u64) {
+    fn dma_unmap(&self, iova: Iova, length: u64) {
         // Runs without the container's lock: calling back into the container is allowed.
         self.told.store(true, Ordering::Relaxed);
         let (Some(c), Some(&dev)) = (self.container.get(), self.device.get()) else {
@@ -50,7 +50,7 @@ impl DmaUnmapHandler for Pins {
         };
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         pinned.retain(|&p| {
-            let inside = p >= iova && p - iova < length;
+            let inside = p >= iova && p.raw() - iova.raw() < length;
             if inside {
                 c.unpin_pages(dev, p, 1).expect("a page this device pinned");
             }
@@ -109,7 +109,7 @@ fn device_writes(engine: &DmaEngine, pages: &[u64]) -> Result<()> {
     for &p in pages {
         let payload = [0xa5u8; 8];
         engine
-            .write(IOVA + p * PAGE + 16, &payload)
+            .write(Iova(IOVA + p * PAGE + 16), &payload)
             .with_context(|| format!("DMA write to page {p}"))?;
     }
     Ok(())
@@ -136,8 +136,8 @@ fn run() -> Result<()> {
     c.set_group(GroupSpec::emulated(2))?;
     c.set_iommu(Version::V2)?;
     c.map_dma(&MapDma {
-        vaddr: ram.vaddr(),
-        iova: IOVA,
+        vaddr: Vaddr(ram.vaddr()),
+        iova: Iova(IOVA),
         size: PAGES * PAGE,
         flags: MapFlags::READ | MapFlags::WRITE,
     })?;
@@ -148,7 +148,7 @@ fn run() -> Result<()> {
     let written = [3u64, 17, 40];
     std::thread::scope(|s| s.spawn(|| device_writes(&engine, &written)).join())
         .map_err(|_| anyhow::anyhow!("the device thread panicked"))??;
-    let words = c.dirty_bitmap(IOVA, PAGES * PAGE, PAGE)?;
+    let words = c.dirty_bitmap(Iova(IOVA), PAGES * PAGE, PAGE)?;
     let dirty: Vec<u64> = (0..PAGES)
         .filter(|&p| {
             words
@@ -178,16 +178,16 @@ fn run() -> Result<()> {
     let _ = pins.container.set(c.clone());
     let _ = pins.device.set(dev);
     for p in [5u64, 6] {
-        let iova = IOVA + p * PAGE;
-        let pa = c.pin_pages(dev, iova, 1, PinProt::ReadWrite)?;
+        let iova = Iova(IOVA + p * PAGE);
+        let pa = c.pin_pages(dev, iova, 1, Perm::RW)?;
         pins.pinned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(iova);
-        println!("pinned iova {iova:#x} -> {:#x}", pa[0]);
+        println!("pinned iova {iova} -> {}", pa[0]);
     }
     let unmapped = c.unmap_dma(&UnmapDma {
-        iova: IOVA,
+        iova: Iova(IOVA),
         size: PAGES * PAGE,
         flags: UnmapFlags::empty(),
         bitmap_pgsize: 0,

@@ -4,6 +4,7 @@
 //!
 //! This module depends on nothing else in the crate but the UAPI constants ([`crate::uapi`]).
 
+use crate::addr::{Iova, Vaddr};
 use crate::uapi::raw;
 
 /// The kernel's `PAGE_SIZE`.
@@ -51,6 +52,65 @@ bitflags::bitflags! {
     }
 }
 
+impl MapFlags {
+    /// The permission part of the flags (READ and WRITE; VADDR dropped).
+    #[must_use]
+    pub fn perm(self) -> Perm {
+        Perm::from_bits_truncate(self.bits())
+    }
+}
+
+impl From<Perm> for MapFlags {
+    fn from(p: Perm) -> Self {
+        MapFlags::from_bits_truncate(p.bits())
+    }
+}
+
+bitflags::bitflags! {
+    /// What a device may do, or asks to do, with memory: the one permission type of the typed
+    /// API. A mapping has one ([`MapFlags::perm`], [`crate::MappingInfo::perm`]), a pin asks for
+    /// one ([`crate::Container::pin_pages`], `IOMMU_READ`/`IOMMU_WRITE`), and a single access is
+    /// one of its two bits ([`crate::Access`], [`Perm::allows`]). The bit values are the kernel's
+    /// (`VFIO_DMA_MAP_FLAG_READ`/`WRITE` and `IOMMU_READ`/`IOMMU_WRITE` are both 1 and 2).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct Perm: u32 {
+        /// The device may read (`IOMMU_READ`).
+        const READ = raw::VFIO_DMA_MAP_FLAG_READ;
+        /// The device may write (`IOMMU_WRITE`).
+        const WRITE = raw::VFIO_DMA_MAP_FLAG_WRITE;
+        /// Both.
+        const RW = Self::READ.bits() | Self::WRITE.bits();
+    }
+}
+
+impl Perm {
+    /// True if this permission allows `access`.
+    #[must_use]
+    pub fn allows(self, access: io_pgtable::Access) -> bool {
+        self.contains(Perm::from(access))
+    }
+}
+
+impl From<io_pgtable::Access> for Perm {
+    fn from(a: io_pgtable::Access) -> Self {
+        match a {
+            io_pgtable::Access::Read => Perm::READ,
+            io_pgtable::Access::Write => Perm::WRITE,
+        }
+    }
+}
+
+impl From<Perm> for io_pgtable::Prot {
+    /// The page-table protection of a mapping with this permission (READ/WRITE only; the
+    /// memory attributes are the domain's business).
+    fn from(p: Perm) -> Self {
+        let mut prot = io_pgtable::Prot::empty();
+        prot.set(io_pgtable::Prot::READ, p.contains(Perm::READ));
+        prot.set(io_pgtable::Prot::WRITE, p.contains(Perm::WRITE));
+        prot
+    }
+}
+
 bitflags::bitflags! {
     /// `VFIO_DMA_UNMAP_FLAG_*`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,9 +128,9 @@ bitflags::bitflags! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapDma {
     /// User address.
-    pub vaddr: u64,
+    pub vaddr: Vaddr,
     /// IOVA.
-    pub iova: u64,
+    pub iova: Iova,
     /// Bytes.
     pub size: u64,
     /// Flags.
@@ -81,7 +141,7 @@ pub struct MapDma {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnmapDma {
     /// IOVA (0 with ALL).
-    pub iova: u64,
+    pub iova: Iova,
     /// Bytes (0 with ALL).
     pub size: u64,
     /// Flags.

@@ -9,14 +9,15 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::api::{Info, MapDma, UnmapDma, UnmapFlags, Version, PIN_PAGES_MAX};
+use crate::addr::{Iova, PhysAddr, Vaddr};
+use crate::api::{Info, MapDma, Perm, UnmapDma, UnmapFlags, Version, PIN_PAGES_MAX};
 use crate::config::{ContainerConfig, FaultPlan};
-use crate::device::{DeviceEntry, DeviceId, DmaUnmapHandler, PinProt, RwDirection};
+use crate::device::{DeviceEntry, DeviceId, DmaUnmapHandler};
 use crate::dirty::BitmapSink;
 use crate::engine::DmaEngine;
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupSpec};
-use crate::mm::Mm;
+use crate::mm::{Access, Mm};
 use crate::type1::{BitmapDest, Type1, UnmapProgress, UnmapStep};
 use crate::uapi::raw;
 
@@ -26,15 +27,13 @@ mod dirty;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MappingInfo {
     /// First IOVA.
-    pub iova: u64,
+    pub iova: Iova,
     /// Size in bytes.
     pub size: u64,
     /// User address.
-    pub vaddr: u64,
-    /// Device may read.
-    pub read: bool,
-    /// Device may write.
-    pub write: bool,
+    pub vaddr: Vaddr,
+    /// What devices may do (MAP_DMA's READ and WRITE).
+    pub perm: Perm,
     /// Pinned and mapped into the IOMMU domains.
     pub iommu_mapped: bool,
     /// Vaddr invalidated by UNMAP_DMA|VADDR.
@@ -295,12 +294,12 @@ impl Container {
                     t.poll();
                     let mut dest = bitmap.as_deref_mut().map(|sink| BitmapDest {
                         sink,
-                        base: req.iova,
+                        base: req.iova.raw(),
                     });
                     t.unmap_pass(req, dest.as_mut(), &mut progress)
                 });
                 let (iova, size) = match step {
-                    Ok(UnmapStep::Notify { iova, size }) => (iova, size),
+                    Ok(UnmapStep::Notify { iova, size }) => (Iova(iova), size),
                     Ok(UnmapStep::Done(n)) => {
                         self.count_unmap();
                         return Ok(n);
@@ -393,10 +392,10 @@ impl Container {
     pub fn pin_pages(
         &self,
         device: DeviceId,
-        iova: u64,
+        iova: Iova,
         npage: u64,
-        prot: PinProt,
-    ) -> Result<Vec<u64>> {
+        perm: Perm,
+    ) -> Result<Vec<PhysAddr>> {
         let mut g = self.lock();
         if npage == 0 {
             return Err(Error::ZeroSize);
@@ -414,7 +413,8 @@ impl Container {
         }
         let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
         t.poll();
-        t.pin_pages(&dev, iova, npage, prot)
+        t.pin_pages(&dev, iova.raw(), npage, perm)
+            .map(|pas| pas.into_iter().map(PhysAddr).collect())
     }
 
     /// `vfio_unpin_pages` (`vfio_iommu_type1_unpin_pages`, v6.18), checked: every page must be
@@ -425,7 +425,7 @@ impl Container {
     /// does not hold ([`Error::NotPinnedByDevice`]); `E2BIG` over 512 (the kernel's
     /// `vfio_unpin_pages` WARNs and returns for both counts); `EACCES` on v1. Nothing changes on
     /// error.
-    pub fn unpin_pages(&self, device: DeviceId, iova: u64, npage: u64) -> Result<()> {
+    pub fn unpin_pages(&self, device: DeviceId, iova: Iova, npage: u64) -> Result<()> {
         let mut g = self.lock();
         if npage == 0 {
             return Err(Error::ZeroSize);
@@ -435,7 +435,7 @@ impl Container {
         }
         let dev = Self::device(&g, device)?;
         let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
-        t.unpin_pages(dev.id, iova, npage)
+        t.unpin_pages(dev.id, iova.raw(), npage)
     }
 
     /// `vfio_dma_rw` (`vfio_iommu_type1_dma_rw`, v6.18): copies between `buf` and guest memory at
@@ -448,9 +448,9 @@ impl Container {
     pub fn dma_rw(
         &self,
         device: DeviceId,
-        iova: u64,
+        iova: Iova,
         buf: &mut [u8],
-        dir: RwDirection,
+        access: Access,
     ) -> Result<()> {
         let mut g = self.lock();
         if buf.is_empty() {
@@ -461,7 +461,7 @@ impl Container {
             return Err(Error::GroupNotAttached { group: dev.group.0 });
         }
         let t = g.iommu.as_mut().ok_or(Error::NoIommu)?;
-        t.dma_rw(iova, buf, dir)
+        t.dma_rw(iova.raw(), buf, access)
     }
 
     /// A DMA engine for a device of the IOMMU-backed `group`: it reads and writes guest memory
@@ -508,11 +508,10 @@ impl Container {
                 t.dmas
                     .iter()
                     .map(|d| MappingInfo {
-                        iova: d.iova,
+                        iova: Iova(d.iova),
                         size: d.size,
-                        vaddr: d.vaddr,
-                        read: d.prot.read,
-                        write: d.prot.write,
+                        vaddr: Vaddr(d.vaddr),
+                        perm: d.prot.perm(),
                         iommu_mapped: d.iommu_mapped,
                         vaddr_invalid: d.vaddr_invalid(),
                         locked_pages: d.locked_vm,
@@ -555,14 +554,11 @@ impl Container {
 
     /// Translates `iova` in the first IOMMU domain, as a device of that domain would see it.
     #[must_use]
-    pub fn iova_to_phys(&self, iova: u64) -> Option<u64> {
+    pub fn iova_to_phys(&self, iova: Iova) -> Option<PhysAddr> {
         let g = self.lock();
         let t = g.iommu.as_ref()?;
         let d = t.domains.first()?;
-        d.domain
-            .table()
-            .iova_to_phys(io_pgtable::Iova(iova))
-            .map(io_pgtable::PhysAddr::raw)
+        d.domain.table().iova_to_phys(iova)
     }
 
     /// Number of IOMMU domains.

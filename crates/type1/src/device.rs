@@ -11,6 +11,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use crate::addr::Iova;
 use crate::group::GroupId;
 
 /// A registered device.
@@ -27,7 +28,7 @@ impl std::fmt::Display for DeviceId {
 /// without the container lock held; it may unpin, `dma_rw`, and map or unmap other ranges.
 pub trait DmaUnmapHandler: Send + Sync + Debug {
     /// The mapping `[iova, iova + length)` is going away: release every pin in it.
-    fn dma_unmap(&self, iova: u64, length: u64);
+    fn dma_unmap(&self, iova: Iova, length: u64);
 }
 
 /// A device as the container keeps it.
@@ -36,33 +37,4 @@ pub(crate) struct DeviceEntry {
     pub(crate) id: DeviceId,
     pub(crate) group: GroupId,
     pub(crate) unmap: Option<Arc<dyn DmaUnmapHandler>>,
-}
-
-/// What a device asks of pinned pages (`IOMMU_READ`/`IOMMU_WRITE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PinProt {
-    /// The device reads the pages.
-    Read,
-    /// The device writes the pages.
-    Write,
-    /// Both.
-    ReadWrite,
-}
-
-impl PinProt {
-    pub(crate) fn read(self) -> bool {
-        matches!(self, PinProt::Read | PinProt::ReadWrite)
-    }
-    pub(crate) fn write(self) -> bool {
-        matches!(self, PinProt::Write | PinProt::ReadWrite)
-    }
-}
-
-/// Direction of [`crate::Container::dma_rw`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RwDirection {
-    /// Copy from guest memory into the buffer.
-    Read,
-    /// Copy the buffer into guest memory.
-    Write,
 }

@@ -26,6 +26,16 @@ pub(crate) struct DmaProt {
     pub(crate) write: bool,
 }
 
+impl DmaProt {
+    /// As the API's permission type.
+    pub(crate) fn perm(self) -> crate::api::Perm {
+        let mut p = crate::api::Perm::empty();
+        p.set(crate::api::Perm::READ, self.read);
+        p.set(crate::api::Perm::WRITE, self.write);
+        p
+    }
+}
+
 /// A mapping.
 #[derive(Debug)]
 pub(crate) struct Dma {

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use io_pgtable::{Access, Domain, Fault, Iova};
+use io_pgtable::{Access, Domain, Fault, Iova, PhysAddr};
 
 use crate::mm::Mm;
 use crate::release::Token;
@@ -26,10 +26,10 @@ pub enum DmaError {
     #[error("IOMMU fault")]
     Fault(#[source] Fault),
     /// Nothing backs the physical address.
-    #[error("no memory at physical address {pa:#x}")]
+    #[error("no memory at physical address {pa}")]
     Memory {
         /// The address.
-        pa: u64,
+        pa: PhysAddr,
     },
     /// The device's group is no longer attached.
     #[error("the device's group is detached")]
@@ -65,11 +65,11 @@ impl DmaEngine {
     ///
     /// # Errors
     /// [`DmaError::Fault`] or [`DmaError::Detached`].
-    pub fn translate(&self, iova: u64, access: Access) -> Result<u64, DmaError> {
+    pub fn translate(&self, iova: Iova, access: Access) -> Result<PhysAddr, DmaError> {
         self.check()?;
         self.domain
-            .translate(Iova(iova), access)
-            .map(|t| t.pa.raw())
+            .translate(iova, access)
+            .map(|t| t.pa)
             .map_err(DmaError::Fault)
     }
 
@@ -77,24 +77,24 @@ impl DmaEngine {
     ///
     /// # Errors
     /// The first failing chunk's error; earlier chunks are written.
-    pub fn write(&self, iova: u64, data: &[u8]) -> Result<(), DmaError> {
+    pub fn write(&self, iova: Iova, data: &[u8]) -> Result<(), DmaError> {
         let mut done = 0usize;
         while done < data.len() {
             let _t = self.domain.transaction();
             self.check()?;
-            let at = iova + done as u64;
+            let at = iova.wrapping_add(done as u64);
             let t = self
                 .domain
-                .translate(Iova(at), Access::Write)
+                .translate(at, Access::Write)
                 .map_err(DmaError::Fault)?;
             let n = crate::to_usize(t.len.min((data.len() - done) as u64));
             self.mm
                 .space()
                 .write_phys(t.pa.raw(), &data[done..done + n])
-                .map_err(|pa| DmaError::Memory { pa })?;
+                .map_err(|pa| DmaError::Memory { pa: PhysAddr(pa) })?;
             // Re-validate after the store: re-marks the leaf if a harvest cleaned it meanwhile.
             self.domain
-                .translate(Iova(at), Access::Write)
+                .translate(at, Access::Write)
                 .map_err(DmaError::Fault)?;
             done += n;
         }
@@ -108,7 +108,7 @@ impl DmaEngine {
     /// fails stores nothing; the others go on. Later writes to the same bytes win.
     ///
     /// Returns one result per write, in order.
-    pub fn write_batch(&self, writes: &[(u64, &[u8])]) -> Vec<Result<(), DmaError>> {
+    pub fn write_batch(&self, writes: &[(Iova, &[u8])]) -> Vec<Result<(), DmaError>> {
         let mut out = vec![Ok(()); writes.len()];
         let _t = self.domain.transaction();
         if let Err(e) = self.check() {
@@ -117,13 +117,13 @@ impl DmaEngine {
         }
         // Per translated chunk: (pa, bytes) to store, and (owning write, iova).
         let mut stores: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
-        let mut owners: Vec<(usize, u64)> = Vec::with_capacity(writes.len());
+        let mut owners: Vec<(usize, Iova)> = Vec::with_capacity(writes.len());
         for (k, &(iova, data)) in writes.iter().enumerate() {
             let first = stores.len();
             let mut done = 0usize;
             while done < data.len() {
                 let at = iova.wrapping_add(done as u64);
-                match self.domain.translate(Iova(at), Access::Write) {
+                match self.domain.translate(at, Access::Write) {
                     Ok(t) => {
                         let n = crate::to_usize(t.len.min((data.len() - done) as u64));
                         stores.push((t.pa.raw(), &data[done..done + n]));
@@ -143,12 +143,12 @@ impl DmaEngine {
         if let Err((i, pa)) = self.mm.space().write_phys_vectored(&stores) {
             landed = i;
             for &(k, _) in &owners[i..] {
-                out[k] = Err(DmaError::Memory { pa });
+                out[k] = Err(DmaError::Memory { pa: PhysAddr(pa) });
             }
         }
         // Re-validate after the store: re-marks the leaves a harvest cleaned meanwhile.
         for &(k, at) in &owners[..landed] {
-            if let Err(f) = self.domain.translate(Iova(at), Access::Write) {
+            if let Err(f) = self.domain.translate(at, Access::Write) {
                 out[k] = Err(DmaError::Fault(f));
             }
         }
@@ -159,21 +159,21 @@ impl DmaEngine {
     ///
     /// # Errors
     /// The first failing chunk's error.
-    pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+    pub fn read(&self, iova: Iova, buf: &mut [u8]) -> Result<(), DmaError> {
         let mut done = 0usize;
         while done < buf.len() {
             let _t = self.domain.transaction();
             self.check()?;
-            let at = iova + done as u64;
+            let at = iova.wrapping_add(done as u64);
             let t = self
                 .domain
-                .translate(Iova(at), Access::Read)
+                .translate(at, Access::Read)
                 .map_err(DmaError::Fault)?;
             let n = crate::to_usize(t.len.min((buf.len() - done) as u64));
             self.mm
                 .space()
                 .read_phys(t.pa.raw(), &mut buf[done..done + n])
-                .map_err(|pa| DmaError::Memory { pa })?;
+                .map_err(|pa| DmaError::Memory { pa: PhysAddr(pa) })?;
             done += n;
         }
         Ok(())

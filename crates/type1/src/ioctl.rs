@@ -9,6 +9,7 @@
 
 use std::ops::Range;
 
+use crate::addr::{Iova, Vaddr};
 use crate::api::{Info, MapDma, MapFlags, UnmapDma, UnmapFlags, Version, DIRTY_BITMAP_SIZE_MAX};
 use crate::container::Container;
 use crate::dirty::{dirty_bitmap_bytes, BitmapSink};
@@ -222,9 +223,11 @@ impl Container {
         let Some(flags) = MapFlags::from_bits(flags) else {
             return Err(Error::UnknownFlags { flags });
         };
+        // The raw fields become typed addresses here; every u64 is one, so the kernel's checks
+        // (`vfio_dma_do_map`) all stay in the typed operation, in its order.
         self.map_dma(&MapDma {
-            vaddr: get_u64(&b, off::MAP_VADDR),
-            iova: get_u64(&b, off::MAP_IOVA),
+            vaddr: Vaddr(get_u64(&b, off::MAP_VADDR)),
+            iova: Iova(get_u64(&b, off::MAP_IOVA)),
             size: get_u64(&b, off::MAP_SIZE),
             flags,
         })
@@ -266,7 +269,7 @@ impl Container {
             bitmap_data = Some(bitmap.data);
         }
         let req = UnmapDma {
-            iova,
+            iova: Iova(iova),
             size,
             flags,
             bitmap_pgsize,
@@ -336,7 +339,7 @@ impl Container {
                 bitmap.check(size)?;
                 let words = bitmap_words(size, bitmap.pgsize);
                 let mut sink = UserBitmap::new(user, bitmap.data, words);
-                let r = self.dirty_bitmap_sink(iova, size, bitmap.pgsize, &mut sink);
+                let r = self.dirty_bitmap_sink(Iova(iova), size, bitmap.pgsize, &mut sink);
                 let written = sink.finish();
                 r?;
                 written

@@ -31,7 +31,8 @@
 //! 2  api, dirty, mm,        typed vocabulary; dirty bitmaps; address spaces and locked-memory
 //!    uaccess, group,        accounting; copy_from_user/copy_to_user; group, device and
 //!    device, iova_list      IOVA-list descriptions
-//! 1  uapi, usercopy, error  UAPI constants and layouts; copies of this process's memory; errors
+//! 1  uapi, usercopy,       UAPI constants and layouts; copies of this process's memory; errors;
+//!    error, addr            typed addresses (`Iova`, `Vaddr`, `PhysAddr`)
 //! ```
 //!
 //! (Row 2 has one exception: `device` names the `group` it belongs to.) The reference model
@@ -40,7 +41,10 @@
 //! ```
 //! use std::sync::Arc;
 //! use type1::mm::{FakeMemory, LockCapability, Mm};
-//! use type1::{Container, ContainerConfig, GroupSpec, MapDma, MapFlags, UnmapDma, UnmapFlags};
+//! use type1::{
+//!     Container, ContainerConfig, GroupSpec, Iova, MapDma, MapFlags, PhysAddr, UnmapDma,
+//!     UnmapFlags, Vaddr,
+//! };
 //!
 //! let mem = FakeMemory::new();
 //! mem.add_ram(0x7f00_0000_0000, 1 << 30, 0x1_0000_0000);
@@ -48,10 +52,10 @@
 //! let c = Container::new(ContainerConfig::default(), mm);
 //! c.set_group(GroupSpec::iommu(7)).unwrap();
 //! c.set_iommu(type1::Version::V2).unwrap();
-//! c.map_dma(&MapDma { vaddr: 0x7f00_0000_0000, iova: 0, size: 1 << 30,
+//! c.map_dma(&MapDma { vaddr: Vaddr(0x7f00_0000_0000), iova: Iova(0), size: 1 << 30,
 //!                     flags: MapFlags::READ | MapFlags::WRITE }).unwrap();
-//! assert_eq!(c.iova_to_phys(0x1234), Some(0x1_0000_1234));
-//! let n = c.unmap_dma(&UnmapDma { iova: 0, size: 1 << 30, flags: UnmapFlags::empty(),
+//! assert_eq!(c.iova_to_phys(Iova(0x1234)), Some(PhysAddr(0x1_0000_1234)));
+//! let n = c.unmap_dma(&UnmapDma { iova: Iova(0), size: 1 << 30, flags: UnmapFlags::empty(),
 //!                                 bitmap_pgsize: 0 }).unwrap();
 //! assert_eq!(n, 1 << 30);
 //! c.check_invariants().unwrap();
@@ -59,6 +63,7 @@
 
 #![warn(missing_docs)]
 
+mod addr;
 mod api;
 mod config;
 mod container;
@@ -90,15 +95,17 @@ const _: () = assert!(usize::BITS == 64, "type1 supports 64-bit targets only");
 pub(crate) const fn to_usize(v: u64) -> usize {
     v as usize
 }
+pub use addr::{Iova, PhysAddr, Vaddr};
 pub use api::{
-    Info, MapDma, MapFlags, UnmapDma, UnmapFlags, Version, DEFAULT_DMA_ENTRY_LIMIT,
+    Info, MapDma, MapFlags, Perm, UnmapDma, UnmapFlags, Version, DEFAULT_DMA_ENTRY_LIMIT,
     DIRTY_BITMAP_SIZE_MAX, PAGE_MASK, PAGE_SIZE, PIN_PAGES_MAX, UNMAP_RETRIES,
 };
 pub use config::{ContainerConfig, FaultPlan, Interrupts};
-pub use device::{DeviceId, DmaUnmapHandler, PinProt, RwDirection};
+pub use device::{DeviceId, DmaUnmapHandler};
 pub use dirty::dirty_bitmap_bytes;
 pub use dirty::DirtyMode;
 pub use engine::{DmaEngine, DmaError};
 pub use error::{Error, Result};
 pub use group::{GroupId, GroupKind, GroupSpec, IommuDesc};
+pub use io_pgtable::Access;
 pub use uaccess::{access_ok, ProcessUserMemory, UserBuffer, UserMemory, TASK_SIZE_MAX};

@@ -37,19 +37,16 @@ pub use fake::{Backing, FakeMemory, FakeRegion, Layout, Writable};
 pub use limits::{process_memlock_limit, FixedLimits, LockLimits, ProcessLimits};
 pub use process::{MlockPolicy, ProcessMemory};
 
-/// The access a pin needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PinAccess {
-    /// The device only reads the pages.
-    Read,
-    /// The device may write the pages (the memory must be writable).
-    Write,
-}
+/// The access a pin needs: [`Access::Write`] needs writable memory (`FOLL_WRITE`), a
+/// read-only pin [`Access::Read`]. The crate's one access type ([`crate::Access`]).
+pub use io_pgtable::Access;
 
 /// A physically contiguous run of pinned pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PinnedRun {
-    /// Physical address of the first page.
+    /// Output address of the first page: what the IOMMU maps the iova to and a device reaches
+    /// (with [`ProcessMemory`] numerically the page's host virtual address, see
+    /// [`crate::PhysAddr`]; never a user address to copy from).
     pub pa: PhysAddr,
     /// Number of pages.
     pub npages: u64,
@@ -69,7 +66,7 @@ pub trait AddressSpace: Send + Sync + Debug {
     ///
     /// # Errors
     /// `Err(addr)` with the first address that cannot be pinned for `access` (`EFAULT`).
-    fn pin_run(&self, vaddr: u64, max_pages: u64, access: PinAccess) -> Result<PinnedRun, u64>;
+    fn pin_run(&self, vaddr: u64, max_pages: u64, access: Access) -> Result<PinnedRun, u64>;
 
     /// Releases a run returned by [`AddressSpace::pin_run`] (`put_pfn`).
     fn unpin_run(&self, run: &PinnedRun);
@@ -124,7 +121,7 @@ impl<T: AddressSpace + ?Sized> AddressSpace for std::sync::Arc<T> {
     fn page_size(&self) -> u64 {
         (**self).page_size()
     }
-    fn pin_run(&self, vaddr: u64, max_pages: u64, access: PinAccess) -> Result<PinnedRun, u64> {
+    fn pin_run(&self, vaddr: u64, max_pages: u64, access: Access) -> Result<PinnedRun, u64> {
         (**self).pin_run(vaddr, max_pages, access)
     }
     fn unpin_run(&self, run: &PinnedRun) {

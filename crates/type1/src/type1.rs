@@ -25,7 +25,7 @@ use crate::dma::{Dma, DmaProt, DmaTree};
 use crate::error::{Error, Result};
 use crate::group::{GroupId, GroupKind, GroupSpec, IommuDesc, ResvKind};
 use crate::iova_list::IovaList;
-use crate::mm::{Mm, PinAccess, PinnedRun};
+use crate::mm::{Access, Mm, PinnedRun};
 use crate::uapi::raw;
 
 pub(crate) use crate::api::{
@@ -211,6 +211,7 @@ impl Type1 {
             size,
             flags,
         } = *req;
+        let (iova, vaddr) = (iova.raw(), vaddr.raw());
         if size == 0 {
             return Err(Error::ZeroSize);
         }
@@ -338,9 +339,9 @@ impl Type1 {
     /// On error `dma` holds what was pinned and mapped so far, for `unmap_unpin`.
     fn pin_map(&self, dma: &mut Dma, size: u64) -> Result<()> {
         let access = if dma.prot.write {
-            PinAccess::Write
+            Access::Write
         } else {
-            PinAccess::Read
+            Access::Read
         };
         let prot = dma_prot(dma.prot);
         while dma.size < size {

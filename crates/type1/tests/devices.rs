@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, Weak};
 use common::*;
 use libc::{E2BIG, EACCES, EBUSY, EFAULT, EINVAL, ENOMEM, EOVERFLOW, EPERM};
 use type1::{
-    Container, ContainerConfig, DeviceId, DmaUnmapHandler, Error, GroupId, GroupSpec, MapFlags,
-    PinProt, RwDirection, UnmapFlags, UNMAP_RETRIES,
+    Access, Container, ContainerConfig, DeviceId, DmaUnmapHandler, Error, GroupId, GroupSpec, Iova,
+    MapFlags, Perm, PhysAddr, UnmapFlags, Vaddr, UNMAP_RETRIES,
 };
 
 /// An mdev-style device: records notifications and, if `cooperative`, unpins what it pinned in
@@ -24,7 +24,8 @@ struct Mdev {
 }
 
 impl DmaUnmapHandler for Mdev {
-    fn dma_unmap(&self, iova: u64, length: u64) {
+    fn dma_unmap(&self, iova: Iova, length: u64) {
+        let iova = iova.raw();
         self.calls.lock().unwrap().push((iova, length));
         if !self.cooperative {
             return;
@@ -42,21 +43,21 @@ impl DmaUnmapHandler for Mdev {
             .iter()
             .partition(|&&p| p >= iova && p < iova + length);
         for p in inside {
-            c.unpin_pages(id, p, 1).unwrap();
+            c.unpin_pages(id, Iova(p), 1).unwrap();
         }
         *pinned = outside;
         if self.reenter {
             let mut b = [0u8; 8];
-            c.dma_rw(id, SZ_1G, &mut b, RwDirection::Read).unwrap();
+            c.dma_rw(id, Iova(SZ_1G), &mut b, Access::Read).unwrap();
             c.map_dma(&type1::MapDma {
-                vaddr: RAM,
-                iova: 0x5000_0000,
+                vaddr: Vaddr(RAM),
+                iova: Iova(0x5000_0000),
                 size: SZ_4K,
                 flags: RW,
             })
             .unwrap();
             c.unmap_dma(&type1::UnmapDma {
-                iova: 0x5000_0000,
+                iova: Iova(0x5000_0000),
                 size: SZ_4K,
                 flags: UnmapFlags::empty(),
                 bitmap_pgsize: 0,
@@ -67,9 +68,9 @@ impl DmaUnmapHandler for Mdev {
 }
 
 impl Mdev {
-    fn pin(&self, c: &Container, iova: u64, n: u64, prot: PinProt) -> type1::Result<Vec<u64>> {
+    fn pin(&self, c: &Container, iova: u64, n: u64, prot: Perm) -> type1::Result<Vec<PhysAddr>> {
         let id = self.id.lock().unwrap().unwrap();
-        let r = c.pin_pages(id, iova, n, prot)?;
+        let r = c.pin_pages(id, Iova(iova), n, prot)?;
         for i in 0..n {
             self.pinned.lock().unwrap().push(iova + i * SZ_4K);
         }
@@ -106,41 +107,41 @@ fn pin_checks_in_order() {
     let (h, dev, _) = setup(vec![], V2, None, coop());
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     let pin = |d, iova, n, p| h.step(|c| c.pin_pages(d, iova, n, p));
-    assert_eq!(errno(pin(dev, 0, 0, PinProt::Read)), EINVAL);
-    assert_eq!(errno(pin(DeviceId(77), 0, 1, PinProt::Read)), EINVAL);
+    assert_eq!(errno(pin(dev, Iova(0), 0, Perm::READ)), EINVAL);
+    assert_eq!(errno(pin(DeviceId(77), Iova(0), 1, Perm::READ)), EINVAL);
     let silent = h.c.register_device(GroupId(9), None).unwrap();
     assert_eq!(
-        err(pin(silent, 0, 1, PinProt::Read)),
+        err(pin(silent, Iova(0), 1, Perm::READ)),
         Error::NoUnmapHandler { device: silent.0 }
     );
-    assert_eq!(errno(pin(dev, 0, 513, PinProt::Read)), E2BIG);
+    assert_eq!(errno(pin(dev, Iova(0), 513, Perm::READ)), E2BIG);
     assert_eq!(
-        errno(pin(dev, u64::MAX - SZ_4K + 1, 2, PinProt::Read)),
+        errno(pin(dev, Iova(u64::MAX - SZ_4K + 1), 2, Perm::READ)),
         EOVERFLOW
     );
     assert_eq!(
-        errno(pin(dev, SZ_1G, 1, PinProt::Read)),
+        errno(pin(dev, Iova(SZ_1G), 1, Perm::READ)),
         EINVAL,
         "not mapped"
     );
     // All or nothing: page 8 is past the mapping.
-    assert_eq!(errno(pin(dev, 6 * SZ_4K, 3, PinProt::Read)), EINVAL);
+    assert_eq!(errno(pin(dev, Iova(6 * SZ_4K), 3, Perm::READ)), EINVAL);
     assert_eq!(h.c.mappings()[0].device_pinned_pages, 0);
     h.map(SZ_2M, RAM, SZ_4K, MapFlags::READ).unwrap();
-    assert_eq!(errno(pin(dev, SZ_2M, 1, PinProt::Write)), EPERM);
+    assert_eq!(errno(pin(dev, Iova(SZ_2M), 1, Perm::WRITE)), EPERM);
     h.map(2 * SZ_2M, BAR, SZ_4K, RW).unwrap();
     assert_eq!(
-        err(pin(dev, 2 * SZ_2M, 1, PinProt::Read)),
+        err(pin(dev, Iova(2 * SZ_2M), 1, Perm::READ)),
         Error::ReservedPage { iova: 2 * SZ_2M }
     );
     // No domain: the vaddr is checked only when pinning.
     h.map(3 * SZ_2M, 0x1000_0000, SZ_4K, RW).unwrap();
-    assert_eq!(errno(pin(dev, 3 * SZ_2M, 1, PinProt::Read)), EFAULT);
+    assert_eq!(errno(pin(dev, Iova(3 * SZ_2M), 1, Perm::READ)), EFAULT);
     // Invalid vaddrs: EBUSY. (Needs no emulated groups for UNMAP|VADDR, so check v1 next.)
     let (v1, dev1, _) = setup(vec![], V1, None, coop());
     v1.map(0, RAM, SZ_4K, RW).unwrap();
     assert_eq!(
-        errno(v1.step(|c| c.pin_pages(dev1, 0, 1, PinProt::Read))),
+        errno(v1.step(|c| c.pin_pages(dev1, Iova(0), 1, Perm::READ))),
         EACCES
     );
 }
@@ -151,36 +152,43 @@ fn pin_checks_in_order() {
 fn unpin_of_zero_pages_is_einval_and_of_too_many_is_e2big() {
     let (h, dev, _) = setup(vec![], V2, None, coop());
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
-    h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read)).unwrap();
-    assert_eq!(err(h.step(|c| c.unpin_pages(dev, 0, 0))), Error::ZeroSize);
-    assert_eq!(errno(h.step(|c| c.unpin_pages(dev, 0, 513))), E2BIG);
+    h.step(|c| c.pin_pages(dev, Iova(0), 1, Perm::READ))
+        .unwrap();
+    assert_eq!(
+        err(h.step(|c| c.unpin_pages(dev, Iova(0), 0))),
+        Error::ZeroSize
+    );
+    assert_eq!(errno(h.step(|c| c.unpin_pages(dev, Iova(0), 513))), E2BIG);
     assert_eq!(
         h.c.mappings()[0].device_pinned_pages,
         1,
         "nothing was unpinned"
     );
-    h.step(|c| c.unpin_pages(dev, 0, 1)).unwrap();
+    h.step(|c| c.unpin_pages(dev, Iova(0), 1)).unwrap();
 }
 
 #[test]
 fn pins_are_refcounted_and_return_physical_pages() {
     let (h, dev, mdev) = setup(vec![], V2, None, coop());
     h.map(0, SCATTERED, 8 * SZ_4K, RW).unwrap();
-    let pas = h.step(|c| mdev.pin(c, 0, 3, PinProt::ReadWrite)).unwrap();
-    assert_eq!(pas, vec![0x2_0000_0000, 0x2_0000_2000, 0x2_0000_4000]);
-    h.step(|c| mdev.pin(c, SZ_4K, 1, PinProt::Read)).unwrap();
+    let pas = h.step(|c| mdev.pin(c, 0, 3, Perm::RW)).unwrap();
+    assert_eq!(
+        pas,
+        [0x2_0000_0000, 0x2_0000_2000, 0x2_0000_4000].map(PhysAddr)
+    );
+    h.step(|c| mdev.pin(c, SZ_4K, 1, Perm::READ)).unwrap();
     assert_eq!(h.c.mappings()[0].device_pinned_pages, 3);
     assert_eq!(h.mm.locked_pages(), 3, "no domain: device pins are charged");
-    h.step(|c| c.unpin_pages(dev, SZ_4K, 1)).unwrap();
+    h.step(|c| c.unpin_pages(dev, Iova(SZ_4K), 1)).unwrap();
     assert_eq!(
         h.c.mappings()[0].device_pinned_pages,
         3,
         "one reference left"
     );
-    h.step(|c| c.unpin_pages(dev, 0, 3)).unwrap();
+    h.step(|c| c.unpin_pages(dev, Iova(0), 3)).unwrap();
     assert_eq!(h.mem.pinned_pages(), 0);
     // Nothing pinned any more: unpinning again is refused and changes nothing.
-    assert_eq!(errno(h.step(|c| c.unpin_pages(dev, 0, 1))), EINVAL);
+    assert_eq!(errno(h.step(|c| c.unpin_pages(dev, Iova(0), 1))), EINVAL);
 }
 
 #[test]
@@ -190,16 +198,16 @@ fn pins_belong_to_the_device_that_made_them() {
         h.c.register_device(GroupId(9), Some(Arc::new(coop())))
             .unwrap();
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
-    h.step(|c| mdev.pin(c, 0, 2, PinProt::Read)).unwrap();
+    h.step(|c| mdev.pin(c, 0, 2, Perm::READ)).unwrap();
     assert_eq!(
-        err(h.step(|c| c.unpin_pages(b, 0, 1))),
+        err(h.step(|c| c.unpin_pages(b, Iova(0), 1))),
         Error::NotPinnedByDevice {
             device: b.0,
             iova: 0
         }
     );
-    h.step(|c| c.pin_pages(b, 0, 1, PinProt::Read)).unwrap();
-    h.step(|c| c.unpin_pages(a, 0, 2)).unwrap();
+    h.step(|c| c.pin_pages(b, Iova(0), 1, Perm::READ)).unwrap();
+    h.step(|c| c.unpin_pages(a, Iova(0), 2)).unwrap();
     assert_eq!(
         h.c.mappings()[0].device_pinned_pages,
         1,
@@ -216,7 +224,7 @@ fn pins_belong_to_the_device_that_made_them() {
 fn with_a_domain_device_pins_are_not_charged_again() {
     let (h, dev, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, coop());
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
-    h.step(|c| mdev.pin(c, 0, 4, PinProt::Read)).unwrap();
+    h.step(|c| mdev.pin(c, 0, 4, Perm::READ)).unwrap();
     assert_eq!(h.mm.locked_pages(), 8);
     // Detaching the only IOMMU group (emulated stays): mappings survive, charged for pins only.
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
@@ -224,7 +232,7 @@ fn with_a_domain_device_pins_are_not_charged_again() {
     // Re-attaching replays: the 4 pinned pages are not charged twice.
     h.step(|c| c.set_group(GroupSpec::iommu(1))).unwrap();
     assert_eq!(h.mm.locked_pages(), 8);
-    h.step(|c| c.unpin_pages(dev, 0, 4)).unwrap();
+    h.step(|c| c.unpin_pages(dev, Iova(0), 4)).unwrap();
     assert_eq!(h.mm.locked_pages(), 8);
 }
 
@@ -232,8 +240,8 @@ fn with_a_domain_device_pins_are_not_charged_again() {
 fn device_pins_respect_the_limit_without_a_domain() {
     let (h, _, mdev) = setup(vec![], V2, Some(2 * SZ_4K), coop());
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
-    assert_eq!(errno(h.step(|c| mdev.pin(c, 0, 3, PinProt::Read))), ENOMEM);
-    h.step(|c| mdev.pin(c, 0, 2, PinProt::Read)).unwrap();
+    assert_eq!(errno(h.step(|c| mdev.pin(c, 0, 3, Perm::READ))), ENOMEM);
+    h.step(|c| mdev.pin(c, 0, 2, Perm::READ)).unwrap();
 }
 
 /// `vfio_iommu_type1_dma_rw_chunk`, v6.18: an unmapped address or a gap is `EINVAL`, a write
@@ -247,10 +255,10 @@ fn dma_rw_needs_a_mapping_read_permission_and_no_gap() {
     h.map(2 * SZ_2M, RAM, SZ_4K, MapFlags::READ).unwrap();
     // Across two adjacent mappings.
     let mut data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
-    h.step(|c| c.dma_rw(dev, SZ_4K + 100, &mut data, RwDirection::Write))
+    h.step(|c| c.dma_rw(dev, Iova(SZ_4K + 100), &mut data, Access::Write))
         .unwrap();
     let mut back = vec![0u8; 6000];
-    h.step(|c| c.dma_rw(dev, SZ_4K + 100, &mut back, RwDirection::Read))
+    h.step(|c| c.dma_rw(dev, Iova(SZ_4K + 100), &mut back, Access::Read))
         .unwrap();
     assert_eq!(back, data);
     // Landed in the second mapping's memory.
@@ -263,29 +271,29 @@ fn dma_rw_needs_a_mapping_read_permission_and_no_gap() {
     // A write-only mapping refuses both directions; a read-only one refuses writes.
     let mut one = [0u8; 1];
     assert_eq!(
-        errno(h.step(|c| c.dma_rw(dev, SZ_2M, &mut one, RwDirection::Read))),
+        errno(h.step(|c| c.dma_rw(dev, Iova(SZ_2M), &mut one, Access::Read))),
         EPERM
     );
     assert_eq!(
-        errno(h.step(|c| c.dma_rw(dev, SZ_2M, &mut one, RwDirection::Write))),
+        errno(h.step(|c| c.dma_rw(dev, Iova(SZ_2M), &mut one, Access::Write))),
         EPERM
     );
     assert_eq!(
-        errno(h.step(|c| c.dma_rw(dev, 2 * SZ_2M, &mut one, RwDirection::Write))),
+        errno(h.step(|c| c.dma_rw(dev, Iova(2 * SZ_2M), &mut one, Access::Write))),
         EPERM
     );
-    h.step(|c| c.dma_rw(dev, 2 * SZ_2M, &mut one, RwDirection::Read))
+    h.step(|c| c.dma_rw(dev, Iova(2 * SZ_2M), &mut one, Access::Read))
         .unwrap();
     // A gap: EINVAL, after the first chunk was copied (kernel behaviour).
     let mut big = vec![7u8; 8192];
     assert_eq!(
-        h.c.dma_rw(dev, 3 * SZ_4K, &mut big, RwDirection::Write)
+        h.c.dma_rw(dev, Iova(3 * SZ_4K), &mut big, Access::Write)
             .unwrap_err()
             .errno(),
         EINVAL
     );
     assert_eq!(
-        errno(h.step(|c| c.dma_rw(dev, 0, &mut [], RwDirection::Read))),
+        errno(h.step(|c| c.dma_rw(dev, Iova(0), &mut [], Access::Read))),
         EINVAL
     );
 }
@@ -296,8 +304,7 @@ fn unmap_notifies_with_the_whole_mapping_and_waits_for_unpin() {
     let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, coop());
     h.map(0, RAM, 16 * SZ_4K, RW).unwrap();
     h.map(SZ_2M, RAM, 4 * SZ_4K, RW).unwrap();
-    h.step(|c| mdev.pin(c, 5 * SZ_4K, 2, PinProt::Read))
-        .unwrap();
+    h.step(|c| mdev.pin(c, 5 * SZ_4K, 2, Perm::READ)).unwrap();
     assert_eq!(h.unmap(0, SZ_1G, UnmapFlags::empty()), Ok(20 * SZ_4K));
     // The payload is the mapping (iova, size), not the request; one call sufficed.
     assert_eq!(*mdev.calls.lock().unwrap(), vec![(0, 16 * SZ_4K)]);
@@ -313,7 +320,7 @@ fn callbacks_may_reenter_the_container() {
     let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, mdev);
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
     h.map(SZ_1G, RAM, SZ_4K, RW).unwrap();
-    h.step(|c| mdev.pin(c, 0, 1, PinProt::Read)).unwrap();
+    h.step(|c| mdev.pin(c, 0, 1, Perm::READ)).unwrap();
     assert_eq!(h.unmap(0, 4 * SZ_4K, UnmapFlags::empty()), Ok(4 * SZ_4K));
 }
 
@@ -322,9 +329,9 @@ fn a_device_that_never_unpins_makes_unmap_fail_after_eleven_calls() {
     let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, Mdev::default());
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
     h.map(SZ_2M, RAM, 4 * SZ_4K, RW).unwrap();
-    h.step(|c| mdev.pin(c, SZ_2M, 1, PinProt::Read)).unwrap();
+    h.step(|c| mdev.pin(c, SZ_2M, 1, Perm::READ)).unwrap();
     let r = h.c.unmap_dma(&type1::UnmapDma {
-        iova: 0,
+        iova: Iova(0),
         size: SZ_1G,
         flags: UnmapFlags::empty(),
         bitmap_pgsize: 0,
@@ -358,24 +365,25 @@ fn vaddr_invalid_blocks_pin_and_rw_with_ebusy() {
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
     h.unmap(0, 4 * SZ_4K, UnmapFlags::VADDR).unwrap();
     assert_eq!(
-        errno(h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read))),
+        errno(h.step(|c| c.pin_pages(dev, Iova(0), 1, Perm::READ))),
         EBUSY
     );
     assert_eq!(
-        errno(h.step(|c| c.dma_rw(dev, 0, &mut [0u8; 4], RwDirection::Read))),
+        errno(h.step(|c| c.dma_rw(dev, Iova(0), &mut [0u8; 4], Access::Read))),
         EBUSY
     );
     h.map(0, RAM, 4 * SZ_4K, MapFlags::VADDR).unwrap();
-    h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read)).unwrap();
+    h.step(|c| c.pin_pages(dev, Iova(0), 1, Perm::READ))
+        .unwrap();
     // Pinning from an IOMMU group's device promotes its dirty scope.
-    h.step(|c| c.unpin_pages(dev, 0, 1)).unwrap();
+    h.step(|c| c.unpin_pages(dev, Iova(0), 1)).unwrap();
 }
 
 #[test]
 fn release_drops_pins_the_kernel_would_leak() {
     let (h, _, mdev) = setup(vec![GroupSpec::iommu(1)], V2, None, Mdev::default());
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
-    h.step(|c| mdev.pin(c, 0, 2, PinProt::Read)).unwrap();
+    h.step(|c| mdev.pin(c, 0, 2, Perm::READ)).unwrap();
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
     h.step(|c| c.unset_group(GroupId(9))).unwrap();
     assert_eq!(h.mem.pinned_pages(), 0);
@@ -393,11 +401,11 @@ fn a_device_whose_group_left_the_container_cannot_pin_or_rw() {
     h.map(0, RAM, 4 * SZ_4K, RW).unwrap();
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
     assert_eq!(
-        err(h.step(|c| c.pin_pages(dev, 0, 1, PinProt::Read))),
+        err(h.step(|c| c.pin_pages(dev, Iova(0), 1, Perm::READ))),
         Error::GroupNotAttached { group: 1 }
     );
     assert_eq!(
-        errno(h.step(|c| c.dma_rw(dev, 0, &mut [0u8; 4], RwDirection::Read))),
+        errno(h.step(|c| c.dma_rw(dev, Iova(0), &mut [0u8; 4], Access::Read))),
         EINVAL
     );
 }
@@ -415,7 +423,7 @@ fn pins_taken_before_and_after_an_owner_change_return_to_their_own_address_space
     h.map(0, RAM, 128 * SZ_4K, RW).unwrap();
     let mapped = h.mem.pinned_pages();
     // Pages 60..68 straddle a 64-page chunk boundary of the pin store.
-    h.step(|c| c.pin_pages(dev, 60 * SZ_4K, 8, PinProt::ReadWrite))
+    h.step(|c| c.pin_pages(dev, Iova(60 * SZ_4K), 8, Perm::RW))
         .unwrap();
     assert_eq!(h.mem.pinned_pages(), mapped + 8);
     h.unmap(0, 128 * SZ_4K, UnmapFlags::VADDR).unwrap();
@@ -433,26 +441,28 @@ fn pins_taken_before_and_after_an_owner_change_return_to_their_own_address_space
         h.c.check_invariants().unwrap();
     };
     ok(h.c.map_dma(&type1::MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: 128 * SZ_4K,
         flags: MapFlags::VADDR,
     }));
     assert_eq!((h.mm.locked_pages(), other.locked_pages()), (0, 128));
     // New pins: pages 64..68 take another reference, 68..72 are pinned in the new owner.
-    ok(h.c.pin_pages(dev, 64 * SZ_4K, 8, PinProt::Read).map(drop));
+    ok(h.c
+        .pin_pages(dev, Iova(64 * SZ_4K), 8, Perm::READ)
+        .map(drop));
     assert_eq!(h.c.mappings()[0].device_pinned_pages, 12);
     assert_eq!(
         (h.mem.pinned_pages(), other_mem.pinned_pages()),
         (mapped + 8, 4)
     );
-    ok(h.c.unpin_pages(dev, 60 * SZ_4K, 8));
+    ok(h.c.unpin_pages(dev, Iova(60 * SZ_4K), 8));
     assert_eq!(
         (h.mem.pinned_pages(), other_mem.pinned_pages()),
         (mapped + 4, 4),
         "pages 64..68 still hold their second reference"
     );
-    ok(h.c.unpin_pages(dev, 64 * SZ_4K, 8));
+    ok(h.c.unpin_pages(dev, Iova(64 * SZ_4K), 8));
     assert_eq!(
         (h.mem.pinned_pages(), other_mem.pinned_pages()),
         (mapped, 0)
@@ -461,7 +471,7 @@ fn pins_taken_before_and_after_an_owner_change_return_to_their_own_address_space
     assert_eq!(h.c.mappings()[0].device_pinned_pages, 0);
     ok(h.c
         .unmap_dma(&type1::UnmapDma {
-            iova: 0,
+            iova: Iova(0),
             size: 128 * SZ_4K,
             flags: UnmapFlags::empty(),
             bitmap_pgsize: 0,
@@ -482,10 +492,13 @@ fn pins_and_unpins_across_adjacent_mappings_and_a_refusal_in_the_second_undoes_t
     h.map(2 * SZ_4K, RAM + (1 << 20), 2 * SZ_4K, RW).unwrap();
     h.map(4 * SZ_4K, RAM + 2 * (1 << 20), 2 * SZ_4K, MapFlags::READ)
         .unwrap();
-    let pas = h.step(|c| c.pin_pages(dev, SZ_4K, 2, PinProt::Write));
-    assert_eq!(pas, Ok(vec![RAM_PA + SZ_4K, RAM_PA + (1 << 20)]));
+    let pas = h.step(|c| c.pin_pages(dev, Iova(SZ_4K), 2, Perm::WRITE));
+    assert_eq!(
+        pas,
+        Ok(vec![PhysAddr(RAM_PA + SZ_4K), PhysAddr(RAM_PA + (1 << 20))])
+    );
     let locked = h.mm.locked_pages();
-    let r = h.step(|c| c.pin_pages(dev, 2 * SZ_4K, 3, PinProt::Write));
+    let r = h.step(|c| c.pin_pages(dev, Iova(2 * SZ_4K), 3, Perm::WRITE));
     assert_eq!(err(r), Error::Permission { iova: 4 * SZ_4K });
     assert_eq!(h.mm.locked_pages(), locked);
     let pinned: Vec<u64> =
@@ -495,7 +508,7 @@ fn pins_and_unpins_across_adjacent_mappings_and_a_refusal_in_the_second_undoes_t
             .collect();
     assert_eq!(pinned, vec![1, 1, 0]);
     // Unpinning across the two mappings releases both pages and their charges.
-    h.step(|c| c.unpin_pages(dev, SZ_4K, 2)).unwrap();
+    h.step(|c| c.unpin_pages(dev, Iova(SZ_4K), 2)).unwrap();
     assert_eq!(h.mm.locked_pages(), locked - 2);
     assert!(h.c.mappings().iter().all(|m| m.device_pinned_pages == 0));
     h.check();

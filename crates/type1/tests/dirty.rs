@@ -11,14 +11,14 @@ use libc::{EACCES, EFAULT, EINVAL, EOVERFLOW};
 use type1::dirty::test_bit;
 use type1::uapi::{self, raw};
 use type1::{
-    ContainerConfig, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec, PinProt, RwDirection,
+    Access, ContainerConfig, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec, Iova, Perm,
     UnmapFlags, UserBuffer,
 };
 
 #[derive(Debug)]
 struct Quiet;
 impl DmaUnmapHandler for Quiet {
-    fn dma_unmap(&self, _iova: u64, _length: u64) {}
+    fn dma_unmap(&self, _iova: Iova, _length: u64) {}
 }
 
 fn set_of(bm: &[u64], n: u64) -> BTreeSet<u64> {
@@ -175,14 +175,15 @@ fn pinned_pages_stay_dirty_and_unpinned_ones_are_reported_once() {
         h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
             .unwrap();
     h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
-    h.c.pin_pages(dev, 3 * SZ_4K, 1, PinProt::Read).unwrap();
+    h.c.pin_pages(dev, Iova(3 * SZ_4K), 1, Perm::READ).unwrap();
     h.c.dirty_start().unwrap();
     // Pins made before START are populated.
-    let bm = |h: &H| set_of(&h.c.dirty_bitmap(0, 64 * SZ_4K, SZ_4K).unwrap(), 64);
+    let bm = |h: &H| set_of(&h.c.dirty_bitmap(Iova(0), 64 * SZ_4K, SZ_4K).unwrap(), 64);
     assert_eq!(bm(&h), BTreeSet::from([3]));
     assert_eq!(bm(&h), BTreeSet::from([3]), "pinned: dirty in every report");
-    h.c.pin_pages(dev, 10 * SZ_4K, 2, PinProt::Write).unwrap();
-    h.c.unpin_pages(dev, 10 * SZ_4K, 2).unwrap();
+    h.c.pin_pages(dev, Iova(10 * SZ_4K), 2, Perm::WRITE)
+        .unwrap();
+    h.c.unpin_pages(dev, Iova(10 * SZ_4K), 2).unwrap();
     assert_eq!(
         bm(&h),
         BTreeSet::from([3, 10, 11]),
@@ -190,10 +191,10 @@ fn pinned_pages_stay_dirty_and_unpinned_ones_are_reported_once() {
     );
     assert_eq!(bm(&h), BTreeSet::from([3]));
     // dma_rw write of 2 bytes across a page boundary dirties both pages (v5.10 fix).
-    h.c.dma_rw(dev, 20 * SZ_4K - 1, &mut [1, 2], RwDirection::Write)
+    h.c.dma_rw(dev, Iova(20 * SZ_4K - 1), &mut [1, 2], Access::Write)
         .unwrap();
     let mut r = [0u8; 8];
-    h.c.dma_rw(dev, 30 * SZ_4K, &mut r, RwDirection::Read)
+    h.c.dma_rw(dev, Iova(30 * SZ_4K), &mut r, Access::Read)
         .unwrap();
     assert_eq!(bm(&h), BTreeSet::from([3, 19, 20]));
     h.check();
@@ -206,7 +207,7 @@ fn iommu_group_without_pinned_scope_makes_everything_dirty_rule_5() {
     h.c.dirty_start().unwrap();
     for _ in 0..2 {
         assert_eq!(
-            set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).len(),
+            set_of(&h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap(), 8).len(),
             8
         );
     }
@@ -214,13 +215,13 @@ fn iommu_group_without_pinned_scope_makes_everything_dirty_rule_5() {
     let dev =
         h.c.register_device(GroupId(1), Some(Arc::new(Quiet)))
             .unwrap();
-    h.c.pin_pages(dev, SZ_4K, 1, PinProt::Read).unwrap();
-    h.c.unpin_pages(dev, SZ_4K, 1).unwrap();
+    h.c.pin_pages(dev, Iova(SZ_4K), 1, Perm::READ).unwrap();
+    h.c.unpin_pages(dev, Iova(SZ_4K), 1).unwrap();
     assert_eq!(
-        set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8),
+        set_of(&h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap(), 8),
         BTreeSet::from([1])
     );
-    assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
+    assert!(set_of(&h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
 }
 
 /// d0a78f91761f "vfio/iommu_type1: Populate full dirty when detach non-pinned group" (v5.12):
@@ -233,15 +234,15 @@ fn detaching_a_non_pinned_group_while_tracking_marks_everything_dirty() {
     );
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
-    h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap();
+    h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap();
     // The IOMMU group may have written anywhere; after it leaves, `update_user_bitmap` no
     // longer reports its mappings fully dirty, so the detach itself must record it.
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
     assert_eq!(
-        set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).len(),
+        set_of(&h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap(), 8).len(),
         8
     );
-    assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
+    assert!(set_of(&h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
 }
 
 /// UNMAP_DMA with GET_DIRTY_BITMAP (`vfio_dma_do_unmap` calling `update_user_bitmap` for each
@@ -261,10 +262,10 @@ fn unmap_with_bitmap_over_512_mappings_reports_each_written_page() {
     h.c.dirty_start().unwrap();
     let written = [0u64, 1, 63, 64, 65, 200, 511];
     for &p in &written {
-        h.c.dma_rw(dev, base + p * SZ_4K + 8, &mut [0xab], RwDirection::Write)
+        h.c.dma_rw(dev, Iova(base + p * SZ_4K + 8), &mut [0xab], Access::Write)
             .unwrap();
     }
-    let (n, bm) = h.c.unmap_dma_dirty(base, SZ_2M, SZ_4K).unwrap();
+    let (n, bm) = h.c.unmap_dma_dirty(Iova(base), SZ_2M, SZ_4K).unwrap();
     assert_eq!(n, SZ_2M);
     assert_eq!(bm.len(), 8, "512 bits");
     assert_eq!(set_of(&bm, 512), written.iter().copied().collect());
@@ -284,10 +285,10 @@ fn reports_club_mappings_that_share_a_word() {
     h.map(5 * SZ_4K, RAM, 70 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
     for p in [4u64, 5, 74] {
-        h.c.dma_rw(dev, p * SZ_4K, &mut [1], RwDirection::Write)
+        h.c.dma_rw(dev, Iova(p * SZ_4K), &mut [1], Access::Write)
             .unwrap();
     }
-    let bm = h.c.dirty_bitmap(0, 128 * SZ_4K, SZ_4K).unwrap();
+    let bm = h.c.dirty_bitmap(Iova(0), 128 * SZ_4K, SZ_4K).unwrap();
     assert_eq!(set_of(&bm, 128), BTreeSet::from([4, 5, 74]));
 }
 
@@ -297,10 +298,13 @@ fn unmap_bitmap_errors() {
     let h = tracked(vec![GroupSpec::emulated(9)], DirtyMode::KernelExact);
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     // Not tracking.
-    assert_eq!(errno(h.c.unmap_dma_dirty(0, 8 * SZ_4K, SZ_4K)), EINVAL);
+    assert_eq!(
+        errno(h.c.unmap_dma_dirty(Iova(0), 8 * SZ_4K, SZ_4K)),
+        EINVAL
+    );
     h.c.dirty_start().unwrap();
     assert_eq!(
-        errno(h.c.unmap_dma_dirty(0, 8 * SZ_4K, SZ_2M)),
+        errno(h.c.unmap_dma_dirty(Iova(0), 8 * SZ_4K, SZ_2M)),
         EINVAL,
         "pgsize"
     );
@@ -330,14 +334,14 @@ fn device_dma_report(mode: DirtyMode) -> (BTreeSet<u64>, BTreeSet<u64>) {
     h.c.dirty_start().unwrap();
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
     for p in [2u64, 3, 40] {
-        dma.write(p * SZ_4K + 16, b"dma!").unwrap();
+        dma.write(Iova(p * SZ_4K + 16), b"dma!").unwrap();
     }
     let mut back = [0u8; 4];
-    dma.read(40 * SZ_4K + 16, &mut back).unwrap();
+    dma.read(Iova(40 * SZ_4K + 16), &mut back).unwrap();
     assert_eq!(&back, b"dma!");
-    let first = set_of(&h.c.dirty_bitmap(0, 64 * SZ_4K, SZ_4K).unwrap(), 64);
-    dma.write(7 * SZ_4K, b"x").unwrap();
-    let (_, bm) = h.c.unmap_dma_dirty(0, 64 * SZ_4K, SZ_4K).unwrap();
+    let first = set_of(&h.c.dirty_bitmap(Iova(0), 64 * SZ_4K, SZ_4K).unwrap(), 64);
+    dma.write(Iova(7 * SZ_4K), b"x").unwrap();
+    let (_, bm) = h.c.unmap_dma_dirty(Iova(0), 64 * SZ_4K, SZ_4K).unwrap();
     h.check();
     (first, set_of(&bm, 64))
 }
@@ -364,11 +368,14 @@ fn precise_detach_keeps_what_the_group_wrote() {
     h.map(0, RAM, 16 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
-    dma.write(5 * SZ_4K, b"x").unwrap();
+    dma.write(Iova(5 * SZ_4K), b"x").unwrap();
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
-    assert_eq!(dma.write(6 * SZ_4K, b"y"), Err(type1::DmaError::Detached));
     assert_eq!(
-        set_of(&h.c.dirty_bitmap(0, 16 * SZ_4K, SZ_4K).unwrap(), 16),
+        dma.write(Iova(6 * SZ_4K), b"y"),
+        Err(type1::DmaError::Detached)
+    );
+    assert_eq!(
+        set_of(&h.c.dirty_bitmap(Iova(0), 16 * SZ_4K, SZ_4K).unwrap(), 16),
         BTreeSet::from([5])
     );
 }
@@ -378,13 +385,13 @@ fn mappings_made_while_tracking_start_clean() {
     let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
     h.c.dirty_start().unwrap();
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
-    assert!(set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
+    assert!(set_of(&h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap(), 8).is_empty());
     h.c.dma_engine(GroupId(1))
         .unwrap()
-        .write(SZ_4K, b"z")
+        .write(Iova(SZ_4K), b"z")
         .unwrap();
     assert_eq!(
-        set_of(&h.c.dirty_bitmap(0, 8 * SZ_4K, SZ_4K).unwrap(), 8),
+        set_of(&h.c.dirty_bitmap(Iova(0), 8 * SZ_4K, SZ_4K).unwrap(), 8),
         BTreeSet::from([1])
     );
 }
@@ -394,11 +401,14 @@ fn dma_faults_after_unmap_and_on_permissions() {
     let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
     h.map(0, RAM, SZ_4K, type1::MapFlags::READ).unwrap();
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
-    assert!(matches!(dma.write(0, b"x"), Err(type1::DmaError::Fault(_))));
-    dma.read(0, &mut [0u8; 4]).unwrap();
+    assert!(matches!(
+        dma.write(Iova(0), b"x"),
+        Err(type1::DmaError::Fault(_))
+    ));
+    dma.read(Iova(0), &mut [0u8; 4]).unwrap();
     h.unmap(0, SZ_4K, UnmapFlags::empty()).unwrap();
     assert!(matches!(
-        dma.read(0, &mut [0u8; 4]),
+        dma.read(Iova(0), &mut [0u8; 4]),
         Err(type1::DmaError::Fault(_))
     ));
 }
@@ -414,10 +424,10 @@ fn device_write_batch_lands_each_translated_write_and_marks_exactly_those_pages(
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
     let page = [0x5au8; 4096];
     let out = dma.write_batch(&[
-        (2 * SZ_4K, &page[..]),
-        (200 * SZ_4K, &page[..]),
-        (40 * SZ_4K, &page[..]),
-        (3 * SZ_4K + 8, &page[..8]),
+        (Iova(2 * SZ_4K), &page[..]),
+        (Iova(200 * SZ_4K), &page[..]),
+        (Iova(40 * SZ_4K), &page[..]),
+        (Iova(3 * SZ_4K + 8), &page[..8]),
     ]);
     assert!(
         out[0].is_ok() && out[2].is_ok() && out[3].is_ok(),
@@ -425,15 +435,15 @@ fn device_write_batch_lands_each_translated_write_and_marks_exactly_those_pages(
     );
     assert!(matches!(out[1], Err(type1::DmaError::Fault(_))), "{out:?}");
     let mut back = [0u8; 16];
-    dma.read(40 * SZ_4K + 100, &mut back).unwrap();
+    dma.read(Iova(40 * SZ_4K + 100), &mut back).unwrap();
     assert_eq!(back, [0x5a; 16]);
-    dma.read(3 * SZ_4K, &mut back).unwrap();
+    dma.read(Iova(3 * SZ_4K), &mut back).unwrap();
     assert_eq!(
         back,
         [0, 0, 0, 0, 0, 0, 0, 0, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a]
     );
     assert_eq!(
-        set_of(&h.c.dirty_bitmap(0, 64 * SZ_4K, SZ_4K).unwrap(), 64),
+        set_of(&h.c.dirty_bitmap(Iova(0), 64 * SZ_4K, SZ_4K).unwrap(), 64),
         BTreeSet::from([2, 3, 40])
     );
     h.check();
@@ -460,7 +470,7 @@ fn an_unwritable_bitmap_fails_the_unmap_before_anything_is_removed_or_lost() {
     h.map(0, RAM, 8 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
-    dma.write(5 * SZ_4K, b"x").unwrap();
+    dma.write(Iova(5 * SZ_4K), b"x").unwrap();
     let mut u = UserBuffer::new(ARG, 64);
     u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
     u.bytes[4..8].copy_from_slice(&raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP.to_ne_bytes());
@@ -473,7 +483,7 @@ fn an_unwritable_bitmap_fails_the_unmap_before_anything_is_removed_or_lost() {
     assert_eq!(r.unwrap_err().errno(), EFAULT);
     assert_eq!(h.iovas(), vec![(0, 8 * SZ_4K)]);
     h.check();
-    let (n, bm) = h.c.unmap_dma_dirty(0, 8 * SZ_4K, SZ_4K).unwrap();
+    let (n, bm) = h.c.unmap_dma_dirty(Iova(0), 8 * SZ_4K, SZ_4K).unwrap();
     assert_eq!((n, set_of(&bm, 8)), (8 * SZ_4K, BTreeSet::from([5])));
 }
 
@@ -485,7 +495,7 @@ fn ioctl_unmap_with_bitmap_reports_device_writes_and_touches_only_the_ranges_wor
     h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
     h.c.dirty_start().unwrap();
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
-    dma.write(63 * SZ_4K, b"x").unwrap();
+    dma.write(Iova(63 * SZ_4K), b"x").unwrap();
     // The argument, then one bitmap word at ARG + 48, then a sentinel word.
     let mut u = UserBuffer::new(ARG, 64);
     u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
@@ -515,25 +525,25 @@ fn typed_get_bitmap_fills_the_callers_words_and_refuses_too_few() {
         h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
             .unwrap();
     let mut page = [0u8; 1];
-    h.c.dma_rw(dev, 70 * SZ_4K, &mut page, RwDirection::Write)
+    h.c.dma_rw(dev, Iova(70 * SZ_4K), &mut page, Access::Write)
         .unwrap();
     let mut short = [7u64; 1];
     assert_eq!(
-        errno(h.c.dirty_bitmap_into(0, 128 * SZ_4K, SZ_4K, &mut short)),
+        errno(h.c.dirty_bitmap_into(Iova(0), 128 * SZ_4K, SZ_4K, &mut short)),
         EINVAL
     );
     assert_eq!(short, [7]);
     let mut out = [u64::MAX, u64::MAX, 7];
-    h.c.dirty_bitmap_into(0, 128 * SZ_4K, SZ_4K, &mut out)
+    h.c.dirty_bitmap_into(Iova(0), 128 * SZ_4K, SZ_4K, &mut out)
         .unwrap();
     assert_eq!(out, [0, 1 << 6, 7]);
     // Reported once: the next report is clean.
-    h.c.dirty_bitmap_into(0, 128 * SZ_4K, SZ_4K, &mut out)
+    h.c.dirty_bitmap_into(Iova(0), 128 * SZ_4K, SZ_4K, &mut out)
         .unwrap();
     assert_eq!(out, [0, 0, 7]);
     // A range with no mapping: clean too, whatever the words held.
     let mut out = [u64::MAX, u64::MAX, 7];
-    h.c.dirty_bitmap_into(SZ_1G, 128 * SZ_4K, SZ_4K, &mut out)
+    h.c.dirty_bitmap_into(Iova(SZ_1G), 128 * SZ_4K, SZ_4K, &mut out)
         .unwrap();
     assert_eq!(out, [0, 0, 7]);
 }
@@ -553,11 +563,11 @@ fn typed_get_bitmap_clears_stale_words_between_and_after_mappings() {
             .unwrap();
     let mut byte = [0u8; 1];
     for page in [1, 75] {
-        h.c.dma_rw(dev, page * SZ_4K, &mut byte, RwDirection::Write)
+        h.c.dma_rw(dev, Iova(page * SZ_4K), &mut byte, Access::Write)
             .unwrap();
     }
     let mut out = [u64::MAX; 3];
-    h.c.dirty_bitmap_into(0, 192 * SZ_4K, SZ_4K, &mut out)
+    h.c.dirty_bitmap_into(Iova(0), 192 * SZ_4K, SZ_4K, &mut out)
         .unwrap();
     assert_eq!(set_of(&out, 192), BTreeSet::from([1, 75]));
 }
@@ -576,9 +586,9 @@ fn an_unmap_that_ends_busy_still_reports_the_mappings_it_removed() {
     let dev =
         h.c.register_device(GroupId(9), Some(Arc::new(Quiet)))
             .unwrap();
-    h.c.pin_pages(dev, 5 * SZ_4K, 1, PinProt::Read).unwrap();
+    h.c.pin_pages(dev, Iova(5 * SZ_4K), 1, Perm::READ).unwrap();
     let mut byte = [0u8; 1];
-    h.c.dma_rw(dev, SZ_4K, &mut byte, RwDirection::Write)
+    h.c.dma_rw(dev, Iova(SZ_4K), &mut byte, Access::Write)
         .unwrap();
     let mut u = UserBuffer::new(ARG, 56);
     u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());

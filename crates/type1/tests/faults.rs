@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use libc::{EFAULT, ENOMEM};
-use type1::{DmaUnmapHandler, FaultPlan, GroupId, GroupSpec, PinProt};
+use type1::{DmaUnmapHandler, FaultPlan, GroupId, GroupSpec, Iova, Perm, Vaddr};
 
 /// Runs `op` with failures injected after 0, 1, 2, ... successes until it succeeds; every
 /// failure must be `errno` with nothing changed. Returns how many failure points there were.
@@ -55,8 +55,8 @@ fn map_page_table_allocation_fails_at_every_point() {
     // so every failure point gets a fresh container.
     let map = |h: &H| {
         h.c.map_dma(&type1::MapDma {
-            vaddr: RAM + SZ_4K,
-            iova: SZ_1G - 4 * SZ_2M,
+            vaddr: Vaddr(RAM + SZ_4K),
+            iova: Iova(SZ_1G - 4 * SZ_2M),
             size: 8 << 20,
             flags: RW,
         })
@@ -79,8 +79,8 @@ fn map_pin_fails_at_every_page() {
     let h = H::iommu(V2);
     let points = sweep(&h, &pins, EFAULT, &|h| {
         h.c.map_dma(&type1::MapDma {
-            vaddr: SCATTERED,
-            iova: 0,
+            vaddr: Vaddr(SCATTERED),
+            iova: Iova(0),
             size: 64 * SZ_4K,
             flags: RW,
         })
@@ -124,8 +124,8 @@ fn map_while_tracking_fails_on_bitmap_allocation() {
     h.c.dirty_start().unwrap();
     let map = |h: &H| {
         h.c.map_dma(&type1::MapDma {
-            vaddr: RAM,
-            iova: 0,
+            vaddr: Vaddr(RAM),
+            iova: Iova(0),
             size: 16 * SZ_4K,
             flags: RW,
         })
@@ -136,7 +136,7 @@ fn map_while_tracking_fails_on_bitmap_allocation() {
 #[derive(Debug)]
 struct Quiet;
 impl DmaUnmapHandler for Quiet {
-    fn dma_unmap(&self, _iova: u64, _length: u64) {}
+    fn dma_unmap(&self, _iova: Iova, _length: u64) {}
 }
 
 #[test]
@@ -147,10 +147,10 @@ fn pin_pages_fails_at_every_page_without_a_domain() {
             .unwrap();
     h.map(0, SCATTERED, 32 * SZ_4K, RW).unwrap();
     // Page 3 is already pinned: the sweep must also undo the extra reference on failure.
-    h.c.pin_pages(dev, 3 * SZ_4K, 1, PinProt::Read).unwrap();
-    let pin = |h: &H| h.c.pin_pages(dev, 0, 16, PinProt::ReadWrite).map(|_| ());
+    h.c.pin_pages(dev, Iova(3 * SZ_4K), 1, Perm::READ).unwrap();
+    let pin = |h: &H| h.c.pin_pages(dev, Iova(0), 16, Perm::RW).map(|_| ());
     assert_eq!(sweep(&h, &pins, EFAULT, &pin), 15);
-    h.c.unpin_pages(dev, 0, 16).unwrap();
-    h.c.unpin_pages(dev, 3 * SZ_4K, 1).unwrap();
+    h.c.unpin_pages(dev, Iova(0), 16).unwrap();
+    h.c.unpin_pages(dev, Iova(3 * SZ_4K), 1).unwrap();
     assert_eq!(h.mem.pinned_pages(), 0);
 }

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use libc::{EINVAL, ENOMEM, EPERM};
 use type1::group::{Aperture, IommuDesc, MsiIsolation, ReservedRegion, ResvKind};
+use type1::Iova;
 use type1::{ContainerConfig, Error, GroupId, GroupKind, GroupSpec, Interrupts, UnmapFlags};
 
 fn iommu_group(id: u32, desc: IommuDesc) -> GroupSpec {
@@ -59,7 +60,10 @@ fn a_new_domain_gets_every_mapping_replayed() {
     // Removing one domain leaves the other with everything.
     h.step(|c| c.unset_group(GroupId(1))).unwrap();
     assert_eq!(h.c.domain_count(), 1);
-    assert_eq!(h.c.iova_to_phys(SZ_4K), Some(RAM_PA + SZ_4K));
+    assert_eq!(
+        h.c.iova_to_phys(Iova(SZ_4K)),
+        Some(type1::PhysAddr(RAM_PA + SZ_4K))
+    );
 }
 
 #[allow(non_upper_case_globals)]

@@ -4,13 +4,18 @@
 mod common;
 use common::*;
 use libc::{EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ENOSPC, EOVERFLOW};
-use type1::{ContainerConfig, Error, GroupSpec, MapFlags, UnmapFlags, Version};
+use type1::{
+    ContainerConfig, Error, GroupSpec, Iova, MapFlags, PhysAddr, UnmapFlags, Vaddr, Version,
+};
 
 #[test]
 fn map_then_translate_through_the_domain() {
     let h = H::iommu(V2);
     h.map(0x10_0000, RAM, 16 * SZ_4K, RW).unwrap();
-    assert_eq!(h.c.iova_to_phys(0x10_0123), Some(RAM_PA + 0x123));
+    assert_eq!(
+        h.c.iova_to_phys(Iova(0x10_0123)),
+        Some(PhysAddr(RAM_PA + 0x123))
+    );
     assert_eq!(h.mm.locked_pages(), 16);
     assert_eq!(h.c.info().unwrap().dma_avail, 65534);
 }
@@ -160,13 +165,13 @@ fn locked_memory_limit_is_enomem_with_rollback() {
     let bar =
         h.c.mappings()
             .into_iter()
-            .find(|m| m.iova == 2 * SZ_1G)
+            .find(|m| m.iova == Iova(2 * SZ_1G))
             .unwrap();
     assert_eq!((bar.iommu_pinned_pages, bar.iommu_reserved_pages), (0, 64));
     let ram =
         h.c.mappings()
             .into_iter()
-            .find(|m| m.iova == SZ_1G)
+            .find(|m| m.iova == Iova(SZ_1G))
             .unwrap();
     assert_eq!((ram.iommu_pinned_pages, ram.iommu_reserved_pages), (4, 0));
 }
@@ -186,8 +191,8 @@ fn lock_capability_exempts_from_the_limit() {
     c.set_group(GroupSpec::iommu(1)).unwrap();
     c.set_iommu(Version::V2).unwrap();
     c.map_dma(&type1::MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: 100 * SZ_4K,
         flags: RW,
     })
@@ -244,12 +249,12 @@ fn vaddr_update_rules() {
         "not the whole mapping"
     );
     // Still mapped and pinned while the vaddr is invalid.
-    assert_eq!(h.c.iova_to_phys(0), Some(RAM_PA));
+    assert_eq!(h.c.iova_to_phys(Iova(0)), Some(PhysAddr(RAM_PA)));
     h.map(0, RAM + SZ_2M, 4 * SZ_4K, v).unwrap();
     let m = h.c.mappings()[0];
-    assert_eq!((m.vaddr, m.vaddr_invalid), (RAM + SZ_2M, false));
+    assert_eq!((m.vaddr, m.vaddr_invalid), (Vaddr(RAM + SZ_2M), false));
     // Nothing was re-pinned: the old physical pages stay mapped.
-    assert_eq!(h.c.iova_to_phys(0), Some(RAM_PA));
+    assert_eq!(h.c.iova_to_phys(Iova(0)), Some(PhysAddr(RAM_PA)));
 }
 
 /// `vfio_change_dma_owner` (v6.3+).
@@ -275,8 +280,8 @@ fn vaddr_update_from_another_owner_moves_the_charge() {
     ));
     h.c.set_current_mm(big.clone());
     h.c.map_dma(&type1::MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: 8 * SZ_4K,
         flags: MapFlags::VADDR,
     })
@@ -285,7 +290,7 @@ fn vaddr_update_from_another_owner_moves_the_charge() {
     h.c.check_invariants().unwrap();
     // The pins still belong to the original address space and come back to it on unmap.
     h.c.unmap_dma(&type1::UnmapDma {
-        iova: 0,
+        iova: Iova(0),
         size: 8 * SZ_4K,
         flags: UnmapFlags::empty(),
         bitmap_pgsize: 0,
@@ -311,8 +316,8 @@ fn contiguous_memory_is_pinned_and_mapped_as_runs() {
     c.set_iommu(Version::V2).unwrap();
     let t = std::time::Instant::now();
     c.map_dma(&type1::MapDma {
-        vaddr: va,
-        iova: 1 << 40,
+        vaddr: Vaddr(va),
+        iova: Iova(1 << 40),
         size: 1 << 40,
         flags: RW,
     })
@@ -323,11 +328,11 @@ fn contiguous_memory_is_pinned_and_mapped_as_runs() {
     assert_eq!(leaves.len(), 1024);
     assert!(leaves.iter().all(|l| l.1 == SZ_1G));
     assert_eq!(
-        c.iova_to_phys((1 << 40) + 0x1234_5678),
-        Some((1 << 40) + 0x1234_5678)
+        c.iova_to_phys(Iova((1 << 40) + 0x1234_5678)),
+        Some(PhysAddr((1 << 40) + 0x1234_5678))
     );
     c.unmap_dma(&type1::UnmapDma {
-        iova: 0,
+        iova: Iova(0),
         size: 0,
         flags: UnmapFlags::ALL,
         bitmap_pgsize: 0,

@@ -14,8 +14,7 @@ use proptest::prelude::*;
 use type1::dirty::test_bit;
 use type1::mm::AddressSpace;
 use type1::{
-    ContainerConfig, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec, PinProt, RwDirection,
-    UnmapFlags,
+    Access, ContainerConfig, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec, Iova, Perm, UnmapFlags,
 };
 
 /// 16 slots of 16 pages each.
@@ -26,7 +25,7 @@ const SPAN: u64 = SLOTS * SLOT;
 #[derive(Debug)]
 struct Quiet;
 impl DmaUnmapHandler for Quiet {
-    fn dma_unmap(&self, _iova: u64, _length: u64) {}
+    fn dma_unmap(&self, _iova: Iova, _length: u64) {}
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +82,7 @@ fn run(mode: DirtyMode, ops: &[Op]) {
     let mapped = |h: &H, page: u64| {
         h.c.mappings()
             .iter()
-            .any(|m| page * SZ_4K >= m.iova && page * SZ_4K < m.iova + m.size)
+            .any(|m| page * SZ_4K >= m.iova.raw() && page * SZ_4K < m.iova.raw() + m.size)
     };
     let check_report =
         |pending: &mut BTreeSet<u64>, bm: &[u64], base_page: u64, npages: u64, what: &str| {
@@ -105,7 +104,7 @@ fn run(mode: DirtyMode, ops: &[Op]) {
             Op::Unmap(s) => {
                 // Release our pins in the slot first (as a device would, on notification).
                 for (&p, _) in pins.clone().range(s * 16..(s + 1) * 16) {
-                    h.c.unpin_pages(dev, p * SZ_4K, 1).unwrap();
+                    h.c.unpin_pages(dev, Iova(p * SZ_4K), 1).unwrap();
                     pins.remove(&p);
                 }
                 if h.unmap(s * SLOT, SLOT, UnmapFlags::empty()).unwrap_or(0) > 0 {
@@ -115,10 +114,10 @@ fn run(mode: DirtyMode, ops: &[Op]) {
             }
             Op::UnmapWithBitmap(s) => {
                 for (&p, _) in pins.clone().range(s * 16..(s + 1) * 16) {
-                    h.c.unpin_pages(dev, p * SZ_4K, 1).unwrap();
+                    h.c.unpin_pages(dev, Iova(p * SZ_4K), 1).unwrap();
                     pins.remove(&p);
                 }
-                if let Ok((n, bm)) = h.c.unmap_dma_dirty(s * SLOT, SLOT, SZ_4K) {
+                if let Ok((n, bm)) = h.c.unmap_dma_dirty(Iova(s * SLOT), SLOT, SZ_4K) {
                     if n > 0 {
                         check_report(&mut pending, &bm, s * 16, 16, "unmap bitmap");
                     }
@@ -126,15 +125,15 @@ fn run(mode: DirtyMode, ops: &[Op]) {
                 h.check();
             }
             Op::Pin(p) => {
-                if let Ok(pa) = h.c.pin_pages(dev, p * SZ_4K, 1, PinProt::ReadWrite) {
-                    if pins.insert(p, pa[0]).is_some() {
-                        h.c.unpin_pages(dev, p * SZ_4K, 1).unwrap();
+                if let Ok(pa) = h.c.pin_pages(dev, Iova(p * SZ_4K), 1, Perm::RW) {
+                    if pins.insert(p, pa[0].raw()).is_some() {
+                        h.c.unpin_pages(dev, Iova(p * SZ_4K), 1).unwrap();
                     }
                 }
             }
             Op::UnpinAll => {
                 for &p in pins.keys() {
-                    h.c.unpin_pages(dev, p * SZ_4K, 1).unwrap();
+                    h.c.unpin_pages(dev, Iova(p * SZ_4K), 1).unwrap();
                 }
                 pins.clear();
             }
@@ -146,7 +145,7 @@ fn run(mode: DirtyMode, ops: &[Op]) {
             }
             Op::RwWrite(p) => {
                 if h.c
-                    .dma_rw(dev, p * SZ_4K + 100, &mut [1, 2, 3], RwDirection::Write)
+                    .dma_rw(dev, Iova(p * SZ_4K + 100), &mut [1, 2, 3], Access::Write)
                     .is_ok()
                 {
                     pending.insert(p);
@@ -154,14 +153,14 @@ fn run(mode: DirtyMode, ops: &[Op]) {
             }
             Op::DeviceWrite(p) => {
                 if let Ok(e) = h.c.dma_engine(GroupId(1)) {
-                    if e.write(p * SZ_4K + 64, b"device").is_ok() {
+                    if e.write(Iova(p * SZ_4K + 64), b"device").is_ok() {
                         assert!(mapped(&h, p));
                         pending.insert(p);
                     }
                 }
             }
             Op::Get => {
-                let bm = h.c.dirty_bitmap(0, SPAN, SZ_4K).unwrap();
+                let bm = h.c.dirty_bitmap(Iova(0), SPAN, SZ_4K).unwrap();
                 check_report(&mut pending, &bm, 0, SPAN / SZ_4K, "GET_BITMAP");
             }
             Op::DetachIommu => {
@@ -174,7 +173,7 @@ fn run(mode: DirtyMode, ops: &[Op]) {
             }
         }
     }
-    let bm = h.c.dirty_bitmap(0, SPAN, SZ_4K).unwrap();
+    let bm = h.c.dirty_bitmap(Iova(0), SPAN, SZ_4K).unwrap();
     check_report(&mut pending, &bm, 0, SPAN / SZ_4K, "final GET_BITMAP");
     assert!(
         pending.is_empty(),

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use type1::mm::{
-    AddressSpace, LockCapability, LockLimits, MlockPolicy, Mm, PinAccess, ProcessLimits,
-    ProcessMemory,
+    Access, AddressSpace, LockCapability, LockLimits, MlockPolicy, Mm, ProcessLimits, ProcessMemory,
 };
 
 const PAGE: u64 = 4096;
@@ -86,7 +85,7 @@ fn disk_dir() -> PathBuf {
     d
 }
 
-fn pin(pm: &ProcessMemory, a: &Area, pages: u64, access: PinAccess) -> Result<u64, u64> {
+fn pin(pm: &ProcessMemory, a: &Area, pages: u64, access: Access) -> Result<u64, u64> {
     let r = pm.pin_run(a.addr, pages, access)?;
     assert!(!r.reserved);
     pm.unpin_run(&r);
@@ -103,16 +102,16 @@ mod gup_rules {
         // check_vma_flags: FOLL_WRITE needs VM_WRITE only; a read pin needs VM_READ.
         let pm = ProcessMemory::default();
         let a = Area::anon(2, libc::PROT_WRITE);
-        assert_eq!(pin(&pm, &a, 2, PinAccess::Write), Ok(2));
-        assert_eq!(pin(&pm, &a, 2, PinAccess::Read), Err(a.addr));
+        assert_eq!(pin(&pm, &a, 2, Access::Write), Ok(2));
+        assert_eq!(pin(&pm, &a, 2, Access::Read), Err(a.addr));
     }
 
     #[test]
     fn prot_none_memory_faults_for_both_accesses() {
         let pm = ProcessMemory::default();
         let a = Area::anon(2, libc::PROT_NONE);
-        assert_eq!(pin(&pm, &a, 2, PinAccess::Write), Err(a.addr));
-        assert_eq!(pin(&pm, &a, 2, PinAccess::Read), Err(a.addr));
+        assert_eq!(pin(&pm, &a, 2, Access::Write), Err(a.addr));
+        assert_eq!(pin(&pm, &a, 2, Access::Read), Err(a.addr));
     }
 
     #[test]
@@ -122,8 +121,8 @@ mod gup_rules {
         let pm = ProcessMemory::default();
         let fd = file_in(&disk_dir(), 4);
         let a = Area::new(4, RW, libc::MAP_SHARED, fd.as_raw_fd());
-        assert_eq!(pin(&pm, &a, 4, PinAccess::Write), Err(a.addr));
-        assert_eq!(pin(&pm, &a, 4, PinAccess::Read), Ok(4));
+        assert_eq!(pin(&pm, &a, 4, Access::Write), Err(a.addr));
+        assert_eq!(pin(&pm, &a, 4, Access::Read), Ok(4));
     }
 
     #[test]
@@ -132,7 +131,7 @@ mod gup_rules {
         let pm = ProcessMemory::default();
         let fd = file_in(&disk_dir(), 4);
         let a = Area::new(4, RW, libc::MAP_PRIVATE, fd.as_raw_fd());
-        assert_eq!(pin(&pm, &a, 4, PinAccess::Write), Ok(4));
+        assert_eq!(pin(&pm, &a, 4, Access::Write), Ok(4));
     }
 
     #[test]
@@ -146,7 +145,7 @@ mod gup_rules {
         );
         let tmp = file_in(Path::new("/dev/shm"), 2);
         let a = Area::new(2, RW, libc::MAP_SHARED, tmp.as_raw_fd());
-        assert_eq!(pin(&pm, &a, 2, PinAccess::Write), Ok(2));
+        assert_eq!(pin(&pm, &a, 2, Access::Write), Ok(2));
 
         // SAFETY: memfd_create with a NUL-terminated name; the fd is owned below.
         let mfd = unsafe { libc::memfd_create(c"type1-pm".as_ptr(), libc::MFD_CLOEXEC) };
@@ -156,10 +155,10 @@ mod gup_rules {
         // SAFETY: sizes the memfd we own.
         assert_eq!(unsafe { libc::ftruncate(mfd.as_raw_fd(), 2 * 4096) }, 0);
         let m = Area::new(2, RW, libc::MAP_SHARED, mfd.as_raw_fd());
-        assert_eq!(pin(&pm, &m, 2, PinAccess::Write), Ok(2));
+        assert_eq!(pin(&pm, &m, 2, Access::Write), Ok(2));
 
         let s = Area::new(2, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1);
-        assert_eq!(pin(&pm, &s, 2, PinAccess::Write), Ok(2));
+        assert_eq!(pin(&pm, &s, 2, Access::Write), Ok(2));
     }
 
     #[test]
@@ -177,10 +176,10 @@ mod gup_rules {
             )
         };
         assert_eq!(r, 0);
-        assert_eq!(pin(&pm, &a, 4, PinAccess::Write), Ok(2));
-        assert_eq!(pin(&pm, &a, 4, PinAccess::Read), Ok(4));
+        assert_eq!(pin(&pm, &a, 4, Access::Write), Ok(2));
+        assert_eq!(pin(&pm, &a, 4, Access::Read), Ok(4));
         assert_eq!(
-            pm.pin_run(a.addr + 2 * PAGE, 2, PinAccess::Write),
+            pm.pin_run(a.addr + 2 * PAGE, 2, Access::Write),
             Err(a.addr + 2 * PAGE)
         );
     }
@@ -201,7 +200,7 @@ mod live_account {
             Box::new(limits),
         );
         let a = Area::anon(4, RW);
-        let run = mm.space().pin_run(a.addr, 4, PinAccess::Write).unwrap();
+        let run = mm.space().pin_run(a.addr, 4, Access::Write).unwrap();
         assert_eq!(run.npages, 4);
         assert_eq!(
             limits.mlocked_bytes() / PAGE,

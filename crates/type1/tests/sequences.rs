@@ -96,7 +96,7 @@ fn run(ty: u64, ops: Vec<Op>, limit: Option<u64>) {
     h.mem.fail_after_pages(None);
     // Restore every vaddr, then release: nothing may stay pinned or charged.
     for m in h.c.mappings().into_iter().filter(|m| m.vaddr_invalid) {
-        let _ = h.map(m.iova, m.vaddr, m.size, MapFlags::VADDR);
+        let _ = h.map(m.iova.raw(), m.vaddr.raw(), m.size, MapFlags::VADDR);
     }
     let ids = h.c.groups();
     for id in ids {

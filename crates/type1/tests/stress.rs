@@ -21,8 +21,8 @@ use common::*;
 use type1::dirty::test_bit;
 use type1::mm::AddressSpace;
 use type1::{
-    Container, ContainerConfig, DeviceId, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec, PinProt,
-    RwDirection, UnmapFlags,
+    Access, Container, ContainerConfig, DeviceId, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec,
+    Iova, Perm, UnmapFlags, Vaddr,
 };
 
 const SLOT: u64 = 16 * SZ_4K;
@@ -39,13 +39,14 @@ struct Mdev {
 }
 
 impl DmaUnmapHandler for Mdev {
-    fn dma_unmap(&self, iova: u64, length: u64) {
+    fn dma_unmap(&self, iova: Iova, length: u64) {
+        let iova = iova.raw();
         let Some(c) = self.c.lock().unwrap().as_ref().and_then(Weak::upgrade) else {
             return;
         };
         let id = self.id.lock().unwrap().unwrap();
         for p in (iova..iova + length).step_by(4096) {
-            while c.unpin_pages(id, p, 1).is_ok() {}
+            while c.unpin_pages(id, Iova(p), 1).is_ok() {}
         }
     }
 }
@@ -130,11 +131,11 @@ fn run(mode: DirtyMode, duration: Duration) {
                     (slot >= STABLE).then(|| sh.gen[usize::try_from(slot).unwrap()].load(SeqCst));
                 // DmaEngine::write, step by step: translate (marks dirty), store, re-translate.
                 let iova = page * SZ_4K + 8;
-                let ok = match eng.translate(iova, io_pgtable::Access::Write) {
+                let ok = match eng.translate(Iova(iova), io_pgtable::Access::Write) {
                     Ok(pa) => {
-                        mem.write_phys(pa, b"dma").unwrap();
+                        mem.write_phys(pa.raw(), b"dma").unwrap();
                         sh.wrote(page, 1);
-                        eng.translate(iova, io_pgtable::Access::Write).is_ok()
+                        eng.translate(Iova(iova), io_pgtable::Access::Write).is_ok()
                     }
                     Err(_) => false,
                 };
@@ -156,13 +157,13 @@ fn run(mode: DirtyMode, duration: Duration) {
             while !sh.stop.load(SeqCst) {
                 let page = rng(&mut x) % (SLOTS * 16);
                 if rng(&mut x) % 2 == 0 {
-                    if let Ok(pa) = c.pin_pages(dev, page * SZ_4K, 1, PinProt::ReadWrite) {
-                        mem.write_phys(pa[0] + 16, b"pin").unwrap();
+                    if let Ok(pa) = c.pin_pages(dev, Iova(page * SZ_4K), 1, Perm::RW) {
+                        mem.write_phys(pa[0].raw() + 16, b"pin").unwrap();
                         sh.wrote(page, 2);
-                        let _ = c.unpin_pages(dev, page * SZ_4K, 1);
+                        let _ = c.unpin_pages(dev, Iova(page * SZ_4K), 1);
                     }
                 } else if c
-                    .dma_rw(dev, page * SZ_4K + 32, &mut [7u8; 40], RwDirection::Write)
+                    .dma_rw(dev, Iova(page * SZ_4K + 32), &mut [7u8; 40], Access::Write)
                     .is_ok()
                 {
                     sh.wrote(page, 3);
@@ -170,7 +171,7 @@ fn run(mode: DirtyMode, duration: Duration) {
                     // (and cleared) this store between the copy and the stamp. Write the same
                     // bytes again, as the IOMMU device re-translates: the page is dirty again
                     // after the stamp, and some later GET must report it.
-                    let _ = c.dma_rw(dev, page * SZ_4K + 32, &mut [7u8; 40], RwDirection::Write);
+                    let _ = c.dma_rw(dev, Iova(page * SZ_4K + 32), &mut [7u8; 40], Access::Write);
                 }
             }
             tx.send("emulated device").unwrap();
@@ -187,8 +188,8 @@ fn run(mode: DirtyMode, duration: Duration) {
                 if g.load(SeqCst) % 2 == 0 {
                     g.fetch_add(1, SeqCst);
                     if c.map_dma(&type1::MapDma {
-                        vaddr: RAM + slot * SLOT,
-                        iova: slot * SLOT,
+                        vaddr: Vaddr(RAM + slot * SLOT),
+                        iova: Iova(slot * SLOT),
                         size: SLOT,
                         flags: RW,
                     })
@@ -198,7 +199,7 @@ fn run(mode: DirtyMode, duration: Duration) {
                     }
                 } else {
                     let r = c.unmap_dma(&type1::UnmapDma {
-                        iova: slot * SLOT,
+                        iova: Iova(slot * SLOT),
                         size: SLOT,
                         flags: UnmapFlags::empty(),
                         bitmap_pgsize: 0,
@@ -217,7 +218,7 @@ fn run(mode: DirtyMode, duration: Duration) {
     }
     // Dirty reader over the stable slots.
     let read = |sh: &Shared, c: &Container| {
-        let bm = c.dirty_bitmap(0, STABLE * SLOT, SZ_4K).unwrap();
+        let bm = c.dirty_bitmap(Iova(0), STABLE * SLOT, SZ_4K).unwrap();
         let end = sh.tick();
         for p in 0..STABLE * 16 {
             if test_bit(&bm, p) {

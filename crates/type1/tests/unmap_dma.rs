@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use libc::{EBUSY, EINVAL, EOVERFLOW};
-use type1::{Error, GroupSpec, MapFlags, UnmapFlags};
+use type1::{Error, GroupSpec, Iova, MapFlags, UnmapFlags};
 
 const NONE: UnmapFlags = UnmapFlags::empty();
 
@@ -95,7 +95,8 @@ fn argument_checks_in_order() {
 fn get_dirty_bitmap_without_tracking_is_einval() {
     let h = three(V2);
     assert_eq!(
-        h.c.unmap_dma_dirty(0, 4 * SZ_4K, SZ_4K).map(|(n, _)| n),
+        h.c.unmap_dma_dirty(Iova(0), 4 * SZ_4K, SZ_4K)
+            .map(|(n, _)| n),
         Err(Error::NotTracking)
     );
 }
@@ -110,7 +111,10 @@ fn vaddr_invalidation_and_rollback() {
         Ok(4 * SZ_4K)
     );
     // Mappings stay in the IOMMU and stay pinned.
-    assert_eq!(h.c.iova_to_phys(4 * SZ_4K), Some(RAM_PA + SZ_2M));
+    assert_eq!(
+        h.c.iova_to_phys(Iova(4 * SZ_4K)),
+        Some(type1::PhysAddr(RAM_PA + SZ_2M))
+    );
     assert_eq!(h.mem.pinned_pages(), 12);
     // A range reaching the invalid B after A: A's invalidation is rolled back, EINVAL.
     assert_eq!(
@@ -194,7 +198,7 @@ fn typed_unmap_asking_for_a_bitmap_without_one_is_einval_and_keeps_the_mapping()
     let h = three(V2);
     h.c.dirty_start().unwrap();
     let r = h.c.unmap_dma(&type1::UnmapDma {
-        iova: 0,
+        iova: Iova(0),
         size: 4 * SZ_4K,
         flags: UnmapFlags::GET_DIRTY_BITMAP,
         bitmap_pgsize: SZ_4K,
@@ -202,7 +206,7 @@ fn typed_unmap_asking_for_a_bitmap_without_one_is_einval_and_keeps_the_mapping()
     assert!(matches!(r, Err(Error::InvalidBitmap { .. })), "{r:?}");
     assert_eq!(r.unwrap_err().errno(), EINVAL);
     assert_eq!(h.iovas().len(), 3, "nothing was removed");
-    let (n, bm) = h.c.unmap_dma_dirty(0, 4 * SZ_4K, SZ_4K).unwrap();
+    let (n, bm) = h.c.unmap_dma_dirty(Iova(0), 4 * SZ_4K, SZ_4K).unwrap();
     assert_eq!(n, 4 * SZ_4K);
     assert_eq!(
         bm[0] & 0xf,

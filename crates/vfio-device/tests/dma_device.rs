@@ -11,6 +11,7 @@ use type1::{
     Container, ContainerConfig, DirtyMode, GroupId, GroupSpec, MapDma, MapFlags, UserBuffer,
     UserMemory,
 };
+use type1::{Iova, Vaddr};
 use vfio_bindings::bindings::vfio::{vfio_irq_set, vfio_region_info};
 use vfio_device::ioctl::{VFIO_DEVICE_GET_INFO, VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_SET_IRQS};
 use vfio_device::irq::EventFd;
@@ -57,8 +58,8 @@ fn rig(kind: Kind) -> Rig {
     c.set_group(spec).unwrap();
     c.set_iommu(type1::Version::V2).unwrap();
     c.map_dma(&MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: MAPPED,
         flags: MapFlags::READ | MapFlags::WRITE,
     })
@@ -282,12 +283,12 @@ mod dirty {
         let r = rig(Kind::Iommu);
         r.bus_master_on();
         r.c.dirty_start().unwrap();
-        let _ = r.c.dirty_bitmap(0, MAPPED, 4096).unwrap();
+        let _ = r.c.dirty_bitmap(Iova(0), MAPPED, 4096).unwrap();
         assert_eq!(
             r.dma(0, 0x2_0800, 2 * 4096, reg::CMD_TO_RAM),
             reg::STATUS_DONE
         );
-        let bm = r.c.dirty_bitmap(0, MAPPED, 4096).unwrap();
+        let bm = r.c.dirty_bitmap(Iova(0), MAPPED, 4096).unwrap();
         let set: Vec<u64> = (0..MAPPED / 4096)
             .filter(|&p| bm[(p / 64) as usize] >> (p % 64) & 1 == 1)
             .collect();
@@ -301,7 +302,7 @@ mod dirty {
         let r = rig(Kind::Iommu);
         r.bus_master_on();
         r.c.dirty_start().unwrap();
-        let _ = r.c.dirty_bitmap(0, MAPPED, 4096).unwrap();
+        let _ = r.c.dirty_bitmap(Iova(0), MAPPED, 4096).unwrap();
         let (base, size) = (0x10_0000u64, 16 * 4096u64);
         r.reg_w64(reg::WRITER_BASE, base);
         r.reg_w64(reg::WRITER_SIZE, size);
@@ -314,7 +315,7 @@ mod dirty {
         }
         r.reg_w32(reg::WRITER_CTRL, 0);
         assert!(r.reg_r64(reg::WRITER_PAGES) >= 64);
-        let bm = r.c.dirty_bitmap(0, MAPPED, 4096).unwrap();
+        let bm = r.c.dirty_bitmap(Iova(0), MAPPED, 4096).unwrap();
         let set: Vec<u64> = (0..MAPPED / 4096)
             .filter(|&p| bm[(p / 64) as usize] >> (p % 64) & 1 == 1)
             .collect();

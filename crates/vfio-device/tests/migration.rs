@@ -13,6 +13,7 @@ use type1::mm::{AddressSpace, FakeMemory, LockCapability, Mm};
 use type1::{
     Container, ContainerConfig, DirtyMode, GroupId, GroupSpec, MapDma, MapFlags, UserBuffer,
 };
+use type1::{Iova, Vaddr};
 use vfio_bindings::bindings::vfio::{
     vfio_device_feature_dma_logging_control, vfio_device_feature_dma_logging_report,
     vfio_device_feature_mig_state, vfio_precopy_info, vfio_region_info, vfio_region_info_cap_type,
@@ -68,8 +69,8 @@ fn rig_with(migration: MigrationSpec) -> Rig {
     c.set_group(GroupSpec::iommu(GROUP)).unwrap();
     c.set_iommu(type1::Version::V2).unwrap();
     c.map_dma(&MapDma {
-        vaddr: RAM,
-        iova: 0,
+        vaddr: Vaddr(RAM),
+        iova: Iova(0),
         size: MAPPED,
         flags: MapFlags::READ | MapFlags::WRITE,
     })

@@ -6,6 +6,7 @@
 use std::ops::Range;
 
 use super::Container;
+use crate::addr::Iova;
 use crate::api::{UnmapDma, UnmapFlags};
 use crate::dirty::BitmapSink;
 use crate::error::{Error, Result};
@@ -38,7 +39,7 @@ impl Container {
     ///
     /// # Errors
     /// The errors of GET_BITMAP in `vfio_iommu_type1_dirty_pages` and `vfio_iova_dirty_bitmap`.
-    pub fn dirty_bitmap(&self, iova: u64, size: u64, pgsize: u64) -> Result<Vec<u64>> {
+    pub fn dirty_bitmap(&self, iova: Iova, size: u64, pgsize: u64) -> Result<Vec<u64>> {
         Self::check_range(iova, size)?;
         let mut words = vec![0u64; Self::bitmap_words(size, pgsize)?];
         let mut sink = CallerWords::new(&mut words);
@@ -57,7 +58,7 @@ impl Container {
     /// written on error.
     pub fn dirty_bitmap_into(
         &self,
-        iova: u64,
+        iova: Iova,
         size: u64,
         pgsize: u64,
         out: &mut [u64],
@@ -76,23 +77,26 @@ impl Container {
     }
 
     /// The wrapper's range checks of GET_BITMAP (`vfio_iommu_type1_dirty_pages`).
-    fn check_range(iova: u64, size: u64) -> Result<()> {
+    fn check_range(iova: Iova, size: u64) -> Result<()> {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
-        iova.checked_add(size - 1)
-            .ok_or(Error::Overflow { start: iova, size })?;
+        iova.checked_add(size - 1).ok_or(Error::Overflow {
+            start: iova.raw(),
+            size,
+        })?;
         Ok(())
     }
 
     /// GET_BITMAP into `sink` (after the ioctl wrapper's checks).
     pub(crate) fn dirty_bitmap_sink(
         &self,
-        iova: u64,
+        iova: Iova,
         size: u64,
         pgsize: u64,
         sink: &mut dyn BitmapSink,
     ) -> Result<()> {
+        let iova = iova.raw();
         self.with_iommu(|t, _| {
             let mut dest = BitmapDest { sink, base: iova };
             t.dirty_get_bitmap(iova, size, pgsize, &mut dest)
@@ -105,7 +109,7 @@ impl Container {
     /// # Errors
     /// As [`Container::unmap_dma`], plus the bitmap rules of `vfio_iommu_type1_unmap_dma`
     /// (`verify_bitmap_size`) and `vfio_dma_do_unmap`.
-    pub fn unmap_dma_dirty(&self, iova: u64, size: u64, pgsize: u64) -> Result<(u64, Vec<u64>)> {
+    pub fn unmap_dma_dirty(&self, iova: Iova, size: u64, pgsize: u64) -> Result<(u64, Vec<u64>)> {
         let mut words = vec![0u64; Self::bitmap_words(size, pgsize)?];
         let req = UnmapDma {
             iova,

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use io_pgtable::PhysAddr;
 
-use super::{AddressSpace, PinAccess, PinnedRun};
+use super::{Access, AddressSpace, PinnedRun};
 use crate::usercopy::Direction;
 
 /// How a fake region's pages sit in physical memory.
@@ -235,7 +235,7 @@ impl AddressSpace for FakeMemory {
         FAKE_PAGE
     }
 
-    fn pin_run(&self, vaddr: u64, max_pages: u64, access: PinAccess) -> Result<PinnedRun, u64> {
+    fn pin_run(&self, vaddr: u64, max_pages: u64, access: Access) -> Result<PinnedRun, u64> {
         let mut st = self.st();
         let Some((_, r)) = st.regions.range(..=vaddr).next_back() else {
             return Err(vaddr);
@@ -244,7 +244,7 @@ impl AddressSpace for FakeMemory {
         if vaddr >= r.vaddr + r.len || max_pages == 0 {
             return Err(vaddr);
         }
-        if access == PinAccess::Write && r.writable == Writable::No {
+        if access == Access::Write && r.writable == Writable::No {
             return Err(vaddr);
         }
         let i = (vaddr - r.vaddr) / FAKE_PAGE;
@@ -320,7 +320,7 @@ mod tests {
     fn fake_layouts_give_the_expected_runs() {
         let m = FakeMemory::new();
         m.add_ram(0x10000, 16 * FAKE_PAGE, 0x100_0000);
-        let r = m.pin_run(0x10000, 100, PinAccess::Write).unwrap();
+        let r = m.pin_run(0x10000, 100, Access::Write).unwrap();
         assert_eq!((r.pa.raw(), r.npages), (0x100_0000, 16));
         m.add_region(FakeRegion {
             vaddr: 0x100000,
@@ -330,10 +330,10 @@ mod tests {
             backing: Backing::Normal,
             writable: Writable::No,
         });
-        assert_eq!(m.pin_run(0x100000, 8, PinAccess::Write), Err(0x100000));
-        let r = m.pin_run(0x101000, 8, PinAccess::Read).unwrap();
+        assert_eq!(m.pin_run(0x100000, 8, Access::Write), Err(0x100000));
+        let r = m.pin_run(0x101000, 8, Access::Read).unwrap();
         assert_eq!((r.pa.raw(), r.npages), (0x200_0000 + 5 * FAKE_PAGE, 3));
-        let r2 = m.pin_run(0x104000, 8, PinAccess::Read).unwrap();
+        let r2 = m.pin_run(0x104000, 8, Access::Read).unwrap();
         assert_eq!((r2.pa.raw(), r2.npages), (0x200_0000, 4));
         assert_eq!(m.pinned_pages(), 23);
         m.unpin_run(&r2);
@@ -359,9 +359,9 @@ mod tests {
         let m = FakeMemory::new();
         m.add_ram(0, 64 * FAKE_PAGE, 0);
         m.fail_after_pages(Some(10));
-        assert_eq!(m.pin_run(0, 64, PinAccess::Read).unwrap().npages, 10);
+        assert_eq!(m.pin_run(0, 64, Access::Read).unwrap().npages, 10);
         assert_eq!(
-            m.pin_run(10 * FAKE_PAGE, 1, PinAccess::Read),
+            m.pin_run(10 * FAKE_PAGE, 1, Access::Read),
             Err(10 * FAKE_PAGE)
         );
     }

@@ -39,7 +39,7 @@
 //! is a valid, non-reserved page (`EFAULT` in vfio; we cannot see PFNs, so every `VM_PFNMAP` page
 //! is reserved), and memory-protection keys.
 
-use super::PinAccess;
+use super::Access;
 
 /// One line of `/proc/self/maps`. Addresses are `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,16 +180,16 @@ pub(crate) enum Verdict {
 }
 
 /// The permission half of the rules: `VM_WRITE` for a write pin, `VM_READ` for a read pin.
-fn permits(l: &MapsLine<'_>, access: PinAccess) -> bool {
+fn permits(l: &MapsLine<'_>, access: Access) -> bool {
     match access {
-        PinAccess::Write => l.write,
-        PinAccess::Read => l.read,
+        Access::Write => l.write,
+        Access::Read => l.read,
     }
 }
 
 /// A `VM_PFNMAP` area: `follow_fault_pfn` faults the page in for the access asked, which the
 /// area's protection must allow.
-pub(crate) fn pfnmap_verdict(l: &MapsLine<'_>, access: PinAccess) -> Verdict {
+pub(crate) fn pfnmap_verdict(l: &MapsLine<'_>, access: Access) -> Verdict {
     if permits(l, access) {
         Verdict::Reserved
     } else {
@@ -198,7 +198,7 @@ pub(crate) fn pfnmap_verdict(l: &MapsLine<'_>, access: PinAccess) -> Verdict {
 }
 
 /// The rules for one area, in the kernel's order (module docs).
-pub(crate) fn verdict(l: &MapsLine<'_>, access: PinAccess, probe: &dyn VmaProbe) -> Verdict {
+pub(crate) fn verdict(l: &MapsLine<'_>, access: Access, probe: &dyn VmaProbe) -> Verdict {
     let kind = backing(l);
     if kind == Backing::Special {
         let f = probe.io_flags(l).unwrap_or_default();
@@ -212,7 +212,7 @@ pub(crate) fn verdict(l: &MapsLine<'_>, access: PinAccess, probe: &dyn VmaProbe)
     if kind == Backing::Secret {
         return Verdict::Fault;
     }
-    if access == PinAccess::Write
+    if access == Access::Write
         && kind == Backing::File
         && l.shared
         && l.write
@@ -447,7 +447,7 @@ mod tests {
             // writable_file_mapping_allowed, false when vma_needs_dirty_tracking.
             let p = Probe::default();
             assert_eq!(
-                verdict(&line(EXT4_SHARED_RW), PinAccess::Write, &p),
+                verdict(&line(EXT4_SHARED_RW), Access::Write, &p),
                 Verdict::Fault
             );
         }
@@ -457,7 +457,7 @@ mod tests {
             // Only FOLL_WRITE pins consult writable_file_mapping_allowed.
             let p = Probe::default();
             assert_eq!(
-                verdict(&line(EXT4_SHARED_RW), PinAccess::Read, &p),
+                verdict(&line(EXT4_SHARED_RW), Access::Read, &p),
                 Verdict::Pin
             );
             assert_eq!(p.lookups.get(), 0);
@@ -471,7 +471,7 @@ mod tests {
                 ..Probe::default()
             };
             assert_eq!(
-                verdict(&line(EXT4_SHARED_RW), PinAccess::Write, &p),
+                verdict(&line(EXT4_SHARED_RW), Access::Write, &p),
                 Verdict::Pin
             );
         }
@@ -481,7 +481,7 @@ mod tests {
             let p = Probe::default();
             for path in ["/memfd:ram (deleted)", "/dev/zero (deleted)"] {
                 let text = format!("1000-2000 rw-s 00000000 00:01 7 {path}");
-                assert_eq!(verdict(&line(&text), PinAccess::Write, &p), Verdict::Pin);
+                assert_eq!(verdict(&line(&text), Access::Write, &p), Verdict::Pin);
             }
             assert_eq!(p.lookups.get(), 0);
         }
@@ -491,7 +491,7 @@ mod tests {
             // vma_needs_dirty_tracking: only shared, writable areas need it.
             let p = Probe::default();
             let l = line("1000-2000 rw-p 00000000 fe:00 1234 /data/f");
-            assert_eq!(verdict(&l, PinAccess::Write, &p), Verdict::Pin);
+            assert_eq!(verdict(&l, Access::Write, &p), Verdict::Pin);
             assert_eq!(p.lookups.get(), 0);
         }
 
@@ -500,24 +500,24 @@ mod tests {
             // FOLL_WRITE needs VM_WRITE only; a read pin needs VM_READ.
             let p = Probe::default();
             let l = line("1000-2000 -w-p 00000000 00:00 0 ");
-            assert_eq!(verdict(&l, PinAccess::Write, &p), Verdict::Pin);
-            assert_eq!(verdict(&l, PinAccess::Read, &p), Verdict::Fault);
+            assert_eq!(verdict(&l, Access::Write, &p), Verdict::Pin);
+            assert_eq!(verdict(&l, Access::Read, &p), Verdict::Fault);
         }
 
         #[test]
         fn prot_none_memory_faults_for_both_accesses() {
             let p = Probe::default();
             let l = line("1000-2000 ---p 00000000 00:00 0 ");
-            assert_eq!(verdict(&l, PinAccess::Write, &p), Verdict::Fault);
-            assert_eq!(verdict(&l, PinAccess::Read, &p), Verdict::Fault);
+            assert_eq!(verdict(&l, Access::Write, &p), Verdict::Fault);
+            assert_eq!(verdict(&l, Access::Read, &p), Verdict::Fault);
         }
 
         #[test]
         fn read_only_memory_faults_a_write_pin() {
             let p = Probe::default();
             let l = line("1000-2000 r--p 00000000 00:00 0 ");
-            assert_eq!(verdict(&l, PinAccess::Write, &p), Verdict::Fault);
-            assert_eq!(verdict(&l, PinAccess::Read, &p), Verdict::Pin);
+            assert_eq!(verdict(&l, Access::Write, &p), Verdict::Fault);
+            assert_eq!(verdict(&l, Access::Read, &p), Verdict::Pin);
         }
 
         #[test]
@@ -525,7 +525,7 @@ mod tests {
             // vma_is_secretmem.
             let p = Probe::default();
             let l = line("1000-2000 rw-s 00000000 00:0d 5 /secretmem (deleted)");
-            assert_eq!(verdict(&l, PinAccess::Read, &p), Verdict::Fault);
+            assert_eq!(verdict(&l, Access::Read, &p), Verdict::Fault);
         }
 
         #[test]
@@ -539,10 +539,10 @@ mod tests {
                 ..Probe::default()
             };
             let rw = line("1000-2000 rw-s 00000000 00:06 3 /dev/bar");
-            assert_eq!(verdict(&rw, PinAccess::Write, &p), Verdict::Reserved);
+            assert_eq!(verdict(&rw, Access::Write, &p), Verdict::Reserved);
             let ro = line("1000-2000 r--s 00000000 00:06 3 /dev/bar");
-            assert_eq!(verdict(&ro, PinAccess::Write, &p), Verdict::Fault);
-            assert_eq!(verdict(&ro, PinAccess::Read, &p), Verdict::Reserved);
+            assert_eq!(verdict(&ro, Access::Write, &p), Verdict::Fault);
+            assert_eq!(verdict(&ro, Access::Read, &p), Verdict::Reserved);
         }
 
         #[test]
@@ -556,7 +556,7 @@ mod tests {
                 ..Probe::default()
             };
             let l = line("1000-2000 rw-s 00000000 00:06 3 /dev/mixed");
-            assert_eq!(verdict(&l, PinAccess::Read, &p), Verdict::Fault);
+            assert_eq!(verdict(&l, Access::Read, &p), Verdict::Fault);
         }
 
         #[test]
@@ -567,7 +567,7 @@ mod tests {
                 ..Probe::default()
             };
             let l = line("1000-2000 rw-s 00000000 00:06 3 /dev/dri/card0");
-            assert_eq!(verdict(&l, PinAccess::Write, &p), Verdict::Pin);
+            assert_eq!(verdict(&l, Access::Write, &p), Verdict::Pin);
             assert_eq!(p.lookups.get(), 1, "only smaps was read");
         }
 

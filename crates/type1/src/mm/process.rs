@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use io_pgtable::PhysAddr;
 
-use super::{gup, procmap, AddressSpace, PinAccess, PinnedRun};
+use super::{gup, procmap, Access, AddressSpace, PinnedRun};
 
 /// Whether [`ProcessMemory`] really locks pinned pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,7 +124,7 @@ impl ProcessMemory {
     /// `(end of the run, verdict)`, `None` if `vaddr` itself cannot be pinned. Areas are asked
     /// of the kernel one by one (`PROCMAP_QUERY`), or read from the maps text where that ioctl
     /// is missing.
-    fn scan(&self, vaddr: u64, want_end: u64, access: PinAccess) -> Option<(u64, gup::Verdict)> {
+    fn scan(&self, vaddr: u64, want_end: u64, access: Access) -> Option<(u64, gup::Verdict)> {
         let marks = self.marks().clone();
         let mut run = Run {
             at: vaddr,
@@ -177,7 +177,7 @@ impl Run {
         marks: &BTreeMap<u64, u64>,
         line: &gup::MapsLine<'_>,
         want_end: u64,
-        access: PinAccess,
+        access: Access,
     ) -> bool {
         let area_end = line.end.min(want_end);
         let mut plain = None;
@@ -203,7 +203,7 @@ impl Run {
 }
 
 impl AddressSpace for ProcessMemory {
-    fn pin_run(&self, vaddr: u64, max_pages: u64, access: PinAccess) -> Result<PinnedRun, u64> {
+    fn pin_run(&self, vaddr: u64, max_pages: u64, access: Access) -> Result<PinnedRun, u64> {
         let page = self.page_size();
         let want_end = vaddr.saturating_add(max_pages.saturating_mul(page));
         // Adjacent areas continue the run: it is virtually (hence "physically") contiguous.
@@ -306,14 +306,14 @@ mod tests {
         let pm = ProcessMemory::default();
         let v = vec![0u8; 3 * 4096];
         let addr = (v.as_ptr() as u64 + 4095) & !4095;
-        let r = pm.pin_run(addr, 1, PinAccess::Write).unwrap();
+        let r = pm.pin_run(addr, 1, Access::Write).unwrap();
         assert_eq!(r.pa.raw(), addr);
         // Page 0 is never mapped.
-        assert_eq!(pm.pin_run(0, 1, PinAccess::Read), Err(0));
+        assert_eq!(pm.pin_run(0, 1, Access::Read), Err(0));
         // Text is mapped read-only/executable: a write pin faults.
         let text = process_memory_checks_mapping_and_write_permission as *const () as u64 & !4095;
-        assert_eq!(pm.pin_run(text, 1, PinAccess::Write), Err(text));
-        pm.pin_run(text, 1, PinAccess::Read).unwrap();
+        assert_eq!(pm.pin_run(text, 1, Access::Write), Err(text));
+        pm.pin_run(text, 1, Access::Read).unwrap();
     }
 
     mod reserved_marks {
@@ -362,12 +362,12 @@ mod tests {
             let v = vec![0u8; 5 * 4096];
             let addr = (v.as_ptr() as u64 + 4095) & !4095;
             pm.mark_reserved(addr + 4096, 2 * 4096);
-            let r = pm.pin_run(addr, 4, PinAccess::Write).unwrap();
+            let r = pm.pin_run(addr, 4, Access::Write).unwrap();
             assert_eq!((r.npages, r.reserved), (1, false));
-            let r = pm.pin_run(addr + 4096, 3, PinAccess::Write).unwrap();
+            let r = pm.pin_run(addr + 4096, 3, Access::Write).unwrap();
             assert_eq!((r.pa.raw(), r.npages, r.reserved), (addr + 4096, 2, true));
             pm.unmark_reserved(addr, 4 * 4096);
-            let r = pm.pin_run(addr, 4, PinAccess::Write).unwrap();
+            let r = pm.pin_run(addr, 4, Access::Write).unwrap();
             assert_eq!((r.npages, r.reserved), (4, false));
         }
     }

@@ -26,8 +26,9 @@ mod apply;
 use crate::dirty::test_bit;
 use crate::mm::{Backing, FakeMemory, FakeRegion, Layout, LockCapability, Mm, Writable};
 use crate::{
-    Container, ContainerConfig, DeviceId, DirtyMode, DmaError, DmaUnmapHandler, GroupId, GroupKind,
-    GroupSpec, IommuDesc, MapDma, MapFlags, PinProt, RwDirection, UnmapDma, UnmapFlags, Version,
+    Access, Container, ContainerConfig, DeviceId, DirtyMode, DmaError, DmaUnmapHandler, GroupId,
+    GroupKind, GroupSpec, IommuDesc, Iova, MapDma, MapFlags, Perm, UnmapDma, UnmapFlags, Vaddr,
+    Version,
 };
 use apply::finish;
 pub use apply::step;
@@ -249,7 +250,8 @@ struct Cooperative {
 }
 
 impl DmaUnmapHandler for Cooperative {
-    fn dma_unmap(&self, iova: u64, length: u64) {
+    fn dma_unmap(&self, iova: Iova, length: u64) {
+        let iova = iova.raw();
         if let Some(n) = &self.counter {
             n.fetch_add(1, Ordering::Relaxed);
         }
@@ -265,7 +267,7 @@ impl DmaUnmapHandler for Cooperative {
             .unwrap();
         let id = self.id.lock().unwrap().unwrap();
         for p in (iova..iova + length).step_by(4096) {
-            while c.unpin_pages(id, p, 1).is_ok() {}
+            while c.unpin_pages(id, Iova(p), 1).is_ok() {}
         }
     }
 }
@@ -448,7 +450,7 @@ impl Rig {
         pages: u64,
     ) -> (crate::Result<Vec<u64>>, Vec<crate::MappingInfo>) {
         (
-            self.c.dirty_bitmap(at * SZ_4K, pages * SZ_4K, SZ_4K),
+            self.c.dirty_bitmap(Iova(at * SZ_4K), pages * SZ_4K, SZ_4K),
             self.c.mappings(),
         )
     }
@@ -472,7 +474,7 @@ impl Rig {
     /// The errno both sides agree on.
     pub fn get_bitmap(&mut self, at: u64, pages: u64) -> Result<BTreeSet<u64>, i32> {
         let (iova, size) = (at * SZ_4K, pages * SZ_4K);
-        let got = errno(self.c.dirty_bitmap(iova, size, SZ_4K)).map(|w| bits_of(&w, pages));
+        let got = errno(self.c.dirty_bitmap(Iova(iova), size, SZ_4K)).map(|w| bits_of(&w, pages));
         let want = self.m.get_bitmap(iova, size);
         let op = Op::Get { at, pages };
         assert_eq!(got, want, "{op:?}");

@@ -194,9 +194,9 @@ impl Type1 {
                 continue;
             }
             let access = if dma.prot.write {
-                PinAccess::Write
+                Access::Write
             } else {
-                PinAccess::Read
+                Access::Read
             };
             let mut off = 0;
             while off < dma.size {

@@ -194,8 +194,8 @@ mod tests {
         })
         .unwrap();
         let req = MapDma {
-            vaddr: 0x7f00_0000_0000,
-            iova: 0,
+            vaddr: crate::Vaddr(0x7f00_0000_0000),
+            iova: crate::Iova(0),
             size: 4 * PAGE_SIZE,
             flags,
         };

@@ -11,10 +11,11 @@
 //! - dirty bits of a pin are set only once the whole call succeeds.
 
 use super::{Type1, Version, PAGE_SIZE};
-use crate::device::{DeviceEntry, DeviceId, PinProt, RwDirection};
+use crate::api::Perm;
+use crate::device::{DeviceEntry, DeviceId};
 use crate::dma::Dma;
 use crate::error::{Error, Result};
-use crate::mm::{PinAccess, PinnedRun};
+use crate::mm::{Access, PinnedRun};
 use crate::pinset::Released;
 use crate::release::release_pins;
 
@@ -38,20 +39,22 @@ fn pin_in(
     dma: &mut Dma,
     dev: DeviceId,
     at: u64,
-    prot: PinProt,
+    prot: Perm,
     accounting: bool,
 ) -> Result<(u64, bool)> {
-    if (prot.read() && !dma.prot.read) || (prot.write() && !dma.prot.write) {
+    if (prot.contains(Perm::READ) && !dma.prot.read)
+        || (prot.contains(Perm::WRITE) && !dma.prot.write)
+    {
         return Err(Error::Permission { iova: at });
     }
     if let Some(pa) = dma.pfn_list.add_ref(at, dev) {
         return Ok((pa, false));
     }
     let vaddr = dma.vaddr + (at - dma.iova);
-    let access = if prot.write() {
-        PinAccess::Write
+    let access = if prot.contains(Perm::WRITE) {
+        Access::Write
     } else {
-        PinAccess::Read
+        Access::Read
     };
     let run = dma
         .mm
@@ -81,7 +84,7 @@ impl Type1 {
         dev: &DeviceEntry,
         iova: u64,
         npage: u64,
-        prot: PinProt,
+        prot: Perm,
     ) -> Result<Vec<u64>> {
         if self.version != Version::V2 {
             return Err(Error::NotV2);
@@ -239,7 +242,7 @@ impl Type1 {
 
     /// `vfio_iommu_type1_dma_rw`: copies between `buf` and guest memory at `iova`, across
     /// adjacent mappings. Chunks already copied stay copied on error, as in the kernel.
-    pub(crate) fn dma_rw(&mut self, iova: u64, buf: &mut [u8], dir: RwDirection) -> Result<()> {
+    pub(crate) fn dma_rw(&mut self, iova: u64, buf: &mut [u8], dir: Access) -> Result<()> {
         if self.dmas.vaddr_invalid_count() > 0 {
             return Err(Error::VaddrInvalid);
         }
@@ -253,7 +256,7 @@ impl Type1 {
             let Some(dma) = self.dmas.containing_mut(at) else {
                 return Err(Error::NotMapped { iova: at });
             };
-            if (dir == RwDirection::Write && !dma.prot.write) || !dma.prot.read {
+            if (dir == Access::Write && !dma.prot.write) || !dma.prot.read {
                 return Err(Error::Permission { iova: at });
             }
             let offset = at - dma.iova;
@@ -261,11 +264,11 @@ impl Type1 {
             let chunk = &mut buf[done..done + n];
             let vaddr = dma.vaddr + offset;
             match dir {
-                RwDirection::Read => dma.mm.space().read(vaddr, chunk),
-                RwDirection::Write => dma.mm.space().write(vaddr, chunk),
+                Access::Read => dma.mm.space().read(vaddr, chunk),
+                Access::Write => dma.mm.space().write(vaddr, chunk),
             }
             .map_err(|vaddr| Error::Fault { vaddr })?;
-            if dir == RwDirection::Write && tracking {
+            if dir == Access::Write && tracking {
                 if let Some(bm) = dma.bitmap.as_mut() {
                     let first = offset >> shift;
                     let last = (offset + n as u64 - 1) >> shift;

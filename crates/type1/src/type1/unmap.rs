@@ -17,6 +17,7 @@ impl Type1 {
         let UnmapDma {
             iova, size, flags, ..
         } = *req;
+        let iova = iova.raw();
         let vaddr = flags.contains(UnmapFlags::VADDR);
         let all = flags.contains(UnmapFlags::ALL);
         let pgsize = self.min_pgsize();
@@ -99,6 +100,7 @@ impl Type1 {
         let UnmapDma {
             iova, size, flags, ..
         } = *req;
+        let iova = iova.raw();
         if flags.contains(UnmapFlags::VADDR) && !self.emulated.is_empty() {
             return Err(Error::VaddrWithEmulatedGroups);
         }

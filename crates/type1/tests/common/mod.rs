@@ -9,6 +9,7 @@ use type1::{
     Container, ContainerConfig, Error, GroupSpec, MapDma, MapFlags, Result, UnmapDma, UnmapFlags,
     Version,
 };
+use type1::{Iova, Vaddr};
 
 pub const SZ_4K: u64 = 1 << 12;
 pub const SZ_2M: u64 = 1 << 21;
@@ -150,8 +151,8 @@ impl H {
     pub fn map(&self, iova: u64, vaddr: u64, size: u64, flags: MapFlags) -> Result<()> {
         self.step(|c| {
             c.map_dma(&MapDma {
-                vaddr,
-                iova,
+                vaddr: Vaddr(vaddr),
+                iova: Iova(iova),
                 size,
                 flags,
             })
@@ -161,7 +162,7 @@ impl H {
     pub fn unmap(&self, iova: u64, size: u64, flags: UnmapFlags) -> Result<u64> {
         self.step(|c| {
             c.unmap_dma(&UnmapDma {
-                iova,
+                iova: Iova(iova),
                 size,
                 flags,
                 bitmap_pgsize: 0,
@@ -170,7 +171,11 @@ impl H {
     }
 
     pub fn iovas(&self) -> Vec<(u64, u64)> {
-        self.c.mappings().iter().map(|m| (m.iova, m.size)).collect()
+        self.c
+            .mappings()
+            .iter()
+            .map(|m| (m.iova.raw(), m.size))
+            .collect()
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use io_pgtable::{Access, Fault, Iova};
-use type1::{Container, DeviceId, DmaEngine, DmaUnmapHandler, GroupId, PinProt, RwDirection};
+use type1::{Container, DeviceId, DmaEngine, DmaUnmapHandler, GroupId, Perm};
 
 use logging::DirtyLog;
 
@@ -116,13 +116,14 @@ impl PinTracker {
             return;
         };
         for &(s, n) in batches {
-            let _ = c.unpin_pages(*id, s, n);
+            let _ = c.unpin_pages(*id, Iova(s), n);
         }
     }
 }
 
 impl DmaUnmapHandler for PinTracker {
-    fn dma_unmap(&self, iova: u64, length: u64) {
+    fn dma_unmap(&self, iova: Iova, length: u64) {
+        let iova = iova.raw();
         // Under the tracker's lock throughout: a write in flight has either not pinned yet
         // (and will see the revocation) or holds pins recorded here (unpinned now).
         let mut p = self.lock();
@@ -263,10 +264,10 @@ impl Dma {
             Path::None => Err(DmaError::NoPath),
             Path::Iommu(e) => {
                 validate(e, iova, buf.len(), Access::Read)?;
-                e.read(iova.raw(), buf).map_err(engine_error)
+                e.read(iova, buf).map_err(engine_error)
             }
             Path::Emulated { container, id, .. } => container
-                .dma_rw(*id, iova.raw(), buf, RwDirection::Read)
+                .dma_rw(*id, iova, buf, Access::Read)
                 .map_err(|e| DmaError::Refused {
                     errno: e.errno(),
                     iova,
@@ -299,14 +300,14 @@ impl Dma {
         let out: Vec<Result<(), DmaError>> = match &self.path {
             Path::Iommu(e) => {
                 let mut out = vec![Ok(()); writes.len()];
-                let mut go: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
+                let mut go: Vec<(Iova, &[u8])> = Vec::with_capacity(writes.len());
                 let mut idx = Vec::with_capacity(writes.len());
                 for (k, &(iova, data)) in writes.iter().enumerate() {
                     match self.check(iova, data.len()) {
                         Err(err) => out[k] = Err(err),
                         Ok(()) if data.is_empty() => {}
                         Ok(()) => {
-                            go.push((iova.raw(), data));
+                            go.push((iova, data));
                             idx.push(k);
                         }
                     }
@@ -340,7 +341,7 @@ impl Dma {
             Path::None => Err(DmaError::NoPath),
             Path::Iommu(e) => {
                 validate(e, iova, data.len(), Access::Write)?;
-                e.write(iova.raw(), data).map_err(engine_error)
+                e.write(iova, data).map_err(engine_error)
             }
             Path::Emulated {
                 container,
@@ -383,7 +384,7 @@ impl Dma {
             while done < npages {
                 let n = (npages - done).min(type1::PIN_PAGES_MAX);
                 let at = first + done * crate::PAGE_SIZE;
-                if let Err(e) = c.pin_pages(id, at, n, PinProt::Write) {
+                if let Err(e) = c.pin_pages(id, Iova(at), n, Perm::WRITE) {
                     result = Err(refused(e, at));
                     break;
                 }
@@ -395,7 +396,7 @@ impl Dma {
         if result.is_ok() {
             let mut buf = data.to_vec();
             result = c
-                .dma_rw(id, iova.raw(), &mut buf, RwDirection::Write)
+                .dma_rw(id, iova, &mut buf, Access::Write)
                 .map_err(|e| refused(e, iova.raw()));
         }
         // Taken back and unpinned under the lock, so an unmap's recheck never finds a pin
@@ -419,7 +420,7 @@ fn validate(e: &DmaEngine, iova: Iova, len: usize, access: Access) -> Result<(),
     let last = iova.raw() + (len as u64 - 1);
     let mut page = first;
     while page <= last {
-        e.translate(page.max(iova.raw()), access)
+        e.translate(Iova(page.max(iova.raw())), access)
             .map_err(engine_error)?;
         page = match page.checked_add(crate::PAGE_SIZE) {
             Some(p) => p,

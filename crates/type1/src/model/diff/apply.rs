@@ -7,7 +7,7 @@ fn dev_fault(e: DmaError) -> DevFault {
         DmaError::Fault(Fault::NotMapped { iova }) => DevFault::NotMapped(iova.raw()),
         DmaError::Fault(Fault::Permission { iova, .. }) => DevFault::Permission(iova.raw()),
         DmaError::Detached => DevFault::Detached,
-        DmaError::Memory { pa } => panic!("DMA reached unbacked memory at {pa:#x}"),
+        DmaError::Memory { pa } => panic!("DMA reached unbacked memory at {pa}"),
     }
 }
 
@@ -34,8 +34,8 @@ pub fn step(r: &mut Rig, op: &Op) {
             let f = MapFlags::from_bits_truncate(u32::from(flags));
             let (iova, size) = (iova_of(slot), pages * SZ_4K);
             let got = errno(c.map_dma(&MapDma {
-                vaddr,
-                iova,
+                vaddr: Vaddr(vaddr),
+                iova: Iova(iova),
                 size,
                 flags: f,
             }))
@@ -72,12 +72,12 @@ pub fn step(r: &mut Rig, op: &Op) {
                 if f.intersects(UnmapFlags::ALL | UnmapFlags::VADDR) || size == 0 {
                     Err(libc::EINVAL)
                 } else {
-                    errno(c.unmap_dma_dirty(iova, size, SZ_4K))
+                    errno(c.unmap_dma_dirty(Iova(iova), size, SZ_4K))
                         .map(|(n, w)| (n, bits_of(&w, size / SZ_4K)))
                 }
             } else {
                 errno(c.unmap_dma(&UnmapDma {
-                    iova,
+                    iova: Iova(iova),
                     size,
                     flags: f,
                     bitmap_pgsize: 0,
@@ -92,11 +92,11 @@ pub fn step(r: &mut Rig, op: &Op) {
         Op::Pin { dev, at, n, prot } => {
             let (dev, md) = r.device(dev);
             let p = match prot {
-                1 => PinProt::Read,
-                2 => PinProt::Write,
-                _ => PinProt::ReadWrite,
+                1 => Perm::READ,
+                2 => Perm::WRITE,
+                _ => Perm::RW,
             };
-            let got = errno(c.pin_pages(dev, at * SZ_4K, n, p)).map(|v| v.len() as u64);
+            let got = errno(c.pin_pages(dev, Iova(at * SZ_4K), n, p)).map(|v| v.len() as u64);
             let want =
                 r.m.pin(md, at * SZ_4K, n, prot & 1 != 0, prot & 2 != 0, &RigMemory);
             if debug {
@@ -106,14 +106,14 @@ pub fn step(r: &mut Rig, op: &Op) {
         }
         Op::Unpin { dev, at, n } => {
             let (dev, md) = r.device(dev);
-            let got = errno(c.unpin_pages(dev, at * SZ_4K, n)).map(|()| n);
+            let got = errno(c.unpin_pages(dev, Iova(at * SZ_4K), n)).map(|()| n);
             let want = r.m.unpin(md, at * SZ_4K, n);
             assert_eq!(got.is_ok(), want.is_ok(), "{op:?}: {got:?} vs {want:?}");
         }
         Op::Rw { at, len } => {
             let (dev, md) = r.device(0);
             let mut buf = vec![0xa5u8; usize::try_from(len).unwrap()];
-            let got = errno(c.dma_rw(dev, at, &mut buf, RwDirection::Write)).map(|()| len);
+            let got = errno(c.dma_rw(dev, Iova(at), &mut buf, Access::Write)).map(|()| len);
             let want = r.m.rw_write(md, at, len, &RigMemory);
             if debug {
                 eprintln!("  -> {want:?}");
@@ -149,9 +149,9 @@ pub fn step(r: &mut Rig, op: &Op) {
                     Ok(e) => {
                         let mut buf = vec![0x5au8; usize::try_from(len).unwrap()];
                         if write {
-                            e.write(at, &buf)
+                            e.write(Iova(at), &buf)
                         } else {
-                            e.read(at, &mut buf)
+                            e.read(Iova(at), &mut buf)
                         }
                         .map_err(dev_fault)
                     }
@@ -167,7 +167,7 @@ pub fn step(r: &mut Rig, op: &Op) {
         Op::Stop => assert_eq!(errno(c.dirty_stop()).map(|()| 0), r.m.set_tracking(false)),
         Op::Get { at, pages } => {
             let (iova, size) = (at * SZ_4K, pages * SZ_4K);
-            let got = errno(c.dirty_bitmap(iova, size, SZ_4K)).map(|w| bits_of(&w, pages));
+            let got = errno(c.dirty_bitmap(Iova(iova), size, SZ_4K)).map(|w| bits_of(&w, pages));
             let want = r.m.get_bitmap(iova, size);
             if debug {
                 eprintln!("  -> {want:?}");
@@ -245,7 +245,11 @@ pub(super) fn finish(r: &mut Rig, op: &Op) {
         panic!("invariant broken after {op:?}: {e}");
     }
     assert_eq!(r.mem.bad_unpins(), 0, "unbalanced unpin after {op:?}");
-    let got: Vec<(u64, u64)> = c.mappings().iter().map(|m| (m.iova, m.size)).collect();
+    let got: Vec<(u64, u64)> = c
+        .mappings()
+        .iter()
+        .map(|m| (m.iova.raw(), m.size))
+        .collect();
     assert_eq!(got, r.m.mappings(), "mappings after {op:?}");
     assert_eq!(c.domain_count(), r.m.domains(), "domains after {op:?}");
     assert_eq!(
