@@ -137,6 +137,13 @@ fn pin_checks_in_order() {
     // No domain: the vaddr is checked only when pinning.
     h.map(3 * SZ_2M, 0x1000_0000, SZ_4K, RW).unwrap();
     assert_eq!(errno(pin(dev, Iova(3 * SZ_2M), 1, Perm::READ)), EFAULT);
+    // `vfio_pin_page_external` pins with the mapping's protection (`dma->prot`), not the one
+    // asked for: a read pin of a read-write mapping over read-only memory is a write pin, and
+    // faults; over a read-only mapping it is a read pin and succeeds.
+    h.map(4 * SZ_2M, RO, SZ_4K, RW).unwrap();
+    assert_eq!(errno(pin(dev, Iova(4 * SZ_2M), 1, Perm::READ)), EFAULT);
+    h.map(5 * SZ_2M, RO, SZ_4K, MapFlags::READ).unwrap();
+    assert_eq!(pin(dev, Iova(5 * SZ_2M), 1, Perm::READ).unwrap().len(), 1);
     // Invalid vaddrs: EBUSY. (Needs no emulated groups for UNMAP|VADDR, so check v1 next.)
     let (v1, dev1, _) = setup(vec![], V1, None, coop());
     v1.map(0, RAM, SZ_4K, RW).unwrap();

@@ -58,7 +58,8 @@ impl Model {
                 return Err(EPERM);
             }
             if !self.pins.contains_key(&at) {
-                if !mem.pinnable(m.vaddr + (at - k), write) {
+                // Pinned with the mapping's protection (`vfio_pin_page_external`).
+                if !mem.pinnable(m.vaddr + (at - k), m.write) {
                     return Err(EFAULT);
                 }
                 if !self.iommu() && self.over_limit(self.locked_pages() + new_pages + 1) {

@@ -51,7 +51,9 @@ fn pin_in(
         return Ok((pa, false));
     }
     let vaddr = dma.vaddr + (at - dma.iova);
-    let access = if prot.contains(Perm::WRITE) {
+    // `vfio_pin_page_external` (v6.18) pins with the mapping's protection (`dma->prot`), not the
+    // device's: a writable mapping's page is pinned for write (`FOLL_WRITE`) even for a read.
+    let access = if dma.prot.write {
         Access::Write
     } else {
         Access::Read
