@@ -7,16 +7,17 @@
 //!   cache;
 //! - the order lives in a two-level index of small keys: sorted blocks of at most `B` (64)
 //!   entries (first IOVA, inclusive last IOVA, slot: 20 bytes an entry), and above them the
-//!   sorted first IOVA of every block. A search is a binary search over the block minima (8
-//!   bytes a block, about 16 KiB at 65 535 mappings) and one in-order scan of one block's ranges
-//!   (first and last IOVA side by side, at most 1 KiB); it never touches a mapping it does not
-//!   return.
+//!   sorted first IOVA of every block (8 bytes a block, about 16 KiB at 65 535 mappings), and
+//!   above those every `T`-th (16th) minimum. A search is a binary search over that top level
+//!   (about 1 KiB at 65 535 mappings, hot in the first-level cache), a count over one run of
+//!   `T` minima (two lines, read together) and one in-order scan of one block's ranges (first
+//!   and last IOVA side by side, at most 1 KiB); it never touches a mapping it does not return.
 //!
 //! A full block splits in two halves; a removal that leaves a block under a quarter full merges
 //! it with a neighbour when the two hold at most `B / 2` entries together, so a MAP+UNMAP pair at
 //! one place never splits and merges the same block back and forth, and most removals read no
 //! other block. With `n` mappings an insertion or removal moves at most `B` entries, plus
-//! `n / B` block minima when a block splits or merges. A block left under a quarter full has
+//! `n / B` block minima and `n / (B * T)` top-level entries when a block splits or merges. A block left under a quarter full has
 //! neighbours over a quarter full (else they would have merged), so blocks hold more than `B / 8`
 //! entries on average.
 //!
@@ -34,6 +35,15 @@ use crate::error::{Error, Result};
 
 /// Entries per block at most.
 const B: usize = 64;
+
+/// Block minima per entry of the top level (`DmaTree::top`).
+const T: usize = 16;
+
+/// Values of `v` that are `<= x`, for a short `v` (one or two cache lines): independent
+/// comparisons, no dependent branch.
+fn count_le(v: &[u64], x: u64) -> usize {
+    v.iter().map(|&m| usize::from(m <= x)).sum()
+}
 
 /// An entry's range: first and inclusive last IOVA.
 #[derive(Debug, Clone, Copy, Default)]
@@ -133,6 +143,11 @@ pub(crate) struct Vacancy {
 pub(crate) struct DmaTree {
     /// `mins[b] == blocks[b].span[0].first`; every block holds at least one entry.
     mins: Vec<u64>,
+    /// `top[t] == mins[t * T]`: a search reads this array (1 KiB at 65 535 mappings, which
+    /// every search reads and so stays in the first-level cache) and then one run of `T`
+    /// minima (two lines, fetched together), not a binary search's chain of dependent loads
+    /// over all the minima.
+    top: Vec<u64>,
     /// Boxed: a split or merge shifts the list by pointers, not by blocks of 1.3 KiB.
     #[allow(clippy::vec_box)]
     blocks: Vec<Box<Block>>,
@@ -155,6 +170,7 @@ impl DmaTree {
     pub(crate) fn new(limit: u32) -> Self {
         DmaTree {
             mins: Vec::new(),
+            top: Vec::new(),
             blocks: Vec::new(),
             spare: None,
             slab: Vec::new(),
@@ -190,7 +206,10 @@ impl DmaTree {
 
     /// The entry with the largest first IOVA `<= x`.
     fn floor(&self, x: u64) -> Option<Pos> {
-        let b = self.mins.partition_point(|&m| m <= x).checked_sub(1)?;
+        let t = self.top.partition_point(|&m| m <= x).checked_sub(1)?;
+        let run = self.mins.get(t * T..self.mins.len().min(t * T + T))?;
+        // `run[0] == top[t] <= x`, so the count is at least one.
+        let b = t * T + count_le(run, x).checked_sub(1)?;
         let idx = self.blocks[b].count_le(x).checked_sub(1)?;
         let p = Pos { block: b, idx };
         self.finger.set(p);
@@ -449,6 +468,7 @@ impl DmaTree {
             b.insert(0, first, last, slot);
             self.blocks.push(b);
             self.mins.push(first);
+            self.top.push(first);
             self.finger.set(Pos { block: 0, idx: 0 });
             return;
         }
@@ -459,6 +479,7 @@ impl DmaTree {
             let mut upper = Block::new();
             self.blocks[block].move_tail(B / 2, &mut upper);
             self.mins.insert(block + 1, upper.span[0].first);
+            self.rebuild_top(block + 1);
             self.blocks.insert(block + 1, upper);
             if idx > B / 2 {
                 block += 1;
@@ -467,7 +488,7 @@ impl DmaTree {
         }
         self.blocks[block].insert(idx, first, last, slot);
         if idx == 0 {
-            self.mins[block] = first;
+            self.set_min(block, first);
         }
         self.finger.set(Pos { block, idx });
     }
@@ -497,7 +518,7 @@ impl DmaTree {
             return;
         }
         if p.idx == 0 {
-            self.mins[b] = self.blocks[b].span[0].first;
+            self.set_min(b, self.blocks[b].span[0].first);
         }
         // Only a block under a quarter full looks at its neighbours (each a cache line this
         // removal has not touched yet).
@@ -520,10 +541,27 @@ impl DmaTree {
 
     fn drop_block(&mut self, b: usize) {
         self.mins.remove(b);
+        self.rebuild_top(b);
         let blk = self.blocks.remove(b);
         if self.spare.is_none() {
             self.spare = Some(blk);
         }
+    }
+
+    /// Sets block `b`'s minimum, and the top level's copy if it has one.
+    fn set_min(&mut self, b: usize, first: u64) {
+        self.mins[b] = first;
+        if b % T == 0 {
+            self.top[b / T] = first;
+        }
+    }
+
+    /// Rebuilds the top level from block `from` on, after minima moved (a split or a merge:
+    /// `n / (B * T)` entries at most, beside the `n / B` minima the move itself shifted).
+    fn rebuild_top(&mut self, from: usize) {
+        let t = from / T;
+        self.top.truncate(t);
+        self.top.extend(self.mins[t * T..].iter().step_by(T));
     }
 
     /// Marks the vaddr of the mapping starting at `iova` invalid or valid, keeping the count.
@@ -547,6 +585,14 @@ impl DmaTree {
     pub(crate) fn check(&self) -> std::result::Result<(), String> {
         if self.mins.len() != self.blocks.len() {
             return Err("block minima and blocks differ in number".into());
+        }
+        if !self
+            .top
+            .iter()
+            .copied()
+            .eq(self.mins.iter().copied().step_by(T))
+        {
+            return Err("the top level is not every T-th block minimum".into());
         }
         let mut n = 0usize;
         let mut prev: Option<u64> = None;
