@@ -4,6 +4,7 @@
 //! are `[start, end)`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 use io_pgtable::PhysAddr;
@@ -60,11 +61,38 @@ pub struct FakeRegion {
     pub writable: Writable,
 }
 
+/// The ledger's hash: the words of a key (a page-aligned physical address and a page count)
+/// folded with a multiply each (Fibonacci hashing); the table takes the top bits through
+/// `finish`'s rotate. Only the test model's bookkeeping uses it: its keys are ours, not an
+/// adversary's.
+#[derive(Debug, Default, Clone, Copy)]
+struct RunHasher(u64);
+
+impl Hasher for RunHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table indexes by the low bits; the product's best-mixed bits are the high ones.
+        self.0.rotate_left(26)
+    }
+}
+
 #[derive(Debug, Default)]
 struct FakeState {
     regions: BTreeMap<u64, FakeRegion>,
-    /// (pa, npages) → outstanding pins.
-    ledger: BTreeMap<(u64, u64), u64>,
+    /// (pa, npages) → outstanding pins. A hash map (no order is ever asked of it) with a
+    /// multiplicative hash of the two words: every pin and unpin of a run goes through it, and
+    /// a `BTreeMap` search over thousands of runs was a fifth of a strict MAP+UNMAP pair
+    /// (docs/PERFORMANCE.md).
+    ledger: HashMap<(u64, u64), u64, BuildHasherDefault<RunHasher>>,
     pinned_pages: u64,
     pinned_ever: u64,
     fail_after: Option<u64>,
