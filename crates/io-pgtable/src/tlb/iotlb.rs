@@ -83,6 +83,10 @@ impl LeafCache {
 pub struct Iotlb {
     caches: Box<[LeafCache]>,
     fill: Mutex<()>,
+    /// Valid entries over all sizes. Changed only with the fill lock held (fills and
+    /// invalidations), so a load and a store update it; an invalidation that finds it zero
+    /// (no device has translated since the last invalidation) scans no entry.
+    valid: AtomicU64,
     misses: AtomicU64,
     range_invalidations: AtomicU64,
     full_invalidations: AtomicU64,
@@ -108,6 +112,7 @@ impl Iotlb {
         Iotlb {
             caches,
             fill: Mutex::new(()),
+            valid: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             range_invalidations: AtomicU64::new(0),
             full_invalidations: AtomicU64::new(0),
@@ -176,7 +181,17 @@ impl Iotlb {
             return;
         };
         let data = pa_base | if read { PERM_READ } else { 0 } | if write { PERM_WRITE } else { 0 };
-        Self::write_entry(c.slot(base.raw()), base.raw() | VALID, data);
+        let e = c.slot(base.raw());
+        if e.tag.load(Ordering::Relaxed) & VALID == 0 {
+            self.add_valid(1);
+        }
+        Self::write_entry(e, base.raw() | VALID, data);
+    }
+
+    /// Adds `delta` (wrapping: minus one is `u64::MAX`) to the valid count; fill lock held.
+    fn add_valid(&self, delta: u64) {
+        let v = self.valid.load(Ordering::Relaxed);
+        self.valid.store(v.wrapping_add(delta), Ordering::Relaxed);
     }
 
     fn write_entry(e: &Entry, tag: u64, data: u64) {
@@ -191,7 +206,15 @@ impl Iotlb {
     /// Drops every cached translation overlapping `[start, last]` (inclusive).
     pub fn invalidate_range(&self, start: u64, last: u64) {
         let _g = self.lock_quiet();
-        self.range_invalidations.fetch_add(1, Ordering::Relaxed);
+        // Under the fill lock, which every writer of the counters holds: a load and a store.
+        let n = self.range_invalidations.load(Ordering::Relaxed);
+        self.range_invalidations
+            .store(n.wrapping_add(1), Ordering::Relaxed);
+        // Nothing cached (the lock is still taken: it waits for a walk in flight, whose fill
+        // the caller's invalidation must not miss).
+        if self.valid.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         for c in self.caches.iter() {
             let size = 1u64 << c.shift;
             let overlaps = |tag: u64| {
@@ -206,6 +229,7 @@ impl Iotlb {
                 for e in c.entries.iter() {
                     if overlaps(e.tag.load(Ordering::Relaxed)) {
                         Self::write_entry(e, 0, 0);
+                        self.add_valid(u64::MAX);
                     }
                 }
             } else {
@@ -213,6 +237,7 @@ impl Iotlb {
                     let e = c.slot((start & !(size - 1)).wrapping_add(k << c.shift));
                     if overlaps(e.tag.load(Ordering::Relaxed)) {
                         Self::write_entry(e, 0, 0);
+                        self.add_valid(u64::MAX);
                     }
                 }
             }
@@ -230,6 +255,7 @@ impl Iotlb {
                 }
             }
         }
+        self.valid.store(0, Ordering::Relaxed);
     }
 
     /// Valid entries currently cached (for tests).
@@ -329,5 +355,35 @@ mod tests {
         }
         t.invalidate_range(0, u64::MAX);
         assert_eq!(t.cached_entries(), 0);
+    }
+
+    #[test]
+    fn an_invalidation_after_an_empty_one_still_drops_a_fill_made_between_them() {
+        let t = Iotlb::new(B, IotlbConfig::default());
+        t.invalidate_range(0x1000, 0x1fff);
+        {
+            let g = t.lock_fill();
+            t.insert(&g, Iova(0x1000), 0x1000, 0x8000, true, true);
+            // A refill of the same slot counts once.
+            t.insert(&g, Iova(0x1000), 0x1000, 0x9000, true, true);
+            t.insert(&g, Iova(0x20_0000), 0x20_0000, 0x4000_0000, true, true);
+        }
+        t.invalidate_range(0x1000, 0x1fff);
+        assert_eq!(t.lookup(Iova(0x1000), Access::Read), None);
+        assert_eq!(t.cached_entries(), 1);
+        t.invalidate_range(0x20_0000, 0x20_0fff);
+        assert_eq!(t.cached_entries(), 0);
+        {
+            let g = t.lock_fill();
+            t.insert(&g, Iova(0x3000), 0x1000, 0x8000, true, true);
+        }
+        t.invalidate_all();
+        {
+            let g = t.lock_fill();
+            t.insert(&g, Iova(0x5000), 0x1000, 0x8000, true, true);
+        }
+        t.invalidate_range(0x5000, 0x5fff);
+        assert_eq!(t.lookup(Iova(0x5000), Access::Read), None);
+        assert_eq!(t.stats().range_invalidations, 4);
     }
 }
