@@ -22,7 +22,9 @@ pub enum Interrupts {
 
 /// Allocation failures to inject, for fault-injection tests: after `n` more successful
 /// allocations of that kind, every further one fails (`ENOMEM`). `None`: no injection.
+/// Public with the `test-support` feature only (`Container::set_fault_plan`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 pub struct FaultPlan {
     /// Page-table pages, per IOMMU domain (existing domains and every domain created later).
     pub tables: Option<u64>,

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::addr::{Iova, PhysAddr, Vaddr};
 use crate::api::{Info, MapDma, Perm, UnmapDma, UnmapFlags, Version, PIN_PAGES_MAX};
-use crate::config::{ContainerConfig, FaultPlan};
+use crate::config::ContainerConfig;
+#[cfg(feature = "test-support")]
+use crate::config::FaultPlan;
 use crate::device::{DeviceEntry, DeviceId, DmaUnmapHandler};
 use crate::dirty::BitmapSink;
 use crate::engine::DmaEngine;
@@ -534,7 +536,9 @@ impl Container {
             .unwrap_or_default()
     }
 
-    /// Injects allocation failures (fault-injection tests; see [`FaultPlan`]).
+    /// Injects allocation failures (fault-injection tests, feature `test-support`; see
+    /// [`FaultPlan`]).
+    #[cfg(feature = "test-support")]
     pub fn set_fault_plan(&self, plan: FaultPlan) {
         let mut g = self.lock();
         if let Some(t) = g.iommu.as_mut() {

@@ -100,7 +100,9 @@ pub use api::{
     Info, MapDma, MapFlags, Perm, UnmapDma, UnmapFlags, Version, DEFAULT_DMA_ENTRY_LIMIT,
     DIRTY_BITMAP_SIZE_MAX, PAGE_MASK, PAGE_SIZE, PIN_PAGES_MAX, UNMAP_RETRIES,
 };
-pub use config::{ContainerConfig, FaultPlan, Interrupts};
+#[cfg(feature = "test-support")]
+pub use config::FaultPlan;
+pub use config::{ContainerConfig, Interrupts};
 pub use device::{DeviceId, DmaUnmapHandler};
 pub use dirty::dirty_bitmap_bytes;
 pub use dirty::DirtyMode;

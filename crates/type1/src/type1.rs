@@ -137,6 +137,7 @@ impl Type1 {
     }
 
     /// Installs a fault plan (tests only; see [`FaultPlan`]).
+    #[cfg(feature = "test-support")]
     pub(crate) fn set_faults(&mut self, plan: FaultPlan) {
         self.faults = plan;
         for d in &self.domains {
