@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use libc::{EACCES, EFAULT, EINVAL, EOVERFLOW};
 use type1::dirty::test_bit;
-use type1::uapi::{self, raw};
+use type1::uapi::{self, off, raw};
 use type1::{
     Access, ContainerConfig, DirtyMode, DmaUnmapHandler, GroupId, GroupSpec, Iova, Perm,
     UnmapFlags, UserBuffer,
@@ -461,6 +461,23 @@ impl type1::UserMemory for ReadOnly {
     }
 }
 
+/// A `vfio_iommu_type1_dma_unmap` at `ARG` for `[0, size)` with GET_DIRTY_BITMAP and a
+/// `vfio_bitmap` of one 8-byte word (4K pages) right after it, at `ARG + 48`; 64 bytes in all.
+fn unmap_with_bitmap_arg(size: u64) -> UserBuffer {
+    let mut u = UserBuffer::new(ARG, 64);
+    let argsz = off::UNMAP_DATA + std::mem::size_of::<raw::vfio_bitmap>();
+    assert_eq!(argsz, 48);
+    let b = &mut u.bytes;
+    uapi::put_u32(b, off::ARGSZ, u32::try_from(argsz).unwrap());
+    uapi::put_u32(b, off::FLAGS, raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP);
+    uapi::put_u64(b, off::UNMAP_IOVA, 0);
+    uapi::put_u64(b, off::UNMAP_SIZE, size);
+    uapi::put_u64(b, off::UNMAP_DATA + off::BITMAP_PGSIZE, SZ_4K);
+    uapi::put_u64(b, off::UNMAP_DATA + off::BITMAP_SIZE, 8);
+    uapi::put_u64(b, off::UNMAP_DATA + off::BITMAP_DATA, ARG + 48);
+    u
+}
+
 /// UNMAP_DMA with GET_DIRTY_BITMAP into a bitmap that can be read but not written: `EFAULT`
 /// before the mapping is removed (the kernel fails at the first `copy_to_user`, before
 /// `vfio_remove_dma`), and what the device wrote is still reported by a later unmap.
@@ -471,14 +488,7 @@ fn an_unwritable_bitmap_fails_the_unmap_before_anything_is_removed_or_lost() {
     h.c.dirty_start().unwrap();
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
     dma.write(Iova(5 * SZ_4K), b"x").unwrap();
-    let mut u = UserBuffer::new(ARG, 64);
-    u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
-    u.bytes[4..8].copy_from_slice(&raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP.to_ne_bytes());
-    u.bytes[16..24].copy_from_slice(&(8 * SZ_4K).to_ne_bytes());
-    u.bytes[24..32].copy_from_slice(&SZ_4K.to_ne_bytes());
-    u.bytes[32..40].copy_from_slice(&8u64.to_ne_bytes());
-    u.bytes[40..48].copy_from_slice(&(ARG + 48).to_ne_bytes());
-    let mut ro = ReadOnly(u);
+    let mut ro = ReadOnly(unmap_with_bitmap_arg(8 * SZ_4K));
     let r = h.c.ioctl(uapi::VFIO_IOMMU_UNMAP_DMA, ARG, &mut ro);
     assert_eq!(r.unwrap_err().errno(), EFAULT);
     assert_eq!(h.iovas(), vec![(0, 8 * SZ_4K)]);
@@ -497,13 +507,7 @@ fn ioctl_unmap_with_bitmap_reports_device_writes_and_touches_only_the_ranges_wor
     let dma = h.c.dma_engine(GroupId(1)).unwrap();
     dma.write(Iova(63 * SZ_4K), b"x").unwrap();
     // The argument, then one bitmap word at ARG + 48, then a sentinel word.
-    let mut u = UserBuffer::new(ARG, 64);
-    u.bytes[0..4].copy_from_slice(&48u32.to_ne_bytes());
-    u.bytes[4..8].copy_from_slice(&raw::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP.to_ne_bytes());
-    u.bytes[16..24].copy_from_slice(&(64 * SZ_4K).to_ne_bytes());
-    u.bytes[24..32].copy_from_slice(&SZ_4K.to_ne_bytes());
-    u.bytes[32..40].copy_from_slice(&8u64.to_ne_bytes());
-    u.bytes[40..48].copy_from_slice(&(ARG + 48).to_ne_bytes());
+    let mut u = unmap_with_bitmap_arg(64 * SZ_4K);
     u.bytes[56..64].copy_from_slice(&u64::MAX.to_ne_bytes());
     assert_eq!(h.c.ioctl(uapi::VFIO_IOMMU_UNMAP_DMA, ARG, &mut u), Ok(0));
     let word = |at: usize| u64::from_ne_bytes(u.bytes[at..at + 8].try_into().unwrap());
