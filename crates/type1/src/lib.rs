@@ -19,7 +19,8 @@
 //! nothing imports the ioctl byte layer back:
 //!
 //! ```text
-//! 8  ioctl                  request numbers and argument bytes -> the typed API
+//! 8  ioctl, guest_dma       request numbers and argument bytes -> the typed API; guest-physical
+//!                           DMA mapping for a VMM's virtual IOMMU
 //! 7  Container              one lock, groups, devices, the typed API (container/dirty.rs: its
 //!                           dirty-tracking part)
 //! 6  engine                 DMA of IOMMU-backed devices through a domain
@@ -73,6 +74,7 @@ mod dma;
 mod engine;
 pub mod error;
 pub mod group;
+pub mod guest_dma;
 mod ioctl;
 mod iova_list;
 pub mod mm;
@@ -109,5 +111,6 @@ pub use dirty::DirtyMode;
 pub use engine::{DmaEngine, DmaError};
 pub use error::{Error, Result};
 pub use group::{GroupId, GroupKind, GroupSpec, IommuDesc};
+pub use guest_dma::{GuestDmaMapping, GuestToHost};
 pub use io_pgtable::Access;
 pub use uaccess::{access_ok, ProcessUserMemory, UserBuffer, UserMemory, TASK_SIZE_MAX};
