@@ -190,6 +190,17 @@ pub(crate) trait BitmapSink {
     /// # Errors
     /// The sink's failure (for user memory, [`Error::BadAddress`]).
     fn words(&mut self, span: Range<usize>) -> Result<&mut [u64]>;
+
+    /// The report into the words `span` is complete; GET_BITMAP calls this before it resets the
+    /// mapping's dirty state, so a sink that writes each report where it goes (the user's
+    /// bitmap, as `update_user_bitmap`'s `copy_to_user` does) fails before anything is lost.
+    ///
+    /// # Errors
+    /// The sink's failure (for user memory, [`Error::BadAddress`]).
+    fn commit(&mut self, span: Range<usize>) -> Result<()> {
+        let _ = span;
+        Ok(())
+    }
 }
 
 /// The words a report of `nbits` bits at `bit_offset` writes, or `None` past `usize`.

@@ -57,52 +57,100 @@ fn bitmap_words(size: u64, pgsize: u64) -> usize {
     crate::to_usize(dirty_bitmap_bytes(pages_of(size, pgsize)) / 8)
 }
 
+/// How a request's reports reach the user's bitmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// UNMAP with GET_DIRTY_BITMAP: at the first report the bitmap is read whole and written
+    /// back unchanged, so a bitmap that cannot be read or written fails with `EFAULT` before any
+    /// mapping is removed (the page-table unmap runs before the report); the reports are written
+    /// once at the end ([`UserBitmap::finish`]).
+    Probed,
+    /// GET_BITMAP: each report is written when it is complete ([`BitmapSink::commit`]), before
+    /// its mapping's dirty state is reset, as `update_user_bitmap`'s `copy_to_user`; a report's
+    /// first word is read first (its low bits are ORed) unless an earlier report wrote it.
+    EachReport,
+}
+
 /// The user's bitmap at `data` as the sink of a request's reports (`update_user_bitmap`'s
-/// `copy_from_user`/`copy_to_user`). At the first report its words are read whole and written
-/// back unchanged, so a bitmap that cannot be read or written fails with `EFAULT` before any
-/// mapping is reset or removed; [`UserBitmap::finish`] writes the reports once at the end. A
-/// request with no mapping in its range never touches the bitmap, as in the kernel.
+/// `copy_from_user`/`copy_to_user`), delivered as [`Delivery`] says. A request with no mapping
+/// in its range never touches the bitmap, as in the kernel.
 struct UserBitmap<'a> {
     user: &'a mut dyn UserMemory,
     data: u64,
     nwords: usize,
+    delivery: Delivery,
     words: Option<Vec<u64>>,
+    /// Words `[0, defined)` hold what the user's bitmap holds or will (each report's span).
+    defined: usize,
 }
 
 impl<'a> UserBitmap<'a> {
-    fn new(user: &'a mut dyn UserMemory, data: u64, nwords: usize) -> Self {
+    fn new(user: &'a mut dyn UserMemory, data: u64, nwords: usize, delivery: Delivery) -> Self {
         UserBitmap {
             user,
             data,
             nwords,
+            delivery,
             words: None,
+            defined: 0,
         }
     }
 
-    /// Writes the reports back (if any report asked for the words).
+    /// Writes the reports back ([`Delivery::Probed`], if any report asked for the words).
     fn finish(self) -> Result<()> {
-        match self.words {
-            Some(words) => copy_to(self.user, self.data, words_as_bytes(&words)),
-            None => Ok(()),
+        match (self.delivery, self.words) {
+            (Delivery::Probed, Some(words)) => {
+                copy_to(self.user, self.data, words_as_bytes(&words))
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// The user address of word `i`.
+    fn word_addr(&self, i: usize) -> u64 {
+        self.data + 8 * i as u64
     }
 }
 
 impl BitmapSink for UserBitmap<'_> {
-    fn words(&mut self, _span: Range<usize>) -> Result<&mut [u64]> {
+    fn words(&mut self, span: Range<usize>) -> Result<&mut [u64]> {
         if self.words.is_none() {
-            // Read in place and written back unchanged: the probe that makes a bad bitmap fail
-            // before anything is reset or removed. One buffer, no conversion copies.
             let mut words = Vec::new();
             words
                 .try_reserve_exact(self.nwords)
                 .map_err(|_| Error::NoMemory)?;
             words.resize(self.nwords, 0);
-            copy_from(self.user, self.data, words_as_bytes_mut(&mut words))?;
-            copy_to(self.user, self.data, words_as_bytes(&words))?;
+            if self.delivery == Delivery::Probed {
+                // Read in place and written back unchanged: the probe.
+                copy_from(self.user, self.data, words_as_bytes_mut(&mut words))?;
+                copy_to(self.user, self.data, words_as_bytes(&words))?;
+            }
             self.words = Some(words);
         }
+        if self.delivery == Delivery::EachReport
+            && span.start < span.end
+            && span.start >= self.defined
+            && span.start < self.nwords
+        {
+            let mut first = [0u8; 8];
+            copy_from(self.user, self.word_addr(span.start), &mut first)?;
+            if let Some(w) = self.words.as_mut().and_then(|w| w.get_mut(span.start)) {
+                *w = u64::from_ne_bytes(first);
+            }
+            self.defined = span.end.min(self.nwords);
+        }
         Ok(self.words.as_deref_mut().unwrap_or_default())
+    }
+
+    fn commit(&mut self, span: Range<usize>) -> Result<()> {
+        if self.delivery != Delivery::EachReport {
+            return Ok(());
+        }
+        let addr = self.word_addr(span.start);
+        let Some(words) = self.words.as_deref().and_then(|w| w.get(span)) else {
+            return Ok(());
+        };
+        copy_to(self.user, addr, words_as_bytes(words))
     }
 }
 
@@ -277,7 +325,7 @@ impl Container {
         let unmapped = match bitmap_data {
             Some(data) => {
                 let words = bitmap_words(size, bitmap_pgsize);
-                let mut sink = UserBitmap::new(&mut *user, data, words);
+                let mut sink = UserBitmap::new(&mut *user, data, words, Delivery::Probed);
                 let r = self.unmap_loop(&req, Some(&mut sink));
                 // The reports of mappings removed before an error are written too, as the kernel
                 // writes each one before it removes the next.
@@ -338,7 +386,7 @@ impl Container {
                     .ok_or(Error::Overflow { start: iova, size })?;
                 bitmap.check(size)?;
                 let words = bitmap_words(size, bitmap.pgsize);
-                let mut sink = UserBitmap::new(user, bitmap.data, words);
+                let mut sink = UserBitmap::new(user, bitmap.data, words, Delivery::EachReport);
                 let r = self.dirty_bitmap_sink(Iova(iova), size, bitmap.pgsize, &mut sink);
                 let written = sink.finish();
                 r?;

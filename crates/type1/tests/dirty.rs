@@ -608,3 +608,101 @@ fn an_unmap_that_ends_busy_still_reports_the_mappings_it_removed() {
     assert_eq!(word, 1 << 1, "the first mapping's dirty page");
     h.check();
 }
+
+/// User memory whose bytes from `limit` on cannot be written (a bitmap straddling a read-only
+/// page).
+struct WritableBelow(UserBuffer, u64);
+
+impl type1::UserMemory for WritableBelow {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        self.0.read(addr, buf)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), u64> {
+        if addr + data.len() as u64 > self.1 {
+            return Err(addr.max(self.1));
+        }
+        self.0.write(addr, data)
+    }
+}
+
+/// A `vfio_iommu_type1_dirty_bitmap` GET_BITMAP request at `ARG` for `[0, size)` at 4K, its
+/// bitmap of `words` words at `ARG + 64`.
+fn get_bitmap_arg(size: u64, words: u64) -> UserBuffer {
+    let mut u = UserBuffer::new(ARG, 64 + 8 * usize::try_from(words).unwrap());
+    let get = off::DIRTY_DATA;
+    let argsz = get + std::mem::size_of::<raw::vfio_iommu_type1_dirty_bitmap_get>();
+    let b = &mut u.bytes;
+    uapi::put_u32(b, off::ARGSZ, u32::try_from(argsz).unwrap());
+    uapi::put_u32(b, off::FLAGS, GET);
+    uapi::put_u64(b, get + off::GET_IOVA, 0);
+    uapi::put_u64(b, get + off::GET_SIZE, size);
+    uapi::put_u64(b, get + off::GET_BITMAP + off::BITMAP_PGSIZE, SZ_4K);
+    uapi::put_u64(b, get + off::GET_BITMAP + off::BITMAP_SIZE, 8 * words);
+    uapi::put_u64(b, get + off::GET_BITMAP + off::BITMAP_DATA, ARG + 64);
+    u
+}
+
+/// `vfio_iova_dirty_bitmap` (v6.18) copies each mapping's report to the user (`update_user_bitmap`)
+/// before it clears that mapping's bitmap: with a bitmap whose second word cannot be written, the
+/// first mapping's pages are delivered and reset, the call fails with `EFAULT`, and the second
+/// mapping's pages are still reported by the next GET_BITMAP. Nothing is lost.
+#[test]
+fn get_bitmap_delivers_each_mapping_before_resetting_it_so_a_bad_word_loses_nothing() {
+    let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
+    h.map(0, RAM, 64 * SZ_4K, RW).unwrap();
+    h.map(64 * SZ_4K, RAM + 64 * SZ_4K, 64 * SZ_4K, RW).unwrap();
+    h.c.dirty_start().unwrap();
+    h.c.dirty_bitmap(Iova(0), 128 * SZ_4K, SZ_4K).unwrap();
+    let dma = h.c.dma_engine(GroupId(1)).unwrap();
+    dma.write(Iova(3 * SZ_4K), b"x").unwrap();
+    dma.write(Iova(70 * SZ_4K), b"x").unwrap();
+    let mut u = WritableBelow(get_bitmap_arg(128 * SZ_4K, 2), ARG + 64 + 8);
+    let r = h.c.ioctl(uapi::VFIO_IOMMU_DIRTY_PAGES, ARG, &mut u);
+    assert_eq!(r.unwrap_err().errno(), EFAULT);
+    let word =
+        |u: &UserBuffer, at: usize| u64::from_ne_bytes(u.bytes[at..at + 8].try_into().unwrap());
+    assert_eq!(
+        word(&u.0, 64),
+        1 << 3,
+        "the first mapping's report was delivered"
+    );
+    h.check();
+    let bm = h.c.dirty_bitmap(Iova(0), 128 * SZ_4K, SZ_4K).unwrap();
+    assert_eq!(
+        set_of(&bm, 128),
+        BTreeSet::from([70]),
+        "page 3 was reset, page 70 kept"
+    );
+}
+
+/// `update_user_bitmap` ORs the user's own first word into a report that starts inside it
+/// (`bitmap_or` with the `leftover` read by `copy_from_user`), writes only the words of each
+/// mapping's report, and leaves the words of a gap alone.
+#[test]
+fn get_bitmap_ors_a_shared_first_word_and_leaves_gap_words_alone() {
+    let h = tracked(vec![GroupSpec::iommu(1)], DirtyMode::Precise);
+    // Pages 4..68 and 200..210: word 0's low bits and word 2 are no mapping's.
+    h.map(4 * SZ_4K, RAM, 64 * SZ_4K, RW).unwrap();
+    h.map(200 * SZ_4K, RAM + 64 * SZ_4K, 10 * SZ_4K, RW)
+        .unwrap();
+    h.c.dirty_start().unwrap();
+    h.c.dirty_bitmap(Iova(0), 256 * SZ_4K, SZ_4K).unwrap();
+    let dma = h.c.dma_engine(GroupId(1)).unwrap();
+    dma.write(Iova(5 * SZ_4K), b"x").unwrap();
+    dma.write(Iova(201 * SZ_4K), b"x").unwrap();
+    let mut u = get_bitmap_arg(256 * SZ_4K, 4);
+    let garbage = 0b1001u64 | (1 << 40);
+    for (i, w) in [garbage, u64::MAX, u64::MAX, 1 << 63].iter().enumerate() {
+        u.bytes[64 + 8 * i..72 + 8 * i].copy_from_slice(&w.to_ne_bytes());
+    }
+    assert_eq!(h.c.ioctl(uapi::VFIO_IOMMU_DIRTY_PAGES, ARG, &mut u), Ok(0));
+    let word = |at: usize| u64::from_ne_bytes(u.bytes[at..at + 8].try_into().unwrap());
+    // Word 0: the user's word ORed with the report of pages 4..64 (page 5); word 1: pages
+    // 64..68 of the first mapping, overwritten (nothing dirty); word 2: no mapping, untouched;
+    // word 3: the second mapping (pages 200..210, page 201), starting inside it: ORed.
+    assert_eq!(word(64), garbage | 1 << 5);
+    assert_eq!(word(72), 0);
+    assert_eq!(word(80), u64::MAX);
+    assert_eq!(word(88), 1 << 63 | 1 << 9);
+    h.check();
+}

@@ -7,6 +7,8 @@
 //! or (kernel-exact mode) its mapping is IOMMU-mapped while an IOMMU-backed group has never
 //! pinned; or (precise mode) a device wrote it through the page table (hardware dirty bits).
 
+use std::ops::Range;
+
 use super::{Type1, Version};
 use crate::dirty::{self, BitmapSink, DirtyMode};
 use crate::dma::Dma;
@@ -155,21 +157,28 @@ impl Type1 {
         Ok(())
     }
 
-    /// Reports the mapping at `key`'s dirty state into `dest` (`update_user_bitmap`). Nothing
-    /// changes if the sink cannot give its words or they are too few.
-    pub(crate) fn report_dma(&mut self, key: u64, dest: &mut BitmapDest<'_>) -> Result<()> {
+    /// Reports the mapping at `key`'s dirty state into `dest` (`update_user_bitmap`) and
+    /// returns the words it wrote. Nothing changes if the sink cannot give its words or they are
+    /// too few.
+    pub(crate) fn report_dma(
+        &mut self,
+        key: u64,
+        dest: &mut BitmapDest<'_>,
+    ) -> Result<Option<Range<usize>>> {
         let shift = self.min_pgsize().trailing_zeros();
         let Some(dma) = self.dmas.get(key) else {
-            return Ok(());
+            return Ok(None);
         };
         let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
+        let span = dirty::report_span(nbits, bit_offset);
         let words = dest.words_for(nbits, bit_offset)?;
         self.harvest(key);
         let Some(dma) = self.dmas.get(key) else {
-            return Ok(());
+            return Ok(None);
         };
         let full = self.full_dirty(dma);
-        dirty::report(words, dma.bitmap.as_ref(), nbits, bit_offset, full)
+        dirty::report(words, dma.bitmap.as_ref(), nbits, bit_offset, full)?;
+        Ok(span)
     }
 
     /// Clears the mapping's bitmap whole and repopulates it from its pins (after GET_BITMAP).
@@ -211,12 +220,15 @@ impl Type1 {
         self.check_bisection(iova, last)?;
         let keys = self.dmas.overlapping_keys(iova, last);
         for &key in &keys {
-            self.report_dma(key, dest)?;
-            self.reset_bitmap(key);
-        }
-        #[cfg(debug_assertions)]
-        if !keys.is_empty() {
+            let span = self.report_dma(key, dest)?;
+            #[cfg(debug_assertions)]
             test_fault_drop_dirty(iova, size, min, dest.sink.words(0..0)?);
+            // Delivered before the reset, as `update_user_bitmap` copies before the bitmap is
+            // cleared: a sink that fails here loses nothing.
+            if let Some(span) = span {
+                dest.sink.commit(span)?;
+            }
+            self.reset_bitmap(key);
         }
         Ok(())
     }
