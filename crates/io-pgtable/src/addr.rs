@@ -7,8 +7,11 @@
 //! All ranges in this crate are written `(start, length)` with an exclusive end; an end that
 //! would wrap past `u64::MAX` is an error, computed with [`Iova::checked_add`], never clamped.
 
-use std::fmt;
-
+/// Declares `$name`, a `u64` address newtype with this module's conventions: `raw`,
+/// `checked_add` (wrapping is an error), `wrapping_add`, `is_aligned`, `align_down`, zero-padded
+/// hex `Display`. Used here for [`Iova`] and [`PhysAddr`], and by the `type1` crate for its host
+/// virtual address, so every address type of the project behaves alike.
+#[macro_export]
 macro_rules! address_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -55,14 +58,14 @@ macro_rules! address_type {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::core::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 write!(f, "{:#018x}", self.0)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 write!(f, concat!(stringify!($name), "({:#x})"), self.0)
             }
         }

@@ -18,63 +18,19 @@
 //! errno. Ranges are `(start, length in bytes)` with an exclusive end; an end that would wrap is
 //! an error ([`Vaddr::checked_add`]), never clamped.
 
-use std::fmt;
-
 pub use io_pgtable::{Iova, PhysAddr};
 
-/// A host virtual address in the mappings' owner (MAP_DMA's `vaddr`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Vaddr(pub u64);
+io_pgtable::address_type!(
+    /// A host virtual address in the mappings' owner (MAP_DMA's `vaddr`).
+    Vaddr
+);
 
 impl Vaddr {
-    /// The raw value.
-    #[inline]
-    #[must_use]
-    pub const fn raw(self) -> u64 {
-        self.0
-    }
-
-    /// `self + len`, or `None` if that wraps past `u64::MAX`.
-    #[inline]
-    #[must_use]
-    pub const fn checked_add(self, len: u64) -> Option<Self> {
-        match self.0.checked_add(len) {
-            Some(v) => Some(Self(v)),
-            None => None,
-        }
-    }
-
-    /// `self + len`, wrapping. Only for offsets already proven in range.
-    #[inline]
-    #[must_use]
-    pub const fn wrapping_add(self, len: u64) -> Self {
-        Self(self.0.wrapping_add(len))
-    }
-
-    /// True if `self` is a multiple of `align` (a power of two).
-    #[inline]
-    #[must_use]
-    pub const fn is_aligned(self, align: u64) -> bool {
-        self.0 & (align.wrapping_sub(1)) == 0
-    }
-
     /// The address of `ptr` in this process.
     #[inline]
     #[must_use]
     pub fn of_ptr<T>(ptr: *const T) -> Self {
         Self(ptr as usize as u64)
-    }
-}
-
-impl fmt::Display for Vaddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#018x}", self.0)
-    }
-}
-
-impl fmt::Debug for Vaddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Vaddr({:#x})", self.0)
     }
 }
 
