@@ -21,21 +21,21 @@ pub(crate) struct BitmapDest<'a> {
 }
 
 impl BitmapDest<'_> {
-    /// The sink's words for a report of `nbits` bits at `bit_offset`.
+    /// The sink's words for a report of `nbits` bits at `bit_offset`, and the span of them the
+    /// report writes.
     ///
     /// # Errors
     /// The sink's error, or [`Error::InvalidBitmap`] if its words are too few.
-    fn words_for(&mut self, nbits: u64, bit_offset: u64) -> Result<&mut [u64]> {
+    fn words_for(&mut self, nbits: u64, bit_offset: u64) -> Result<(Range<usize>, &mut [u64])> {
         let too_few = Error::InvalidBitmap {
             reason: "bitmap too small for the range",
         };
         let span = dirty::report_span(nbits, bit_offset).ok_or(too_few.clone())?;
-        let end = span.end;
-        let words = self.sink.words(span)?;
-        if end > words.len() {
+        let words = self.sink.words(span.clone())?;
+        if span.end > words.len() {
             return Err(too_few);
         }
-        Ok(words)
+        Ok((span, words))
     }
 }
 
@@ -170,15 +170,14 @@ impl Type1 {
             return Ok(None);
         };
         let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
-        let span = dirty::report_span(nbits, bit_offset);
-        let words = dest.words_for(nbits, bit_offset)?;
+        let (span, words) = dest.words_for(nbits, bit_offset)?;
         self.harvest(key);
         let Some(dma) = self.dmas.get(key) else {
             return Ok(None);
         };
         let full = self.full_dirty(dma);
         dirty::report(words, dma.bitmap.as_ref(), nbits, bit_offset, full)?;
-        Ok(span)
+        Ok(Some(span))
     }
 
     /// Clears the mapping's bitmap whole and repopulates it from its pins (after GET_BITMAP).
@@ -242,7 +241,7 @@ impl Type1 {
         let shift = self.min_pgsize().trailing_zeros();
         let dma = self.dmas.get(key).ok_or(Error::NotMapped { iova: key })?;
         let (nbits, bit_offset) = (dma.size >> shift, (dma.iova - dest.base) >> shift);
-        let words = dest.words_for(nbits, bit_offset)?;
+        let (_, words) = dest.words_for(nbits, bit_offset)?;
         let mut dma = self
             .dmas
             .remove(key)
